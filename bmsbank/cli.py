@@ -1,0 +1,193 @@
+"""The ``bmsbank`` command line: demo, status, tap, decode, supervisor-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from bmsbank import config as configuration
+from bmsbank import runtime
+from bmsbank.errors import BmsBankError, ConfigError, FrameError
+
+PROG = "bmsbank"
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _subscribe(args: argparse.Namespace, topics: list[bytes]):  # noqa: ANN202 - zmq socket
+    import zmq
+
+    endpoint = args.tap
+    if not endpoint:
+        endpoint = configuration.load(args.config, args.runtime_dir).tap_endpoint
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    sock.connect(endpoint)
+    return sock, endpoint
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print one bank view from the tap."""
+    from bmsbank import view
+    from bmsbank.schema import TOPIC_BANK, unpack
+
+    sock, endpoint = _subscribe(args, [TOPIC_BANK])
+    if not sock.poll(int(args.wait * 1000)):
+        return runtime.fail(
+            PROG,
+            f"no bank message on {endpoint} within {args.wait:g} s (is the arbiter running?)",
+            1,
+        )
+    _topic, body = sock.recv_multipart()
+    print(view.render(unpack(body)))
+    return 0
+
+
+def cmd_tap(args: argparse.Namespace) -> int:
+    """Print the tap stream as JSON lines."""
+    from bmsbank.schema import unpack
+
+    topics = [t.encode() for t in (args.topic or ["state", "bank"])]
+    sock, _ = _subscribe(args, topics)
+    seen = 0
+    try:
+        while args.count is None or seen < args.count:
+            topic, body = sock.recv_multipart()
+            msg = _json_safe(unpack(body))
+            print(json.dumps({"topic": topic.decode(), **msg}), flush=True)
+            seen += 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode captured frames with a plugin and print the state as JSON."""
+    from bmsbank.services.poller import plugins
+    from bmsbank.services.poller.plugins.base import LinkStats
+    from bmsbank.state import make_state
+
+    try:
+        plugin = plugins.load(args.bms)
+        data = bytes.fromhex("".join(args.hex).replace(":", ""))
+    except (KeyError, ValueError) as exc:
+        return runtime.fail(PROG, exc.args[0] if exc.args else exc, 2)
+    buf, stats, parts = bytearray(data), LinkStats(), {}
+    while True:
+        try:
+            frame = plugin.extract(buf, args.address, stats)
+            if frame is None:
+                break
+            part, fields = plugin.parse(frame)
+        except FrameError as exc:
+            return runtime.fail(PROG, f"rejected ({exc.kind}): {exc}", 1)
+        parts[part] = fields
+    if buf or stats.noise_bytes:
+        print(
+            f"{PROG}: ignored {len(buf) + stats.noise_bytes} byte(s) outside frames",
+            file=sys.stderr,
+        )
+    if not parts:
+        return runtime.fail(PROG, f"rejected: no complete {plugin.title} frame in the input", 1)
+    try:
+        fields = plugin.state(parts)
+    except FrameError as exc:
+        print(json.dumps(_json_safe({"parts": parts}), indent=2))
+        return runtime.fail(PROG, f"incomplete state: {exc.reason}", 1)
+    address = args.address if args.address is not None else plugin.default_address
+    state = make_state("decode", address, plugin.name, 0, fields, stats.as_dict())
+    print(json.dumps(_json_safe(state), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    from bmsbank import demo
+
+    return demo.run(args.duration, args.can, args.runtime_dir, args.keep)
+
+
+def cmd_supervisor_config(args: argparse.Namespace) -> int:
+    """Print supervisord.conf for a configuration."""
+    from bmsbank import supervisor
+
+    config = configuration.load(args.config)
+    print(
+        supervisor.render_installation(config, args.python, args.config_path or config.source),
+        end="",
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    p = argparse.ArgumentParser(prog=PROG, description="Many BMS, one battery bank for Victron.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the whole stack on simulated packs")
+    d.add_argument("--duration", type=float, help="stop after SECONDS (default: until Ctrl-C)")
+    d.add_argument(
+        "--can",
+        metavar="INTERFACE:CHANNEL",
+        help="CAN output, e.g. slcan:/dev/ttyACM0, socketcan:can0 or none "
+        "(default: slcan on a pseudo-terminal, far end printed)",
+    )
+    d.add_argument("--runtime-dir", help="directory for sockets, ptys and logs (default: temp)")
+    d.add_argument("--keep", action="store_true", help="keep the runtime directory afterwards")
+    d.set_defaults(func=cmd_demo)
+
+    for name, func, text in (
+        ("status", cmd_status, "print one bank view from the tap"),
+        ("tap", cmd_tap, "print the state and bank stream as JSON lines"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+        s.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
+        s.add_argument("--tap", help="tap endpoint (overrides the config)")
+        s.set_defaults(func=func)
+        if name == "status":
+            s.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a bank")
+        else:
+            s.add_argument("--topic", action="append", choices=["state", "bank"])
+            s.add_argument("--count", type=int, help="stop after N messages")
+
+    c = sub.add_parser("decode", help="decode captured frames (hex, in arrival order)")
+    c.add_argument("bms", help="plugin name, e.g. jbd or jkpb")
+    c.add_argument("hex", nargs="+", help="bytes as hex; spaces and colons are ignored")
+    c.add_argument("--address", type=int, help="address the frames must come from")
+    c.set_defaults(func=cmd_decode)
+
+    g = sub.add_parser("supervisor-config", help="print supervisord.conf for a config file")
+    g.add_argument("config", help="the bmsbank config file")
+    g.add_argument("--python", default=sys.executable, help="python of the installation")
+    g.add_argument("--config-path", help="config path to write into the commands")
+    g.set_defaults(func=cmd_supervisor_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bmsbank`` command."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        return runtime.fail(PROG, exc)
+    except BmsBankError as exc:
+        return runtime.fail(PROG, exc, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

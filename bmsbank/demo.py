@@ -1,0 +1,197 @@
+"""``bmsbank demo``: the whole stack with simulated packs, no hardware needed.
+
+Two JBD packs on their own ports and an RS485 bus with three JK PB packs, each a simulator on a
+pseudo-terminal; pollers, arbiter and publisher under a real supervisord; a private dbus-daemon
+(unless ``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end
+is printed. Everything lives in one runtime directory and stops with the demo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from bmsbank import config as configuration
+from bmsbank import view
+from bmsbank.schema import TOPIC_BANK, unpack
+from bmsbank.supervisor import Program, render, service_programs
+
+#: (port name, bms, addresses, per-pack currents [A], SoCs [%], imbalance [V])
+DEMO_PORTS = (
+    ("jbd1", "jbd", [1], [6.0], [55.0], [0.004]),
+    ("jbd2", "jbd", [1], [-3.5], [72.0], [0.012]),
+    ("jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0], [0.006, 0.020, 0.010]),
+)
+
+#: a private bus that lets anyone own names and eavesdrop (demo and tests only)
+PRIVATE_BUS_CONF = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path={sock}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+    <allow eavesdrop="true"/>
+  </policy>
+</busconfig>
+"""
+
+
+@dataclass
+class DemoPlan:
+    """Where everything of one demo run lives."""
+
+    rundir: str
+    config_path: str
+    supervisord_conf: str
+    dbus_address: str
+    own_bus: bool
+    can: str  #: "interface:channel" the publisher uses, or "none"
+    can_peer: str | None  #: the far end of the demo's CAN pty, when the demo made one
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid TOML basic string
+
+
+def plan(rundir: str, can: str | None) -> DemoPlan:
+    """Write the demo's config files into ``rundir`` and return where things are."""
+    python = sys.executable
+    os.makedirs(rundir, exist_ok=True)
+    logdir = os.path.join(rundir, "log")
+    os.makedirs(logdir, exist_ok=True)
+    env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    own_bus = not env_bus
+    dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"
+    can_peer = None
+    if can is None:
+        can = f"slcan:{rundir}/can-bms"
+        can_peer = f"{rundir}/can-peer"
+    interface, _, channel = can.partition(":")
+    lines = [f"runtime_dir = {_toml_str(rundir)}", ""]
+    lines += ["[bank]", 'name = "demo"', ""]
+    lines += ["[dbus]", "enabled = true", ""]
+    lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
+    if interface != "none":
+        lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}"]
+    lines.append("")
+    programs: list[Program] = []
+    for name, bms, addresses, currents, socs, imbalance in DEMO_PORTS:
+        link = f"{rundir}/tty-{name}"
+        lines += [
+            "[[ports]]",
+            f'name = "{name}"',
+            f"device = {_toml_str(link)}",
+            f'bms = "{bms}"',
+            f"addresses = {addresses}",
+            "",
+        ]
+        programs.append(Program(f"sim-{name}", [
+            python, "-m", "bmsbank.services.poller.simulators", "--bms", bms, "--link", link,
+            "--addresses", ",".join(map(str, addresses)),
+            "--current", ",".join(map(str, currents)), "--soc", ",".join(map(str, socs)),
+            "--imbalance", ",".join(map(str, imbalance)),
+            "--snapshot", f"{rundir}/sim-{name}.json",
+        ], priority=5))  # fmt: skip
+    config_path = f"{rundir}/bmsbank.toml"
+    with open(config_path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    config = configuration.load(config_path)
+    if own_bus:
+        with open(f"{rundir}/dbus.conf", "w", encoding="utf-8") as fh:
+            fh.write(PRIVATE_BUS_CONF.format(sock=f"{rundir}/dbus.sock"))
+        programs.append(
+            Program(
+                "dbus",
+                ["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={rundir}/dbus.conf"],
+                priority=1,
+            )
+        )
+    if can_peer:
+        programs.append(Program("canwire", [
+            python, "-m", "bmsbank.services.poller.simulators.ptybridge", channel, can_peer,
+        ], priority=2))  # fmt: skip
+    env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_address}
+    programs += service_programs(config, python, config_path, env)
+    conf = f"{rundir}/supervisord.conf"
+    with open(conf, "w", encoding="utf-8") as fh:
+        fh.write(render(programs, rundir, logdir, "bmsbank demo (generated)"))
+    return DemoPlan(rundir, config_path, conf, dbus_address, own_bus, can, can_peer)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run(duration: float | None, can: str | None, rundir: str | None, keep: bool) -> int:
+    """Run the demo until ``duration`` seconds pass or Ctrl-C; return the exit code."""
+    made_dir = rundir is None
+    rundir = rundir or tempfile.mkdtemp(prefix="bmsbank-demo-")
+    p = plan(rundir, can)
+    out = sys.stdout
+    out.write(f"bmsbank demo: runtime dir {p.rundir}\n")
+    out.write(
+        f"  D-Bus : {p.dbus_address}  service com.victronenergy.battery.bmsbank"
+        f"{' (private bus)' if p.own_bus else ''}\n"
+    )
+    if p.can_peer:
+        out.write(
+            f"  CAN   : slcan far end at {p.can_peer} "
+            f"(python-can: interface='slcan', channel='{p.can_peer}')\n"
+        )
+    else:
+        out.write(f"  CAN   : {p.can}\n")
+    out.write(f"  status: bmsbank status --config {p.config_path}\n")
+    out.write(f"  logs  : {p.rundir}/log/\n\n")
+    out.flush()
+    supervisord = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", p.supervisord_conf],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    context = zmq.Context.instance()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(f"ipc://{p.rundir}/tap.ipc")
+    deadline = None if duration is None else time.monotonic() + duration
+    code = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            if supervisord.poll() is not None:
+                out.write(f"supervisord exited ({supervisord.returncode}); see {p.rundir}/log\n")
+                code = 1
+                break
+            wait = 1000 if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
+            if sub.poll(min(wait, 1000)):
+                _topic, body = sub.recv_multipart()
+                out.write(view.render(unpack(body)) + "\n\n")
+                out.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+        _stop(supervisord)
+        if made_dir and not keep:
+            shutil.rmtree(p.rundir, ignore_errors=True)
+    out.write("bmsbank demo: stopped\n")
+    return code

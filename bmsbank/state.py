@@ -1,0 +1,77 @@
+"""Build state messages: derived values computed once, here, for every BMS family."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from bmsbank.schema import SCHEMA_VERSION
+
+#: fields a plugin may leave out, with the value a state message carries then
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "soh": None,
+    "mosfet_temperature": None,
+    "bms_ccl": None,
+    "bms_dcl": None,
+    "bms_cvl": None,
+    "hardware": "",
+    "cycles": 0,
+    "alarms": {},
+}
+
+
+def pack_id(port: str, address: int) -> str:
+    """The id of the pack at ``address`` on ``port``: ``"port:address"``."""
+    return f"{port}:{address}"
+
+
+def derive(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Add power [W], min/max cell voltage and cell delta [V] to a plugin's fields."""
+    out = dict(OPTIONAL_DEFAULTS)
+    out.update(fields)
+    cells = out.get("cells") or []
+    out["power"] = float(out["voltage"]) * float(out["current"])
+    out["min_cell_voltage"] = min(cells) if cells else 0.0
+    out["max_cell_voltage"] = max(cells) if cells else 0.0
+    out["cell_delta"] = out["max_cell_voltage"] - out["min_cell_voltage"]
+    return out
+
+
+def make_state(
+    port: str,
+    address: int,
+    bms: str,
+    seq: int,
+    fields: Mapping[str, Any],
+    link: Mapping[str, int],
+    mono: float | None = None,
+    wall: float | None = None,
+) -> dict[str, Any]:
+    """A complete state message body for one pack reading.
+
+    Args:
+        port: port name from the config.
+        address: pack address on the port.
+        bms: plugin name.
+        seq: the poller's message sequence number.
+        fields: what the plugin decoded (see ``Plugin.state``).
+        link: the link's error counters.
+        mono: monotonic time of the reading [s] (default: now).
+        wall: unix time of the reading [s] (default: now).
+
+    """
+    body = derive(fields)
+    body.update(
+        v=SCHEMA_VERSION,
+        kind="state",
+        pack=pack_id(port, address),
+        port=port,
+        address=address,
+        bms=bms,
+        seq=seq,
+        mono=time.monotonic() if mono is None else mono,
+        time=time.time() if wall is None else wall,
+        link=dict(link),
+    )
+    return body

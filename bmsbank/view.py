@@ -1,0 +1,47 @@
+"""Human-readable bank view (``bmsbank status`` and the demo)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(x: Any, fmt: str, unit: str = "") -> str:
+    return "--" if x is None else f"{x:{fmt}}{unit}"
+
+
+def bank_line(bank: dict[str, Any]) -> str:
+    """One line: the bank's values and limits."""
+    alarms = [n for n, lvl in bank.get("alarms", {}).items() if lvl]
+    return (
+        f"bank {bank.get('name', '')}: {_f(bank['voltage'], '.2f', ' V')} "
+        f"{_f(bank['current'], '+.1f', ' A')} {_f(bank['power'], '.0f', ' W')} "
+        f"SoC {_f(bank['soc'], '.1f', ' %')} | CVL {bank['cvl']:.2f} V "
+        f"CCL {bank['ccl']:.1f} A DCL {bank['dcl']:.1f} A | {bank['charge_state']} | "
+        f"online {bank['online']}/{bank['online'] + bank['offline']} | "
+        f"alarms: {', '.join(alarms) or 'none'}"
+    )
+
+
+def pack_line(p: dict[str, Any]) -> str:
+    """One line per pack: id, type, V, A, SoC, min/max cell, temperatures, state, age."""
+    temps = "/".join(f"{t:.1f}" for t in p.get("temperatures") or []) or "--"
+    state = "online" if p["online"] else "OFFLINE"
+    if p.get("blocking_charge"):
+        state += f" (no charge: {p['blocking_charge']})"
+    if p.get("blocking_discharge"):
+        state += f" (no discharge: {p['blocking_discharge']})"
+    return (
+        f"  {p['id']:<16} {p.get('bms') or '?':<5} {_f(p.get('voltage'), '6.2f', ' V')} "
+        f"{_f(p.get('current'), '+6.1f', ' A')} SoC {_f(p.get('soc'), '5.1f', ' %')} "
+        f"cells {_f(p.get('min_cell_voltage'), '.3f')}-{_f(p.get('max_cell_voltage'), '.3f')} V "
+        f"T {temps} °C {state} age {_f(p.get('age'), '.1f', ' s')}"
+    )
+
+
+def render(bank: dict[str, Any]) -> str:
+    """The bank line, the reasons for the limits, then one line per pack."""
+    reasons = bank.get("reasons", {})
+    lines = [bank_line(bank)]
+    lines += [f"  {k.upper()}: {v}" for k, v in reasons.items()]
+    lines += [pack_line(p) for p in bank.get("packs", [])]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The three bmsbank services: poller, arbiter, publisher."""

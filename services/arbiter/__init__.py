@@ -1,0 +1,1 @@
+"""Arbiter service: latest state per pack, freshness, and ONE bank with its limits."""

@@ -1,0 +1,100 @@
+"""The arbiter's loop: pull states, keep the registry, publish a bank every interval.
+
+Sockets: a PULL socket bound at ``states_endpoint`` (pollers connect and push; PUSH/PULL does not
+drop while both ends are up) and a PUB socket bound at ``tap_endpoint`` carrying every accepted
+state (topic ``state``) and every bank (topic ``bank``). The tap is read-only by construction: a
+subscriber cannot send anything back on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import zmq
+
+from bmsbank.config import Config
+from bmsbank.errors import MessageError
+from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, pack, unpack
+from bmsbank.services.arbiter.bank import BankComputer
+from bmsbank.services.arbiter.registry import PackRegistry
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(endpoint: str) -> None:
+    if endpoint.startswith("ipc://"):
+        os.makedirs(os.path.dirname(endpoint[len("ipc://") :]) or ".", exist_ok=True)
+
+
+class Arbiter:
+    """Owns the sockets, the registry and the bank computer."""
+
+    def __init__(self, config: Config, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        now = time.monotonic()
+        self.registry = PackRegistry(config.pack_ids(), config.bank.stale_after)
+        self.bank = BankComputer(config, now)
+        self.malformed = 0  #: messages that were not even msgpack, or had an unknown topic
+        for endpoint in (config.states_endpoint, config.tap_endpoint):
+            _prepare(endpoint)
+        self.pull = self.context.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 10000)
+        self.pull.setsockopt(zmq.LINGER, 0)
+        self.pull.bind(config.states_endpoint)
+        self.tap = self.context.socket(zmq.PUB)
+        self.tap.setsockopt(zmq.SNDHWM, 10000)
+        self.tap.setsockopt(zmq.LINGER, 0)
+        self.tap.bind(config.tap_endpoint)
+        self.next_bank = now + min(0.5, config.bank.interval)
+
+    def handle(self, parts: list[bytes], now: float) -> None:
+        """Accept one message from a poller; forward it to the tap when it validates."""
+        if len(parts) != 2 or parts[0] != TOPIC_STATE:
+            self.malformed += 1
+            self.registry.counters.rejected += 1
+            log.warning("rejected message with %d part(s), topic %r", len(parts), parts[:1])
+            return
+        try:
+            msg = unpack(parts[1])
+        except MessageError as exc:
+            self.registry.counters.rejected += 1
+            log.warning("rejected state: %s", exc)
+            return
+        if self.registry.accept(msg, now) is not None:
+            self.tap.send_multipart([TOPIC_STATE, parts[1]])
+
+    def publish_bank(self, now: float) -> dict:
+        """Refresh freshness, compute the bank and publish it."""
+        self.registry.refresh(now)
+        bank = self.bank.compute(self.registry, now)
+        self.tap.send_multipart([TOPIC_BANK, pack(bank)])
+        return bank
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """Serve until ``stop()`` is true (or SystemExit from a signal)."""
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        while not stop():
+            now = time.monotonic()
+            if now >= self.next_bank:
+                self.publish_bank(now)
+                # Keep a steady cadence; skip missed ticks instead of bursting after a stall.
+                self.next_bank += self.config.bank.interval
+                if self.next_bank <= now:
+                    self.next_bank = now + self.config.bank.interval
+            timeout_ms = max(0, int((self.next_bank - time.monotonic()) * 1000) + 1)
+            for _ in range(1000):  # drain what is queued, but never starve the bank tick
+                events = dict(poller.poll(timeout_ms))
+                if self.pull not in events:
+                    break
+                self.handle(self.pull.recv_multipart(), time.monotonic())
+                timeout_ms = 0
+
+    def close(self) -> None:
+        """Close the sockets."""
+        self.pull.close()
+        self.tap.close()

@@ -1,0 +1,215 @@
+"""The poller: polls every pack on one port in turn and pushes state messages to the arbiter.
+
+One process per port. A missing port is retried with exponential backoff and logged once per state
+change; a malformed or missing reply is counted per link and never stops the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from bmsbank.config import Config, PortConfig
+from bmsbank.errors import FrameError, LinkTimeout, TransportError
+from bmsbank.logs import ChangeLog
+from bmsbank.schema import TOPIC_STATE, pack
+from bmsbank.services.poller import plugins
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query
+from bmsbank.services.poller.transport import SerialTransport
+from bmsbank.state import make_state
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN = 0.5  # s, first retry after a port failure
+BACKOFF_MAX = 30.0  # s
+
+
+@dataclass
+class PackLink:
+    """Per-pack bookkeeping: counters and reply parts kept across cycles."""
+
+    address: int
+    stats: LinkStats = field(default_factory=LinkStats)
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done_once: set[str] = field(default_factory=set)
+
+
+class Poller:
+    """Polls the packs of one configured port."""
+
+    def __init__(
+        self,
+        port: PortConfig,
+        send: Callable[[dict[str, Any]], None],
+        plugin: Plugin | None = None,
+    ) -> None:
+        self.port = port
+        self.plugin = plugin or plugins.load(port.bms)
+        self.send = send
+        self.transport = SerialTransport(port.device, port.baudrate or self.plugin.baudrate)
+        self.timeout = port.timeout or self.plugin.reply_timeout
+        self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap
+        self.links = {a: PackLink(a) for a in port.addresses}
+        self.cycle = 0
+        self.seq = 0
+        self.backoff = BACKOFF_MIN
+        self.changes = ChangeLog(log, f"[{port.name}] ")
+        self._last_io = 0.0
+
+    # -- one cycle ---------------------------------------------------------------------------
+    def poll_once(self) -> float:
+        """Run one poll cycle over every pack; return seconds to wait before the next attempt.
+
+        When the port is missing the return value is the backoff delay instead of the interval.
+        """
+        if not self.transport.is_open and not self._open():
+            delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
+            return delay
+        try:
+            for link in self.links.values():
+                self._poll_pack(link)
+        except TransportError as exc:
+            for link in self.links.values():
+                link.stats.port_errors += 1
+            self.transport.close()
+            self.changes.set("port", "lost", logging.WARNING, str(exc))
+            return self.backoff
+        self.cycle += 1
+        return self.port.interval
+
+    def _open(self) -> bool:
+        try:
+            self.transport.open()
+        except TransportError as exc:
+            for link in self.links.values():
+                link.stats.port_errors += 1
+            self.changes.set("port", "missing", logging.WARNING, str(exc))
+            return False
+        self.backoff = BACKOFF_MIN
+        self.changes.set("port", "open", logging.INFO, self.port.device)
+        return True
+
+    def _due(self, link: PackLink, q: Query) -> bool:
+        if q.every == 0:
+            return q.part not in link.done_once
+        return self.cycle % q.every == 0 or q.part not in link.parts
+
+    def _poll_pack(self, link: PackLink) -> None:
+        fresh: dict[str, dict[str, Any]] = {}
+        for q in self.plugin.queries(link.address):
+            if not self._due(link, q):
+                continue
+            result = self._exchange(link, q)
+            if result is None:
+                if q.required:
+                    self.changes.set(str(link.address), "silent", logging.WARNING, "no valid reply")
+                    return
+                continue
+            if q.expects_reply:
+                fresh[q.part] = result
+            link.done_once.add(q.part)
+        link.parts.update(fresh)
+        try:
+            fields = self.plugin.state(link.parts)
+        except FrameError as exc:
+            link.stats.count(exc.kind)
+            self.changes.set(str(link.address), "incomplete", logging.WARNING, str(exc))
+            return
+        link.stats.ok += 1
+        self.changes.set(str(link.address), "answering")
+        msg = make_state(
+            self.port.name, link.address, self.plugin.name, self.seq, fields, link.stats.as_dict()
+        )
+        self.seq += 1
+        self.send(msg)
+
+    def _exchange(self, link: PackLink, q: Query) -> dict[str, Any] | None:
+        """Send one request (with retries); return the decoded part, or None."""
+        for _attempt in range(self.port.retries + 1):
+            self._wait_gap()
+            link.stats.noise_bytes += self.transport.drain()
+            self.transport.send(q.request)
+            if not q.expects_reply:
+                self._last_io = time.monotonic()
+                return {}
+            try:
+                frame = self.transport.receive(
+                    lambda buf: self.plugin.extract(buf, link.address, link.stats), self.timeout
+                )
+                part, fields = self.plugin.parse(frame)
+            except LinkTimeout as exc:
+                link.stats.count(str(exc))
+                continue
+            except FrameError as exc:
+                link.stats.count(exc.kind)
+                log.debug("[%s:%d] %s: %s", self.port.name, link.address, q.part, exc)
+                continue
+            finally:
+                self._last_io = time.monotonic()
+            if part != q.part:
+                link.stats.unexpected += 1
+                continue
+            return fields
+        return None
+
+    def _wait_gap(self) -> None:
+        wait = self._last_io + self.gap - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+    def close(self) -> None:
+        """Close the port."""
+        self.transport.close()
+
+
+def zmq_sender(config: Config, context: zmq.Context) -> tuple[zmq.Socket, Callable]:
+    """A PUSH socket to the arbiter and a send function that never blocks.
+
+    PUSH does not drop while the arbiter is up; when it is down, sends fail fast (the high-water
+    mark is small on purpose: an old state is worth nothing) and are counted as dropped.
+    """
+    sock = context.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 50)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(config.states_endpoint)
+    dropped = ChangeLog(log)
+
+    def send(msg: dict[str, Any]) -> None:
+        try:
+            sock.send_multipart([TOPIC_STATE, pack(msg)], flags=zmq.NOBLOCK)
+            dropped.set("arbiter", "reachable", logging.DEBUG)
+        except zmq.Again:
+            dropped.set("arbiter", "not taking states (dropping)", logging.WARNING)
+
+    return sock, send
+
+
+def run(config: Config, port_name: str, stop: Callable[[], bool] = lambda: False) -> None:
+    """Poll ``port_name`` until ``stop()`` is true (or SystemExit from a signal)."""
+    port = config.port(port_name)
+    context = zmq.Context.instance()
+    sock, send = zmq_sender(config, context)
+    poller = Poller(port, send)
+    log.info(
+        "[%s] polling %s (%s) at %s every %.1f s",
+        port.name,
+        port.device,
+        port.bms,
+        port.addresses,
+        port.interval,
+    )
+    try:
+        while not stop():
+            started = time.monotonic()
+            delay = poller.poll_once()
+            remaining = started + delay - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+    finally:
+        poller.close()
+        sock.close()

@@ -1,0 +1,178 @@
+"""A simulated RS485 bus of JK BMS PB packs: answers FC16 triggers byte-exactly per address.
+
+Each reply is the 300-byte ``55 AA EB 90`` frame encoded from a :class:`BatteryModel` with the
+plugin's own field tables, its sum8, then the FC16 ack, built with the plugin's
+:func:`~bmsbank.services.poller.plugins.jkpb.ack`. By default the ack follows the frame directly
+(308 bytes, as in the JK BMS Monitor capture in tests/test_jkpb.py); ``padding=True`` adds the
+0x00 before and after the ack that bms-docs/JKBMS-PB.md describes (310 bytes). ``echo=True`` puts
+each recognised trigger in front of its reply, like a half-duplex CH341 adapter. Triggers for an
+address without a pack get silence, garbage is skipped; only the captured frames in
+tests/test_jkpb.py tie both the plugin and this simulator to the real wire format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bmsbank.native.frames import sum8
+from bmsbank.native.spec import Field, encode
+from bmsbank.services.poller.plugins.jkpb import (
+    ABSENT_SENSOR,
+    ALARM_BITS,
+    BATTERY_SENSORS,
+    CELL_FIELDS,
+    CELL_INFO,
+    CELL_SLOTS,
+    DEVICE_FIELDS,
+    FRAME_LENGTH,
+    HEADER,
+    MOSFET_SENSOR_BIT,
+    PARTS,
+    REQUEST_LENGTH,
+    SETTINGS,
+    SETTINGS_FIELDS,
+    TYPE_AT,
+    JkPbPlugin,
+    ack,
+    decode_trigger,
+)
+from bmsbank.services.poller.simulators.battery import (
+    CELL_OVER_VOLTAGE,
+    CELL_UNDER_VOLTAGE,
+    BatteryModel,
+)
+
+#: register -> part name
+PART_OF_REGISTER = {register: part for part, (register, _) in PARTS.items()}
+#: alarm name -> the first alarm bit that reports it (inverse of the plugin's mapping)
+ALARM_BIT_OF: dict[str, int] = {name: bit for bit, name in sorted(ALARM_BITS.items(), reverse=True)}
+#: bytes a real frame carries that the plugin does not decode (average/delta cell mV, power mW,
+#: the MOSFET reading repeated at 254)
+EXTRA_CELL_FIELDS = (
+    Field("average_cell", 74, "u16le", scale=0.001),
+    Field("delta_cell", 76, "u16le", scale=0.001),
+    Field("power", 154, "u32le", scale=0.001),
+    Field("mosfet_repeat", 254, "s16le", scale=0.1),
+)
+MOSFET_REPEAT_BIT = 3
+CHARGE_LIMIT, DISCHARGE_LIMIT = 100.0, 150.0  # A, the simulated CurBatCOC / CurBatDcOC
+DEVICE = {"model": "JK_PB2A16S20P", "hardware_version": "19A", "software_version": "19.27"}
+
+
+class JkPbSimulator:
+    """One RS485 bus with JK PB packs at the addresses of ``packs``."""
+
+    baudrate = JkPbPlugin.baudrate
+
+    def __init__(
+        self, packs: dict[int, BatteryModel], echo: bool = False, padding: bool = False
+    ) -> None:
+        self.packs = packs
+        self.echo = echo
+        self.padding = padding
+        self.counter = 0
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Take bytes from the poller; answer every complete trigger for a present pack."""
+        self._buf += data
+        replies: list[bytes] = []
+        while len(self._buf) >= REQUEST_LENGTH:
+            found = decode_trigger(self._buf[:REQUEST_LENGTH])
+            if found is None:
+                del self._buf[:1]  # garbage, or a partial trigger that never completed
+                continue
+            request = bytes(self._buf[:REQUEST_LENGTH])
+            del self._buf[:REQUEST_LENGTH]
+            reply = self.reply(*found)
+            if self.echo:
+                reply = request + reply
+            if reply:
+                replies.append(reply)
+        return replies
+
+    def reply(self, address: int, register: int) -> bytes:
+        """Answer ``register`` as the pack at ``address`` would (b"" when nobody answers)."""
+        model = self.packs.get(address)
+        part = PART_OF_REGISTER.get(register)
+        if model is None or part is None:
+            return b""
+        if part == CELL_INFO:
+            payload = encode(CELL_FIELDS + EXTRA_CELL_FIELDS, self.cell_info(model))
+        elif part == SETTINGS:
+            payload = encode(SETTINGS_FIELDS, self.settings(model, address))
+        else:
+            payload = self.device_info(address)
+        pad = b"\x00" if self.padding else b""
+        return self.frame(PARTS[part][1], payload) + pad + ack(address, register) + pad
+
+    def frame(self, ftype: int, payload: bytes) -> bytes:
+        """Wrap ``payload`` (offsets from the frame start) into a 300-byte frame with its sum8."""
+        out = bytearray(FRAME_LENGTH)
+        out[: len(payload)] = payload
+        out[: len(HEADER)] = HEADER
+        out[TYPE_AT], out[TYPE_AT + 1] = ftype, self.counter
+        self.counter = (self.counter + 1) & 0xFF
+        out[-1] = sum8(out, 0, FRAME_LENGTH - 1)
+        return bytes(out)
+
+    @staticmethod
+    def cell_info(m: BatteryModel) -> dict[str, Any]:
+        """Values of the cell info frame (type 0x02) from the model."""
+        cells = m.cell_voltages[:CELL_SLOTS]
+        probes = dict(zip((name for name, _ in BATTERY_SENSORS), m.temperatures, strict=False))
+        sensor_mask = 1 << MOSFET_SENSOR_BIT | 1 << MOSFET_REPEAT_BIT
+        for name, bit in BATTERY_SENSORS:
+            sensor_mask |= (1 << bit) if name in probes else 0
+        alarms = sum(1 << ALARM_BIT_OF[n] for n in m.active_alarms if n in ALARM_BIT_OF)
+        current = m.effective_current
+        return {
+            "cell_voltages": cells + [0.0] * (CELL_SLOTS - len(cells)),
+            "cell_mask": (1 << len(cells)) - 1,
+            "average_cell": sum(cells) / len(cells),
+            "delta_cell": max(cells) - min(cells),
+            "max_cell_index": cells.index(max(cells)),
+            "min_cell_index": cells.index(min(cells)),
+            "mosfet_temperature": m.mosfet_temperature,
+            "mosfet_repeat": m.mosfet_temperature,
+            "voltage": m.voltage,
+            "power": abs(m.voltage * current),
+            "current": current,
+            **{name: probes.get(name, ABSENT_SENSOR) for name, _ in BATTERY_SENSORS},
+            "alarm_bits": alarms,
+            "balance_current": 0.0,
+            "balancing_action": 1 if any(m.balancing) else 0,
+            "soc": round(m.soc),
+            "remaining": m.remaining,
+            "capacity": m.capacity,
+            "cycles": m.cycles,
+            "soh": 100,
+            "charge_fet": int(m.charge_fet),
+            "discharge_fet": int(m.discharge_fet),
+            "sensor_mask": sensor_mask,
+        }
+
+    @staticmethod
+    def settings(m: BatteryModel, address: int) -> dict[str, Any]:
+        """Values of the settings frame (type 0x01) from the model."""
+        return {
+            "cell_undervoltage": CELL_UNDER_VOLTAGE,
+            "cell_overvoltage": CELL_OVER_VOLTAGE,
+            "charge_current_limit": CHARGE_LIMIT,
+            "discharge_current_limit": DISCHARGE_LIMIT,
+            "cell_count": m.cells,
+            "balancer_enabled": int(m.balancer),
+            "capacity": m.capacity,
+            "device_address": address,
+        }
+
+    @staticmethod
+    def device_info(address: int) -> bytes:
+        """Build the device info payload (type 0x03): ASCII fields, NUL padded."""
+        text = {**DEVICE, "name": f"BMSBANK-SIM-{address}", "serial": f"SIM{address:05d}"}
+        out = bytearray(FRAME_LENGTH - 1)
+        for f in DEVICE_FIELDS:
+            out[f.offset : f.offset + f.count] = (
+                text[f.name].encode("ascii")[: f.count].ljust(f.count, b"\x00")
+            )
+        return bytes(out)

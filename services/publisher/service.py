@@ -1,0 +1,247 @@
+"""The publisher process: bank messages in over ZeroMQ, Venus D-Bus service and CAN-bus BMS out.
+
+One asyncio loop runs three tasks:
+
+* receive: a SUB socket on the arbiter's tap (topic ``bank``); each message is unpacked and
+  validated with :mod:`bmsbank.schema`; a bad one is rejected, counted and logged (at most one
+  warning a minute), never allowed to crash the loop or reach an output.
+* tick (every 1.0 s, on a fixed schedule): the staleness check, then the latest CAN frames.
+  0x351 goes out every second whatever the arbiter's timing, as the seed asks (Venus stops
+  charge and discharge after 3 s without it).
+* dbus: connects (with backoff 1 s doubling to 30 s while the bus is not there yet) once the
+  first bank or the stale state exists, then keeps the connection, reconnecting if it drops.
+
+Liveness: when no valid bank arrives for ``[bank] stale_after`` seconds the publisher switches
+both outputs to the safe state (:func:`paths.safe_bank`: CCL = DCL = 0, last CVL kept, BmsCable
+alarm) until a valid bank arrives again. Before the first bank nothing is published, so a
+restart of the publisher does not flash zero limits at Venus; the safe state starts after
+``stale_after`` seconds of waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bmsbank.config import Config
+from bmsbank.errors import MessageError
+from bmsbank.schema import TOPIC_BANK, unpack, validate_bank
+
+from . import canbms, paths
+from .can_sender import CanSender
+from .dbus_service import VeService
+
+log = logging.getLogger(__name__)
+
+CAN_PERIOD = 1.0  # s between CAN cycles (seed 004 §1.4: 0x351 every second)
+RCVHWM = 100  # banks come at ~1 Hz; a deep queue would only replay old limits
+DBUS_BACKOFF_MAX = 30.0
+DBUS_CONNECT_TIMEOUT = 5.0
+REJECT_LOG_INTERVAL = 60.0
+
+
+@dataclass
+class Counters:
+    """What the publisher has done; tests and the log read them."""
+
+    banks: int = 0  #: valid bank messages
+    rejected: int = 0  #: messages that failed to unpack or validate
+    stale: int = 0  #: times the bank went stale (safe state entered)
+    dbus_updates: int = 0  #: update() calls that changed something
+    can_cycles: int = 0  #: CAN cycles run (frames sent are counted by the CanSender)
+    errors: int = 0  #: unexpected exceptions caught in a loop
+
+
+def _custom_name_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= paths.CUSTOM_NAME_MAX
+
+
+class Publisher:
+    """Bank in, D-Bus and CAN out; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        dbus_address: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.counters = Counters()
+        self.last_bank: dict[str, Any] | None = None
+        self.last_seen = clock()  #: when the last valid bank arrived (start-up before the first)
+        self.stale = False
+        self.current: dict[str, Any] | None = None  #: the bank being published (real or safe)
+        self.frames: list[canbms.Frame] = []
+        self.ve = VeService(dbus_address, config.dbus.service) if config.dbus.enabled else None
+        self.can = CanSender(config.can, clock) if config.can.enabled else None
+        self._registered = False
+        self._have_data = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._last_reject_log: float | None = None
+
+    # ---- input -------------------------------------------------------------------------------
+
+    def accept(self, parts: list[bytes]) -> dict[str, Any] | None:
+        """Check one ZeroMQ message ``[topic, body]``; count and log it when it is not a bank."""
+        try:
+            if len(parts) != 2 or parts[0] != TOPIC_BANK:
+                raise MessageError(f"expected [b'bank', body], got {len(parts)} part(s)")
+            bank = validate_bank(unpack(parts[1]))
+        except MessageError as exc:
+            self.counters.rejected += 1
+            now = self.clock()
+            last = self._last_reject_log
+            if last is None or now - last >= REJECT_LOG_INTERVAL:
+                self._last_reject_log = now
+                log.warning("rejected bank message (%d so far): %s", self.counters.rejected, exc)
+            else:
+                log.debug("rejected bank message: %s", exc)
+            return None
+        self.counters.banks += 1
+        return bank
+
+    async def on_bank(self, bank: dict[str, Any]) -> None:
+        """Publish a valid bank message on every output."""
+        now = self.clock()
+        if self.stale:
+            log.info("bank data back after %.1f s: leaving the safe state", now - self.last_seen)
+            self.stale = False
+        self.last_bank, self.last_seen = bank, now
+        await self._publish(bank, paths.dbus_values(bank, self.config))
+
+    async def check_stale(self) -> None:
+        """Enter the safe state when no valid bank arrived for ``stale_after`` seconds."""
+        silent = self.clock() - self.last_seen
+        if self.stale or silent <= self.config.bank.stale_after:
+            return
+        self.stale = True
+        self.counters.stale += 1
+        why = f"no valid bank message for {self.config.bank.stale_after:g} s"
+        log.warning("%s: safe state (CCL = DCL = 0, last CVL kept)", why)
+        bank = paths.safe_bank(self.last_bank, self.config, why)
+        await self._publish(bank, paths.safe_values(self.last_bank, self.config, why))
+
+    async def _publish(self, bank: dict[str, Any], values: dict[str, Any]) -> None:
+        self.current = bank
+        self.frames = canbms.frames(bank, self.config.can)
+        self._have_data.set()
+        if self.ve is None:
+            return
+        if not self._registered:
+            self._register(values)
+            return
+        for path in paths.WRITABLE:  # owned by the service (and its D-Bus clients) from now on
+            values.pop(path, None)
+        if await self.ve.update(values):
+            self.counters.dbus_updates += 1
+
+    def _register(self, values: dict[str, Any]) -> None:
+        assert self.ve is not None
+        for path, value in values.items():
+            writable = path in paths.WRITABLE
+            self.ve.add_path(
+                path, value, writable=writable, fmt=paths.FORMATS.get(path),
+                validator=_custom_name_ok if writable else None,
+            )  # fmt: skip
+        self._registered = True
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
+        while True:
+            parts = await sock.recv_multipart()
+            try:
+                bank = self.accept(parts)
+                if bank is not None:
+                    await self.on_bank(bank)
+            except Exception:  # a bug in one message must not stop the outputs
+                self.counters.errors += 1
+                log.exception("failed to publish a bank message")
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                await self.check_stale()
+                if self.can is not None and self.frames:
+                    # python-can send may block (socketcan queue full): keep the loop free.
+                    await asyncio.to_thread(self.can.send_all, list(self.frames))
+                    self.counters.can_cycles += 1
+            except Exception:
+                self.counters.errors += 1
+                log.exception("publisher cycle failed")
+            next_at += CAN_PERIOD
+            now = loop.time()
+            if next_at < now:  # fell behind (suspended host): restart the schedule
+                next_at = now + CAN_PERIOD
+            await asyncio.sleep(next_at - now)
+
+    async def _dbus(self) -> None:
+        assert self.ve is not None
+        await self._have_data.wait()
+        backoff, failing = 1.0, False
+        while True:
+            if not self.ve.connected:
+                try:
+                    await asyncio.wait_for(self.ve.connect(), DBUS_CONNECT_TIMEOUT)
+                    backoff, failing = 1.0, False
+                except Exception as exc:  # bus not there yet, name taken, daemon restarting
+                    if not failing:
+                        log.warning("D-Bus not available (%s); retrying up to every %.0f s",
+                                    exc, DBUS_BACKOFF_MAX)  # fmt: skip
+                        failing = True
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, DBUS_BACKOFF_MAX)
+                    continue
+            await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (safe to call from a signal handler)."""
+        self._stop.set()
+
+    async def run(self, install_signals: bool = True) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT when ``install_signals``)."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        ctx = zmq.asyncio.Context()
+        sock = ctx.socket(zmq.SUB)
+        sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
+        sock.connect(self.config.tap_endpoint)
+        can_out = f"{self.config.can.interface} {self.config.can.channel}" if self.can else "off"
+        dbus_out = self.config.dbus.service if self.ve else "off"
+        log.info("publisher: bank from %s, D-Bus %s, CAN %s", self.config.tap_endpoint, dbus_out,
+                 can_out)  # fmt: skip
+        tasks = [asyncio.create_task(self._receive(sock)), asyncio.create_task(self._tick())]
+        if self.ve is not None:
+            tasks.append(asyncio.create_task(self._dbus()))
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            sock.close(linger=0)
+            ctx.term()
+            if self.ve is not None:
+                await self.ve.close()
+            if self.can is not None:
+                self.can.close()
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("publisher stopped (%s)", self.counters)

@@ -1,0 +1,43 @@
+"""Build the bmsbank distribution and its Cython extensions.
+
+The repository keeps the layout of the design card (native/, services/ at the root); package_dir
+maps them under the single ``bmsbank`` namespace so nothing generic lands in site-packages.
+"""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+PACKAGE_DIR = {
+    "bmsbank": "bmsbank",
+    "bmsbank.native": "native",
+    "bmsbank.services": "services",
+}
+PACKAGES = [
+    "bmsbank",
+    "bmsbank.native",
+    "bmsbank.services",
+    "bmsbank.services.poller",
+    "bmsbank.services.poller.plugins",
+    "bmsbank.services.poller.simulators",
+    "bmsbank.services.arbiter",
+    "bmsbank.services.publisher",
+]
+
+# Bounds checking stays ON: every buffer these modules index comes from a wire.
+DIRECTIVES = {"language_level": 3, "boundscheck": True, "wraparound": False, "cdivision": True}
+
+# No fused multiply-add: the compiled limits and decode must equal the twin to the last bit.
+COMPILE_ARGS = ["-O2", "-ffp-contract=off"]
+
+EXTENSIONS = [
+    Extension("bmsbank.native._frames", ["native/_frames.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension("bmsbank.native._limits", ["native/_limits.pyx"], extra_compile_args=COMPILE_ARGS),
+]
+
+setup(
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
+    package_data={"bmsbank.native": ["*.pyi", "py.typed"], "bmsbank": ["py.typed", "data/*"]},
+    ext_modules=cythonize(EXTENSIONS, compiler_directives=DIRECTIVES),
+    zip_safe=False,
+)

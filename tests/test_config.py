@@ -1,0 +1,108 @@
+"""Config: every bad key stops start-up with one line naming the key, the file, what is expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from bmsbank import config
+from bmsbank.errors import ConfigError
+
+GOOD = """
+runtime_dir = "/tmp/x"
+[bank]
+stale_after = 5
+max_charge_current = 80
+[can]
+enabled = true
+interface = "virtual"
+channel = "vcan0"
+[[ports]]
+name = "ttyUSB0"
+device = "/dev/ttyUSB0"
+bms = "jbd"
+[[ports]]
+name = "rs485"
+device = "/dev/serial/by-id/usb-FTDI-if00"
+bms = "jkpb"
+addresses = [1, 2, 15]
+interval = 2.5
+"""
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "bmsbank.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_good_config_is_typed(tmp_path):
+    c = config.load(write(tmp_path, GOOD))
+    assert c.bank.stale_after == 5.0 and isinstance(c.bank.stale_after, float)
+    assert c.bank.max_charge_current == 80.0
+    assert c.bank.ccl_cell_steps == [[3.50, 0.0], [3.45, 0.05], [3.40, 0.25]]
+    assert c.can.enabled and c.can.interface == "virtual" and c.can.bitrate == 500000
+    assert [p.name for p in c.ports] == ["ttyUSB0", "rs485"]
+    assert c.ports[0].addresses == [1]  # the plugin's default address
+    assert c.pack_ids() == ["ttyUSB0:1", "rs485:1", "rs485:2", "rs485:15"]
+    assert c.states_endpoint == "ipc:///tmp/x/states.ipc"
+
+
+def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
+    path = write(tmp_path, GOOD)
+    monkeypatch.setenv(config.ENV_CONFIG, path)
+    monkeypatch.setenv(config.ENV_RUNTIME_DIR, "/tmp/env")
+    assert config.load().runtime_dir == "/tmp/env"
+    assert config.load(runtime_dir="/tmp/arg").runtime_dir == "/tmp/arg"
+    monkeypatch.delenv(config.ENV_RUNTIME_DIR)
+    assert config.load().runtime_dir == "/tmp/x"
+
+
+@pytest.mark.parametrize(
+    "text,key,expected",
+    [
+        ("[bank]\nstale_aftr = 3\n", "bank.stale_aftr", "unknown key"),
+        ("[bank]\nstale_after = 0\n", "bank.stale_after", "seconds > 0"),
+        ("[bank]\nstale_after = 'ten'\n", "bank.stale_after", "seconds > 0"),
+        ("[bank]\nccl_cell_steps = [[3.5, 2.0]]\n", "bank.ccl_cell_steps", "fraction 0-1"),
+        ("[can]\nbitrate = 125000\n", "can.bitrate", "250000 or 500000"),
+        ("[dbus]\nservice = 'com.example.x'\n", "dbus.service", "com.victronenergy.battery."),
+        ("colour = 'red'\n", "colour", "unknown key"),
+        ("[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'nope'\n", "ports[0].bms", "one of"),
+        ("[[ports]]\nname = 'a'\nbms = 'jbd'\n", "ports[0].device", "device path"),
+        (
+            "[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jbd'\naddresses = [1, 2]\n",
+            "ports[0].addresses",
+            "single address",
+        ),
+        (
+            "[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jkpb'\naddresses = [0]\n",
+            "ports[0].addresses",
+            "1-15",
+        ),
+        ("[[ports]]\nname = 'a b'\ndevice = '/dev/x'\nbms = 'jbd'\n", "ports[0].name", "letters"),
+        (
+            "[[ports]]\nname='a'\ndevice='/x'\nbms='jbd'\n[[ports]]\nname='a'\ndevice='/y'\nbms='jbd'\n",
+            "ports.name",
+            "unique",
+        ),
+        ("[bank\n", "syntax", "valid TOML"),
+    ],
+)
+def test_bad_key_names_key_file_and_expectation(tmp_path, text, key, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="existing TOML config file"):
+        config.load(str(tmp_path / "nope.toml"))
+
+
+def test_example_config_is_valid():
+    c = config.load("config.example.toml")
+    assert c.ports and c.can.bitrate == 500000

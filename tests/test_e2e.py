@@ -1,0 +1,285 @@
+"""End to end: ``bmsbank demo`` under supervisord, read by a Venus-style D-Bus client and over CAN.
+
+Real parts only: simulators on pseudo-terminals, pyserial pollers, ZeroMQ, the arbiter, the
+publisher on a private dbus-daemon, python-can slcan on the far side of a pty, supervisord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import can
+import pytest
+import zmq
+from dbus_fast import BusType, Message, MessageType  # noqa: F401
+from dbus_fast.aio import MessageBus
+
+from bmsbank.schema import TOPIC_BANK, unpack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+SERVICE = "com.victronenergy.battery.bmsbank"
+MANDATORY = [
+    "/Mgmt/ProcessName", "/Mgmt/ProcessVersion", "/Mgmt/Connection", "/DeviceInstance",
+    "/ProductId", "/ProductName", "/FirmwareVersion", "/HardwareVersion", "/Connected",
+    "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc", "/Capacity",
+    "/InstalledCapacity", "/ConsumedAmphours", "/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent",
+    "/Info/MaxDischargeCurrent", "/Info/BatteryLowVoltage", "/System/MinCellVoltage",
+    "/System/MaxCellVoltage", "/System/MinVoltageCellId", "/System/MaxVoltageCellId",
+    "/System/NrOfModulesOnline", "/System/NrOfModulesOffline",
+    "/System/NrOfModulesBlockingCharge", "/System/NrOfModulesBlockingDischarge",
+    "/Io/AllowToCharge", "/Io/AllowToDischarge", "/Alarms/HighCellVoltage", "/Alarms/LowVoltage",
+]  # fmt: skip
+DEMO_PACKS = 5
+STALE_AFTER = 10.0  # the demo's default
+
+
+class Demo:
+    """A running ``bmsbank demo`` and handles on its parts."""
+
+    def __init__(self, rundir: str) -> None:
+        self.rundir = rundir
+        env = dict(os.environ)
+        env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bmsbank.cli", "demo", "--runtime-dir", rundir,
+             "--duration", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+        self.started = time.monotonic()
+        self.bus_address = f"unix:path={rundir}/dbus.sock"
+        self.can_peer = f"{rundir}/can-peer"
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
+        self.sub.connect(f"ipc://{rundir}/tap.ipc")
+
+    def bank(self, pred=lambda b: True, timeout: float = 20.0) -> dict:
+        """The next bank message from the tap that satisfies ``pred``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.stdout.read()
+            if self.sub.poll(200):
+                bank = unpack(self.sub.recv_multipart()[1])
+                if pred(bank):
+                    return bank
+        raise AssertionError(f"no matching bank within {timeout} s")
+
+    def truth(self) -> dict[str, dict]:
+        """The simulators' true pack values, by pack id."""
+        out = {}
+        for name in ("jbd1", "jbd2", "jkbus"):
+            with open(f"{self.rundir}/sim-{name}.json", encoding="utf-8") as fh:
+                for addr, values in json.load(fh)["packs"].items():
+                    out[f"{name}:{addr}"] = values
+        return out
+
+    def supervisorctl(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c",
+             f"{self.rundir}/supervisord.conf", *args],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+
+    def stop(self) -> str:
+        self.sub.close(0)
+        self.ctx.term()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=60)
+        return out
+
+
+def processes_using(path: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if path in line and "ps -eo" not in line]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    rundir = str(tmp_path_factory.mktemp("demo", numbered=True))
+    d = Demo(rundir)
+    try:
+        d.bank(lambda b: b["online"] == DEMO_PACKS, timeout=30)
+        yield d
+    finally:
+        output = d.stop()
+    assert "bmsbank demo: stopped" in output, output
+    time.sleep(0.5)
+    assert processes_using(rundir) == [], "the demo left processes behind"
+
+
+async def _read_paths(address: str, paths: list[str]) -> tuple[list[str], dict]:
+    bus = await MessageBus(bus_address=address).connect()
+    try:
+        reply = await bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="ListNames",
+            )
+        )
+        names = [n for n in reply.body[0] if n.startswith("com.victronenergy.battery.")]
+        values = {}
+        for path in paths:
+            r = await bus.call(
+                Message(
+                    destination=SERVICE,
+                    path=path,
+                    interface="com.victronenergy.BusItem",
+                    member="GetValue",
+                )
+            )
+            assert r.message_type == MessageType.METHOD_RETURN, (path, r.body)
+            values[path] = r.body[0].value
+        items = await bus.call(
+            Message(
+                destination=SERVICE,
+                path="/",
+                interface="com.victronenergy.BusItem",
+                member="GetItems",
+            )
+        )
+        values["__items__"] = {k: v["Value"].value for k, v in items.body[0].items()}
+        return names, values
+    finally:
+        bus.disconnect()
+
+
+def read_dbus(demo: Demo, paths: list[str]) -> tuple[list[str], dict]:
+    return asyncio.run(_read_paths(demo.bus_address, paths))
+
+
+def test_venus_client_finds_the_bank_and_reads_every_mandatory_path(demo):
+    names, v = read_dbus(demo, MANDATORY)
+    assert names == [SERVICE]
+    # what Victron's systemcalc needs to pick it as battery monitor and as BMS
+    assert isinstance(v["/ProductId"], int) and isinstance(v["/DeviceInstance"], int)
+    assert v["/Connected"] == 1
+    assert isinstance(v["/ProductName"], str) and v["/ProductName"]
+    assert isinstance(v["/Mgmt/Connection"], str) and v["/Mgmt/Connection"]
+    for path in ("/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent"):
+        assert isinstance(v[path], float), (path, v[path])
+    assert v["/Info/MaxChargeVoltage"] == pytest.approx(16 * 3.45, abs=0.01)
+    assert v["/System/NrOfModulesOnline"] == DEMO_PACKS
+    assert v["/System/NrOfModulesOffline"] == 0
+    items = v["__items__"]
+    for path in MANDATORY:
+        assert path in items, path
+        assert items[path] == v[path] or path.startswith("/Dc") or path == "/Soc"
+
+
+def test_dbus_values_follow_the_simulators(demo):
+    demo.bank()  # a fresh bank
+    truth = demo.truth()
+    _, v = read_dbus(
+        demo,
+        [
+            "/Dc/0/Voltage",
+            "/Dc/0/Current",
+            "/Soc",
+            "/System/MinCellVoltage",
+            "/System/MaxCellVoltage",
+            "/Capacity",
+            "/InstalledCapacity",
+        ],
+    )
+    packs = list(truth.values())
+    assert len(packs) == DEMO_PACKS
+    mean_v = sum(p["voltage"] for p in packs) / len(packs)
+    assert v["/Dc/0/Voltage"] == pytest.approx(mean_v, abs=0.05)
+    # currents are constant in the demo: protocol scaling (10 mA JBD, 1 mA JK) plus D-Bus rounding
+    assert v["/Dc/0/Current"] == pytest.approx(sum(p["current"] for p in packs), abs=0.1)
+    cap = sum(p["capacity"] for p in packs)
+    soc = sum(p["soc"] * p["capacity"] for p in packs) / cap
+    assert v["/Soc"] == pytest.approx(soc, abs=1.0)  # JBD reports whole percent
+    assert v["/InstalledCapacity"] == pytest.approx(cap, abs=0.1)
+    # Venus battery services publish the remaining Ah as /Capacity
+    assert v["/Capacity"] == pytest.approx(sum(p["remaining"] for p in packs), abs=0.5)
+    cells = [c for p in packs for c in p["cells"]]
+    assert v["/System/MinCellVoltage"] == pytest.approx(min(cells), abs=0.002)
+    assert v["/System/MaxCellVoltage"] == pytest.approx(max(cells), abs=0.002)
+
+
+def test_can_frames_decode_per_seed_004_and_agree_with_dbus(demo):
+    frames: dict[int, bytes] = {}
+    times: dict[int, list[float]] = {}
+    with can.Bus(interface="slcan", channel=demo.can_peer, sleep_after_open=0) as bus:
+        bus.flush()
+        end = time.monotonic() + 3.5
+        while time.monotonic() < end:
+            msg = bus.recv(0.2)
+            if msg is not None:
+                frames[msg.arbitration_id] = bytes(msg.data)
+                times.setdefault(msg.arbitration_id, []).append(time.monotonic())
+    _, v = read_dbus(
+        demo,
+        [
+            "/Info/MaxChargeVoltage",
+            "/Info/MaxChargeCurrent",
+            "/Info/MaxDischargeCurrent",
+            "/Dc/0/Voltage",
+            "/Dc/0/Current",
+            "/Soc",
+            "/System/NrOfModulesOnline",
+        ],
+    )
+    for can_id in (0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x373):
+        assert can_id in frames, hex(can_id)
+    assert len(times[0x351]) >= 3  # every second
+    f = frames[0x351]
+    assert int.from_bytes(f[0:2], "little") * 0.1 == pytest.approx(
+        v["/Info/MaxChargeVoltage"], abs=0.051
+    )
+    assert int.from_bytes(f[2:4], "little") * 0.1 == pytest.approx(
+        v["/Info/MaxChargeCurrent"], abs=0.051
+    )
+    assert int.from_bytes(f[4:6], "little") * 0.1 == pytest.approx(
+        v["/Info/MaxDischargeCurrent"], abs=0.051
+    )
+    f = frames[0x356]
+    assert int.from_bytes(f[0:2], "little", signed=True) * 0.01 == pytest.approx(
+        v["/Dc/0/Voltage"], abs=0.02
+    )
+    assert int.from_bytes(f[2:4], "little", signed=True) * 0.1 == pytest.approx(
+        v["/Dc/0/Current"], abs=0.11
+    )
+    assert int.from_bytes(frames[0x355][0:2], "little") == pytest.approx(v["/Soc"], abs=1.0)
+    assert int.from_bytes(frames[0x372][0:2], "little") == v["/System/NrOfModulesOnline"]
+
+
+def test_killed_poller_goes_offline_and_comes_back(demo):
+    pid = int(demo.supervisorctl("pid", "poller-jkbus").strip())
+    os.kill(pid, signal.SIGSTOP)  # hung first: its packs must go offline within stale_after
+    t0 = time.monotonic()
+    bank = demo.bank(lambda b: b["online"] == DEMO_PACKS - 3, timeout=STALE_AFTER + 5)
+    assert time.monotonic() - t0 <= STALE_AFTER + 1.5
+    assert bank["offline"] == 3
+    assert bank["ccl"] == pytest.approx(2 * 50.0 * _ccl_factor(bank))  # recomputed over 2 packs
+    assert bank["reasons"]["ccl"].count("2 pack(s)") == 1
+    assert bank["alarms"]["bms_cable"] == 2
+    _, v = read_dbus(demo, ["/System/NrOfModulesOffline", "/Alarms/BmsCable"])
+    assert v["/System/NrOfModulesOffline"] == 3 and v["/Alarms/BmsCable"] == 2
+
+    os.kill(pid, signal.SIGKILL)  # dead: supervisord restarts it
+    t1 = time.monotonic()
+    demo.bank(lambda b: b["online"] == DEMO_PACKS, timeout=10)
+    assert time.monotonic() - t1 <= 5.0
+    new_pid = int(demo.supervisorctl("pid", "poller-jkbus").strip())
+    assert new_pid != pid
+
+
+def _ccl_factor(bank: dict) -> float:
+    # the demo's cells sit below the first CCL step unless the highest cell reached it
+    high = bank["max_cell_voltage"]
+    for threshold, factor in ((3.50, 0.0), (3.45, 0.05), (3.40, 0.25)):
+        if high >= threshold:
+            return factor
+    return 1.0

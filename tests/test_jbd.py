@@ -1,0 +1,543 @@
+"""LLT/JBD plugin and simulator: captured frames, JBD specifics, malformed input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bmsbank.errors import FrameError
+from bmsbank.native.frames import negsum16
+from bmsbank.schema import ALARMS, validate_state
+from bmsbank.services.poller import plugins, simulators
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin
+from bmsbank.services.poller.plugins.jbd import PROTECTION_ALARMS, JbdPlugin, pack_frame
+from bmsbank.services.poller.simulators.battery import BatteryModel
+from bmsbank.services.poller.simulators.jbd import JbdSimulator
+from bmsbank.state import make_state
+from tests.plugin_contract import Captured, PluginContract, extract_all
+
+ESPHOME_UART = "syssi/esphome-jbd-bms docs/pdus/JBD-SP04S034-L4S-200A-B-U.txt"
+ESPHOME_16S = "syssi/esphome-jbd-bms docs/pdus/JBD-SP25S003-L16S-100A-100A-B.txt"
+ESPHOME_BLE = "syssi/esphome-jbd-bms docs/pdus/JBD-DP04S007L4S100A-BLE.txt"
+AIOBMSBLE = "patman15/aiobmsble tests/bms/test_jbd_bms.py"
+
+CAPTURED = [
+    # 0x03 from a JBD-SP04S034 4S over UART: 15.60 V, 0 A, 4.98 of 5.00 Ah, 0 cycles, SoC 100 %,
+    # both FETs on (0x03), 4 cells, 3 NTCs 0x0B8B/0x0B8A/0x0B84 = (2955|2954|2948 - 2731) / 10.
+    Captured(
+        source=ESPHOME_UART,
+        hex="dd03001d0618000001f201f400002c7c00000000000080640304030b8b0b8a0b84fa8d77",
+        part="basic",
+        expect={
+            "voltage": 15.6,
+            "current": 0.0,
+            "remaining": 4.98,
+            "capacity": 5.0,
+            "cycles": 0,
+            "production_date": 0x2C7C,
+            "balance_low": 0,
+            "balance_high": 0,
+            "protection": 0,
+            "software_version": 0x80,
+            "soc": 100,
+            "fet_status": 3,
+            "cell_count": 4,
+            "ntc_count": 3,
+            "temperatures": [22.4, 22.3, 21.7],
+        },
+    ),  # fmt: skip
+    # 0x04, same board: 0x0F45 0x0F3D 0x0F37 0x0F3D mV.
+    Captured(
+        source=ESPHOME_UART,
+        hex="dd0400080f450f3d0f370f3dfec677",
+        part="cells",
+        expect={"cells": [3.909, 3.901, 3.895, 3.901]},
+    ),
+    # 0x05, same board: 25 ASCII bytes.
+    Captured(
+        source=ESPHOME_UART,
+        hex="dd050019" + b"JBD-SP04S034-L4S-200A-B-U".hex() + "fa0877",
+        part="hardware",
+        expect={"hardware": "JBD-SP04S034-L4S-200A-B-U"},
+    ),
+    # 0x03 while discharging: current 0xFEE1 = -287 x 10 mA = -2.87 A, 42 cycles (0x002A).
+    Captured(
+        source=AIOBMSBLE + " (MockJBDBleakClient CMD_INFO)",
+        hex="dd03001d0618fee101f201f4002a2c7c00000000000080640304030b8b0b8a0b84f88477",
+        part="basic",
+        expect={
+            "voltage": 15.6,
+            "current": -2.87,
+            "remaining": 4.98,
+            "capacity": 5.0,
+            "cycles": 42,
+            "soc": 100,
+            "fet_status": 3,
+            "protection": 0,
+            "temperatures": [22.4, 22.3, 21.7],
+        },
+    ),  # fmt: skip
+    # 0x04: 0x0D66 0x0D61 0x0D68 0x0D59 mV.
+    Captured(
+        source=AIOBMSBLE + " (MockJBDBleakClient CMD_CELL)",
+        hex="dd0400080d660d610d680d59fe3c77",
+        part="cells",
+        expect={"cells": [3.430, 3.425, 3.432, 3.417]},
+    ),
+    # 0x05: "0123456789".
+    Captured(
+        source=AIOBMSBLE + " (MockJBDBleakClient HW_INFO)",
+        hex="dd05000a30313233343536373839fde977",
+        part="hardware",
+        expect={"hardware": "0123456789"},
+    ),
+    # 0x03 with protection word 0x0001 (cell overvoltage), the "first_bit" problem response.
+    Captured(
+        source=AIOBMSBLE + " (prb_response first_bit)",
+        hex="dd03001d0618fee101f201f4002a2c7c00000000000180640304030b8b0b8a0b84f88377",
+        part="basic",
+        expect={"protection": 0x0001, "current": -2.87, "soc": 100},
+    ),
+    # 0x03 from a JBD-SP25S003 16S over UART: no NTC, 100.00 Ah nominal, only the charge FET on
+    # (0x01), version 0x20, 16 cells, date 0x2C50 (2022-02-16).
+    Captured(
+        source=ESPHOME_16S,
+        hex="dd030017000000000000271000002c500000000000002000011000ff0577",
+        part="basic",
+        expect={
+            "voltage": 0.0,
+            "current": 0.0,
+            "remaining": 0.0,
+            "capacity": 100.0,
+            "cycles": 0,
+            "production_date": 0x2C50,
+            "software_version": 0x20,
+            "soc": 0,
+            "fet_status": 1,
+            "cell_count": 16,
+            "ntc_count": 0,
+            "temperatures": [],
+        },
+    ),  # fmt: skip
+    # 0x04, same board: 15 x 0x0E10 (3.600 V) and an unconnected cell 16 (0 V).
+    Captured(
+        source=ESPHOME_16S,
+        hex="dd040020" + "0e10" * 15 + "0000" + "fe1e77",
+        part="cells",
+        expect={"cells": [3.6] * 15 + [0.0]},
+    ),
+    # 0x03 from newer firmware (JBD-DP04S007, BLE, one notification sequence joined): 34 bytes,
+    # i.e. 9 bytes after the single NTC (0x0BB1 = 26.2 °C) that the plugin must ignore.
+    # 13.75 V, 191.67 of 200.00 Ah, 2 cycles, SoC 96 %, version 0x23.
+    Captured(
+        source=ESPHOME_BLE,
+        hex=(
+            "dd030022055f00004adf4e2000022d140000000000002360030401"  # header .. NTC count
+            "0bb1"  # NTC 1
+            "0000004e204adf0000"  # 9 bytes of newer firmware
+            "fac277"
+        ),
+        part="basic",
+        expect={
+            "voltage": 13.75,
+            "current": 0.0,
+            "remaining": 191.67,
+            "capacity": 200.0,
+            "cycles": 2,
+            "software_version": 0x23,
+            "soc": 96,
+            "fet_status": 3,
+            "cell_count": 4,
+            "ntc_count": 1,
+            "temperatures": [26.2],
+        },
+    ),  # fmt: skip
+]
+
+BASIC_UART = CAPTURED[0].raw
+CELLS_UART = CAPTURED[1].raw
+
+
+class TestJbd(PluginContract):
+    plugin_name = "jbd"
+    address = None
+    captured = CAPTURED
+
+    def checksum_index(self, length: int) -> int:
+        return length - 2  # the last byte is the 0x77 trailer; the check is before it
+
+
+@pytest.fixture
+def plugin() -> Plugin:
+    return plugins.load("jbd")
+
+
+def basic_payload(**over: Any) -> bytes:
+    """A 4-cell 0x03 payload (the UART capture) with raw fields replaced, and n NTCs."""
+    raw = {"voltage": 1560, "current": 0, "remaining": 498, "capacity": 500, "cycles": 0,
+           "date": 0x2C7C, "bal_lo": 0, "bal_hi": 0, "protection": 0}  # fmt: skip
+    raw.update(over)
+    head = b"".join(
+        raw[k].to_bytes(2, "big", signed=k == "current")
+        for k in ("voltage", "current", "remaining", "capacity", "cycles", "date", "bal_lo",
+                  "bal_hi", "protection")
+    )  # fmt: skip
+    temps = over.get("temps", [2955])
+    tail = bytes([0x80, 100, over.get("fets", 3), over.get("cells", 4), len(temps)])
+    return head + tail + b"".join(t.to_bytes(2, "big") for t in temps)
+
+
+def basic_frame(**over: Any) -> bytes:
+    return pack_frame(0x03, 0x00, basic_payload(**over))
+
+
+def decoded_state(plugin: Plugin, basic: bytes, cells: bytes = CELLS_UART) -> dict:
+    parts = dict(plugin.parse(f) for f in (basic, cells))
+    fields = plugin.state(parts)
+    return validate_state(make_state("ttyUSB0", 1, "jbd", 0, fields, {}))
+
+
+# -- requests ----------------------------------------------------------------------------------
+def test_requests_byte_exact(plugin: Plugin) -> None:
+    queries = plugin.queries(plugin.default_address)
+    assert [(q.part, q.request.hex(" ")) for q in queries] == [
+        ("basic", "dd a5 03 00 ff fd 77"),
+        ("cells", "dd a5 04 00 ff fc 77"),
+        ("hardware", "dd a5 05 00 ff fb 77"),
+    ]
+    assert [(q.every, q.required) for q in queries] == [(1, True), (1, True), (0, False)]
+    assert plugin.queries(7) == queries  # JBD UART has no address
+
+
+def test_plugin_constants(plugin: Plugin) -> None:
+    assert isinstance(plugin, JbdPlugin)
+    assert (plugin.title, plugin.baudrate, plugin.multidrop) == ("LLT/JBD", 9600, False)
+    assert plugin.default_address == 1 and 0 < plugin.reply_timeout <= 1.0
+
+
+def test_pack_frame_matches_write_capture() -> None:
+    # syssi/esphome-jbd-bms docs/pdus/JBD-SP04S034-L4S-200A-B-U_MOS.txt: "charging off" write
+    assert pack_frame(0x5A, 0xE1, b"\x00\x01").hex(":") == "dd:5a:e1:02:00:01:ff:1c:77"
+    with pytest.raises(ValueError):
+        pack_frame(0x03, 0x00, bytes(256))
+
+
+# -- replies -----------------------------------------------------------------------------------
+def test_error_status_reply_is_rejected(plugin: Plugin) -> None:
+    refused = pack_frame(0x03, 0x80)
+    assert refused.hex(" ") == "dd 03 80 00 ff 80 77"
+    frames, errors, _ = extract_all(plugin, refused)
+    assert frames == [refused] and not errors  # well framed, so the scanner passes it on
+    with pytest.raises(FrameError) as exc:
+        plugin.parse(refused)
+    assert exc.value.kind == "malformed" and "refused" in exc.value.reason
+    with pytest.raises(FrameError):
+        plugin.parse(pack_frame(0x04, 0x01, CELLS_UART[4:-3]))
+
+
+def test_reply_for_another_register_returns_its_own_part(plugin: Plugin) -> None:
+    # The poller asked for "basic" but got the cell reply: parse names the part it really is.
+    part, fields = plugin.parse(CELLS_UART)
+    assert part == "cells" and len(fields["cells"]) == 4
+    assert plugin.parse(CAPTURED[2].raw)[0] == "hardware"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [pack_frame(0x06, 0x00, b"\x01\x02"), pack_frame(0xA5, 0x03), pack_frame(0x5A, 0xE1, b"\0\1")],
+    ids=["register-0x06", "echoed-read-request", "echoed-write-request"],
+)
+def test_unknown_register_is_rejected(plugin: Plugin, frame: bytes) -> None:
+    with pytest.raises(FrameError) as exc:
+        plugin.parse(frame)
+    assert exc.value.kind == "malformed" and exc.value.raw == frame
+
+
+@settings(max_examples=200, deadline=None)
+@given(current=st.integers(-32768, 32767), ntc=st.lists(st.integers(0, 65535), max_size=8))
+def test_current_sign_and_temperature_scale(current: int, ntc: list[int]) -> None:
+    part, fields = JbdPlugin().parse(basic_frame(current=current, temps=ntc))
+    assert part == "basic"
+    assert fields["current"] == pytest.approx(current / 100, abs=1e-9)
+    assert fields["temperatures"] == pytest.approx([(t - 2731) / 10 for t in ntc], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [(0xFFFF, -0.01), (0x8000, -327.68), (0x7FFF, 327.67), (0x0064, 1.0), (0xFEE1, -2.87)],
+    ids=["minus-10mA", "most-negative", "most-positive", "plus-1A", "aiobmsble-discharge"],
+)
+def test_current_is_signed_charge_positive(plugin: Plugin, raw: int, value: float) -> None:
+    raw_signed = raw - 0x10000 if raw & 0x8000 else raw
+    state = decoded_state(plugin, basic_frame(current=raw_signed))
+    assert state["current"] == pytest.approx(value, abs=1e-9)
+    assert state["power"] == pytest.approx(15.6 * value, abs=1e-6)  # derived centrally
+
+
+@pytest.mark.parametrize(
+    ("raw", "celsius"),
+    [(2731, 0.0), (2631, -10.0), (3231, 50.0), (2955, 22.4)],
+    ids=["0C", "minus-10C", "50C", "capture"],
+)
+def test_temperature_is_tenth_kelvin(plugin: Plugin, raw: int, celsius: float) -> None:
+    state = decoded_state(plugin, basic_frame(temps=[raw, 2731]))
+    assert state["temperatures"] == pytest.approx([celsius, 0.0], abs=1e-9)
+    assert state["mosfet_temperature"] is None
+
+
+EXPECTED_ALARMS = {
+    0: "high_cell_voltage", 1: "low_cell_voltage", 2: "high_voltage", 3: "low_voltage",
+    4: "high_charge_temperature", 5: "low_charge_temperature", 6: "high_temperature",
+    7: "low_temperature", 8: "high_charge_current", 9: "high_discharge_current",
+    10: "short_circuit", 11: "internal_failure", 12: "internal_failure",
+}  # fmt: skip
+
+
+def test_protection_table_is_complete_and_uses_schema_names() -> None:
+    assert PROTECTION_ALARMS == EXPECTED_ALARMS
+    assert set(PROTECTION_ALARMS.values()) <= set(ALARMS)
+
+
+@pytest.mark.parametrize("bit", sorted(EXPECTED_ALARMS), ids=lambda b: f"bit{b}")
+def test_protection_bit_maps_to_alarm(plugin: Plugin, bit: int) -> None:
+    alarms = decoded_state(plugin, basic_frame(protection=1 << bit))["alarms"]
+    raised = {name for name, level in alarms.items() if level}
+    assert raised == {EXPECTED_ALARMS[bit]}
+    assert alarms[EXPECTED_ALARMS[bit]] == 2
+    assert set(alarms) == set(EXPECTED_ALARMS.values())  # "supported and OK" for the rest
+
+
+def test_undocumented_protection_bits_raise_nothing(plugin: Plugin) -> None:
+    alarms = decoded_state(plugin, basic_frame(protection=0xE000))["alarms"]
+    assert alarms and not any(alarms.values())
+
+
+def test_captured_cell_overvoltage_raises_alarm(plugin: Plugin) -> None:
+    state = decoded_state(plugin, CAPTURED[6].raw, CAPTURED[4].raw)
+    assert state["alarms"]["high_cell_voltage"] == 2
+    assert sum(state["alarms"].values()) == 2
+
+
+def test_captured_pair_builds_state(plugin: Plugin) -> None:
+    parts = dict(plugin.parse(c.raw) for c in CAPTURED[:3])
+    state = validate_state(make_state("ttyUSB0", 1, "jbd", 3, plugin.state(parts), {}))
+    assert state["voltage"] == pytest.approx(15.6) and state["soc"] == 100.0
+    assert state["cells"] == pytest.approx([3.909, 3.901, 3.895, 3.901])
+    assert state["cell_delta"] == pytest.approx(0.014)
+    assert state["balancing"] == [0, 0, 0, 0]
+    assert (state["charge_fet"], state["discharge_fet"]) == (True, True)
+    assert state["hardware"] == "JBD-SP04S034-L4S-200A-B-U"
+    assert plugin.state({k: parts[k] for k in ("basic", "cells")})["hardware"] == ""
+    with pytest.raises(FrameError):
+        plugin.state({"basic": parts["basic"]})
+
+
+@pytest.mark.parametrize(
+    ("fets", "charge", "discharge"),
+    [(0, False, False), (1, True, False), (2, False, True), (3, True, True)],
+    ids=["both-off", "charge-only", "discharge-only", "both-on"],
+)
+def test_fet_status_bits(plugin: Plugin, fets: int, charge: bool, discharge: bool) -> None:
+    state = decoded_state(plugin, basic_frame(fets=fets))
+    assert (state["charge_fet"], state["discharge_fet"]) == (charge, discharge)
+
+
+def test_balance_words_give_per_cell_flags(plugin: Plugin) -> None:
+    cells = pack_frame(0x04, 0x00, (3300).to_bytes(2, "big") * 20)
+    basic = basic_frame(bal_lo=0b1000_0000_0000_0101, bal_hi=0b10, cells=20)
+    flags = decoded_state(plugin, basic, cells)["balancing"]
+    assert [i + 1 for i, f in enumerate(flags) if f] == [1, 3, 16, 18]
+    assert len(flags) == 20
+    four = decoded_state(plugin, basic_frame(bal_lo=0xFFFF, bal_hi=0xFFFF))["balancing"]
+    assert four == [1, 1, 1, 1]  # bits beyond the reported cells are dropped
+
+
+@settings(max_examples=100, deadline=None)
+@given(extra=st.binary(max_size=40))
+def test_trailing_fields_of_newer_firmware_are_ignored(extra: bytes) -> None:
+    plugin = JbdPlugin()
+    plain = plugin.parse(basic_frame(temps=[2955, 2954]))[1]
+    longer = pack_frame(0x03, 0x00, basic_payload(temps=[2955, 2954]) + extra)
+    frames, errors, _ = extract_all(plugin, longer)
+    assert not errors and frames == [longer]
+    assert plugin.parse(longer) == ("basic", plain)
+
+
+# -- malformed frames --------------------------------------------------------------------------
+def _with(raw: bytes, index: int, value: int) -> bytes:
+    out = bytearray(raw)
+    out[index] = value
+    return bytes(out)
+
+
+def _length(raw: bytes, delta: int) -> bytes:
+    """The frame with its length byte changed by ``delta`` and the check value made to match."""
+    out = bytearray(_with(raw, 3, raw[3] + delta))
+    out[-3:-1] = negsum16(out, 2, len(out) - 3).to_bytes(2, "big")
+    return bytes(out)
+
+
+MALFORMED = [
+    # (id, stream, frames extracted, error kinds, bytes left waiting in the buffer)
+    ("bad-checksum", _with(BASIC_UART, -2, BASIC_UART[-2] ^ 0x10), 0, ["checksum"], 0),
+    ("bad-trailer", _with(BASIC_UART, -1, 0x76), 0, ["malformed"], 0),
+    ("length-too-long", _length(BASIC_UART, +1) + CELLS_UART, 1, ["malformed"], 0),
+    ("length-too-short", _length(BASIC_UART, -1), 0, ["malformed"], 0),
+    ("truncated", BASIC_UART[:-3], 0, [], len(BASIC_UART) - 3),
+    ("truncated-header", BASIC_UART[:3], 0, [], 3),
+    ("garbage-before", b"\x00\x12\xff\x77" + BASIC_UART, 1, [], 0),
+    ("garbage-after", BASIC_UART + b"\x01\x02\x77", 1, [], 0),
+    ("stray-start-byte-before", b"\xdd\x01" + BASIC_UART, 1, ["malformed"], 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("stream", "nframes", "kinds", "left"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_malformed_streams(
+    plugin: Plugin, stream: bytes, nframes: int, kinds: list[str], left: int
+) -> None:
+    buf = bytearray(stream)
+    stats = LinkStats()
+    frames, errors = [], []
+    while True:
+        try:
+            frame = plugin.extract(buf, None, stats)
+        except FrameError as exc:
+            errors.append(exc.kind)
+            continue
+        if frame is None:
+            break
+        frames.append(frame)
+    assert len(frames) == nframes and errors == kinds and len(buf) == left
+    for frame in frames:
+        assert frame in (BASIC_UART, CELLS_UART)
+        assert plugin.parse(frame)[0] in ("basic", "cells")
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pack_frame(0x04, 0x00, b"\x0d\x66\x0d"),
+        pack_frame(0x04, 0x00),
+        pack_frame(0x03, 0x00, basic_payload()[:22]),
+        pack_frame(0x03, 0x00, basic_payload(temps=[2955, 2955, 2955])[:-2]),
+        BASIC_UART[:-3] + b"\x00\x00\x77",
+        BASIC_UART[:-1],
+        BASIC_UART + b"\x77",
+        b"\xdd\x03\x00",
+    ],
+    ids=[
+        "odd-cell-bytes", "no-cells", "basic-too-short", "ntc-missing", "checksum",
+        "no-trailer", "longer-than-declared", "stub",
+    ],
+)  # fmt: skip
+def test_parse_rejects_inconsistent_frames(plugin: Plugin, frame: bytes) -> None:
+    with pytest.raises(FrameError):
+        plugin.parse(frame)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    register=st.sampled_from([0x03, 0x04, 0x05, 0x06, 0xA5]),
+    status=st.sampled_from([0x00, 0x00, 0x80]),
+    data=st.binary(max_size=80),
+)
+def test_parse_raises_only_frame_error(register: int, status: int, data: bytes) -> None:
+    plugin = JbdPlugin()
+    try:
+        part, fields = plugin.parse(pack_frame(register, status, data))
+    except FrameError as exc:
+        assert exc.kind in ("malformed", "checksum")
+        return
+    assert status == 0 and part == {0x03: "basic", 0x04: "cells", 0x05: "hardware"}[register]
+    assert isinstance(fields, dict) and fields
+
+
+# -- simulator ---------------------------------------------------------------------------------
+def make_sim(**model) -> tuple[JbdSimulator, BatteryModel]:
+    pack = BatteryModel(**model)
+    return JbdSimulator({1: pack}), pack
+
+
+def test_simulator_is_registered() -> None:
+    sim = simulators.create("jbd", {1: BatteryModel()})
+    assert isinstance(sim, JbdSimulator) and sim.baudrate == 9600
+    with pytest.raises(ValueError):
+        JbdSimulator({1: BatteryModel(), 2: BatteryModel()})
+
+
+def test_simulator_reply_bytes(plugin: Plugin) -> None:
+    sim, pack = make_sim(cells=4, capacity=5.0, soc=99.6, current=-2.87, cycles=42,
+                         temperatures=[22.4, 22.3, 21.7], balancer=False)  # fmt: skip
+    (basic,) = sim.feed(bytes.fromhex("dda50300fffd77"))
+    assert basic[:4].hex() == "dd03001d"
+    # current -2.87 A, remaining 4.98 Ah, nominal 5.00 Ah, 42 cycles (as in the aiobmsble capture)
+    assert basic[6:14].hex() == "fee101f201f4002a"
+    assert basic[16:22].hex() == "000000000000"  # no balancing, no protection
+    # SoC 100 %, both FETs, 4 cells, 3 NTCs at 22.4 / 22.3 / 21.7 °C
+    assert basic[23:33].hex() == "640304030b8b0b8a0b84"
+    assert basic[-1] == 0x77 and negsum16(basic, 2, len(basic) - 3) == int.from_bytes(basic[-3:-1])
+    (cells,) = sim.feed(bytes.fromhex("dda50400fffc77"))
+    mv = [round(v * 1000) for v in pack.cell_voltages]
+    assert cells == pack_frame(0x04, 0x00, b"".join(v.to_bytes(2, "big") for v in mv))
+    (hw,) = sim.feed(bytes.fromhex("dda50500fffb77"))
+    assert plugin.parse(hw) == ("hardware", {"hardware": sim.hardware})
+
+
+def test_simulator_buffers_partial_and_skips_garbage() -> None:
+    sim, _ = make_sim()
+    request = bytes.fromhex("dda50400fffc77")
+    assert all(sim.feed(request[i : i + 1]) == [] for i in range(6))
+    (reply,) = sim.feed(request[6:])
+    assert reply[:2] == b"\xdd\x04"
+    noise = b"\x00\xdd\x13" + bytes.fromhex("dda50300fffe77")  # bad check value: ignored
+    write = bytes.fromhex("dd5ae1020001ff1c77")  # a write is not a read request: ignored
+    replies = sim.feed(noise + write + request + bytes.fromhex("dda50300fffd77"))
+    assert [r[1] for r in replies] == [0x04, 0x03]
+
+
+def test_simulator_refuses_unknown_register(plugin: Plugin) -> None:
+    sim, _ = make_sim()
+    (reply,) = sim.feed(pack_frame(0xA5, 0x06))
+    assert reply.hex(" ") == "dd 06 80 00 ff 80 77"
+    with pytest.raises(FrameError):
+        plugin.parse(reply)
+
+
+def _sim_state(plugin: Plugin, sim: JbdSimulator) -> dict:
+    parts = {}
+    for q in plugin.queries(1):
+        (reply,) = sim.feed(q.request)
+        part, fields = plugin.parse(reply)
+        parts[part] = fields
+    return validate_state(make_state("sim", 1, "jbd", 0, plugin.state(parts), {}))
+
+
+def test_simulator_alarms_fets_and_balancing(plugin: Plugin) -> None:
+    sim, pack = make_sim(cells=20, soc=97.0, imbalance=0.05, charge_fet=False,
+                         faults={"short_circuit", "internal_failure", "low_soc"})  # fmt: skip
+    state = _sim_state(plugin, sim)
+    assert state["balancing"] == pack.balancing and any(state["balancing"][16:])
+    assert (state["charge_fet"], state["discharge_fet"]) == (False, True)
+    raised = {name for name, level in state["alarms"].items() if level == 2}
+    assert raised == {"short_circuit", "internal_failure"}  # JBD has no low-SoC flag
+    assert len(state["cells"]) == 20 and state["hardware"] == sim.hardware
+
+
+def test_simulator_follows_model_changes(plugin: Plugin) -> None:
+    sim, pack = make_sim(cells=8, current=30.0)
+    first = _sim_state(plugin, sim)
+    pack.current = -45.5
+    pack.temperatures = [-5.0]
+    pack.soc = 12.0
+    second = _sim_state(plugin, sim)
+    assert first["current"] == pytest.approx(30.0) and second["current"] == pytest.approx(-45.5)
+    assert second["temperatures"] == pytest.approx([-5.0])
+    assert second["soc"] == 12.0 and second["remaining"] == pytest.approx(12.0)
+    assert second["voltage"] == pytest.approx(pack.voltage, abs=0.01)

@@ -1,0 +1,656 @@
+"""JK BMS PB plugin and bus simulator: captured frames, RS485 daisy chain, echo/ack quirks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bmsbank.errors import FrameError
+from bmsbank.native.frames import sum8
+from bmsbank.schema import ALARMS, validate_state
+from bmsbank.services.poller import plugins, simulators
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin
+from bmsbank.services.poller.plugins.jkpb import ALARM_BITS, JkPbPlugin, ack, trigger
+from bmsbank.services.poller.simulators.battery import BatteryModel
+from bmsbank.services.poller.simulators.jkpb import JkPbSimulator
+from bmsbank.state import make_state
+from tests.plugin_contract import Captured, PluginContract, extract_all
+
+SERIALBATTERY = "mr-manuel/venus-os_dbus-serialbattery tests/bms/test_jkbms_pb.py"
+AIOBMSBLE = "patman15/aiobmsble tests/bms/test_jikong_bms.py"
+BSC_FW = "shining-man/bsc_fw issue #118 (JK BMS Monitor RS485 capture, MeisterQ, 2024-06-19)"
+
+# RS485 captures of battery 3 (LA1010 logic analyser, JKBMS PB 15A / 15.41). The reference test
+# stores frame and ack apart; they are joined with the 0x00 pad of the wire format in
+# bms-docs/JKBMS-PB.md, as the reference's own "clean response" test does.
+STATUS_3 = (
+    "55aaeb900200dd0cdd0cdd0cdd0cdd0cdd0cde0cdd0cde0cde0cde0cde0cde0cdd0cde0cdd0c000000000000000000000000"
+    "0000000000000000000000000000000000000000ffff0000dd0c01000100330034003f0042004d0058006600710077007100"
+    "660062005a004400400036000000000000000000000000000000000000000000000000000000000000000000cb0000000000"
+    "d7cd00000000000000000000c300c6000000000000000037535e0200c04504003e00000086b70901640000000422e5020101"
+    "0000000000000000000000000000ff00010000009703000000001671404000000000951400000001010100060000b4e3af00"
+    "00000000cb00c200c7009703863ec40b100900008051010000000302000000000000000001feff7fdc2f0101b0cf07000021"
+)
+SETTINGS_3 = (
+    "55aaeb900100ac0d00008c0a0000550b0000420e0000740d000005000000750d0000540b00007a0d0000160d0000c409"
+    "000060ea0000030000003c000000a08601002c0100003c00000005000000d00700005e010000400100005e0100004001"
+    "0000320000004600000020030000bc02000010000000010000000100000001000000c0450400dc050000700d00000000"
+    + "00" * 126
+    + "030000000000000060e316000033000a18feffffff9fe99d030000000034"
+)
+ABOUT_3 = (
+    "55aaeb9003004a4b5f50423241313653323050000000313541000000000031352e34310000001c29e5021600000042423032"
+    "0000000000000000000000003132333400000000000000000000000032343039313400003430313139343931343830003030"
+    "30004a4b2d424d5300000000000000000000313336393133000000000000000000004a4b2d424d5300000000000000000000"
+    "ffffffff8fe99d0300000000901f00000000c0d8e7fe3f00000100000000000000000004ff67000000000000000000000000"
+    "0000ff0f000000000000000000000000000001ff670000000000000000000000000009080001640000005f0000003c000000"
+    "320000000000000000000000002f00000a78011e0000000000000000000000000000000000fe9fe9ff0f00000000000000f6"
+)
+# BLE cell info frames (same 300-byte layout as RS485, no ack over BLE): the RS485 reply is built
+# here by appending the ack a pack at address 3 sends for 0x1620 (03 10 16 20 00 01 05 A9).
+V15_CHARGING = (
+    "55aaeb9002ac050dfe0cfe0c010d010dfd0cfb0c010dfc0cfb0cfe0cfb0cf80cfb0cfb0c090d00000000000000000000"
+    "00000000000000000000000000000000000000000000ffff0000ff0c10000f0c40003d0040003d0041003f0041003e00"
+    "41003e0041003d0040003e0041003f000000000000000000000000000000000000000000000000000000000000000000"
+    "810000000000e8cf00004ae41900897c000086008000000000000000001986c00000400d030009000000b15f1c006400"
+    "00008c4c760101010000000000000000000000000000ff0001000000050452000000d44e404000000000ca1400000001"
+    "010100060000ea67000000000000cd00c300bf00bd03287f030a1d0000008051010000000100a50202000000000000fe"
+    "ff7fdc2f0101b0cf070000bb"
+)
+V19_BALANCING = (
+    "55aaeb9002daec0cf00cf00ceb0cef0cef0cf00ced0c000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000ff000000ee0c050001036100" + "5c005f0055006000"
+    "5700650057000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "0000000000000006010000000071670000fe2c050074ceffffe900ec0000000000c607014e48ba030090ca04000f00"
+    "0000e9244a00640000000f2e210001010000000000000000000000000000ff00010000006f24000067001cf93e4000"
+    "00d800580a0000000101010006010071281f00000000000601f500f000010092b1830b3b04000080510100000002"
+    "00000000000000000000feff7fdd2f0101b00f07000084"
+)
+# JK BMS Monitor polling address 1 on RS485 (decimal dump in the issue, here in hex): the ack
+# 01 10 16 20 00 01 04 4B follows the frame directly, no 0x00 pad. Alarm bit 19 is set.
+MONITOR_1 = bytes.fromhex(
+    "55aaeb900205ee0cf30cf30cee0ceb0cf60cf40cf70cf00cfa0cf10cef0cfa0cf50cf10cf60c00000000000000000000"
+    "00000000000000000000000000000000000000000000ffff0000f30c0f00090433003500400043004e00580067007400"
+    "79007100680065005b004500410035000000000000000000000000000000000000000000000000000000000000000000"
+    "d700000000002bcf0000a82f07003e210000d500d900000008000000004463ea0200c045040001000000ee7704006400"
+    "00001bd6030001010000000000000000000000000000ff00010000009d0317000000881f404000000000b71400000001"
+    "000100060000c12f0d0000000000d700d400da009d033c6c6708320000008051010000000000000000000000000000fe"
+    "ff7fdc2f0101b00700000013"
+    "011016200001044b"
+)
+STATUS_CELLS = [3.293] * 6 + [3.294, 3.293, 3.294, 3.294, 3.294, 3.294, 3.294, 3.293, 3.294, 3.293]
+
+CAPTURED = [
+    # Cell info, 16S LiFePO4 280 Ah at rest: cells 0x0CDD/0x0CDE mV, mask 0x0000FFFF, 150: 0xCDD7
+    # = 52.695 V, 158: 0 mA, 173: 0x37 = 55 %, 174: 0x00025E53 = 155.219 Ah, 178: 0x000445C0 =
+    # 280 Ah, 182: 62 cycles, 190: SoH 100, 144: 0x00CB = 20.3 °C MOSFET, probes 0x00C3/0x00C6/
+    # 0x00C2/0x00C7 = 19.5/19.8/19.4/19.9 °C (mask 0xFF), both FETs on, balancer idle.
+    Captured(
+        source=SERIALBATTERY + " STATUS_RESPONSE + FC16_ACK",
+        hex=STATUS_3 + "00" + "03101620000105a9",
+        part="cell_info",
+        expect={
+            "cells": STATUS_CELLS,
+            "cell_mask": 0xFFFF,
+            "voltage": 52.695,
+            "current": 0.0,
+            "soc": 55,
+            "remaining": 155.219,
+            "capacity": 280.0,
+            "cycles": 62,
+            "soh": 100,
+            "mosfet_temperature": 20.3,
+            "temperatures": [19.5, 19.8, 19.4, 19.9],
+            "alarm_bits": 0,
+            "charge_fet": True,
+            "discharge_fet": True,
+            "balancing_action": 0,
+            "balancing": [0] * 16,
+            "max_cell_index": 1,
+            "min_cell_index": 0,
+            "sensor_mask": 0xFF,
+        },
+    ),
+    # Settings of the same pack: 10: 0x0A8C = 2.700 V UVP, 18: 0x0E42 = 3.650 V OVP, 50: 0xEA60 =
+    # 60 A charge, 62: 0x0186A0 = 100 A discharge, 114: 16 cells, 126: balancer on, 130:
+    # 0x0445C0 = 280 Ah, 270: DevAddr 3.
+    Captured(
+        source=SERIALBATTERY + " SETTINGS_RESPONSE + FC16_ACK_SETTINGS",
+        hex=SETTINGS_3 + "00" + "0310161e00016465",
+        part="settings",
+        expect={
+            "cell_undervoltage": 2.7,
+            "cell_overvoltage": 3.65,
+            "charge_current_limit": 60.0,
+            "discharge_current_limit": 100.0,
+            "cell_count": 16,
+            "balancer_enabled": 1,
+            "capacity": 280.0,
+            "device_address": 3,
+        },
+    ),
+    # Device info: "JK_PB2A16S20P", hardware "15A", software "15.41", name "BB02", serial at 86.
+    Captured(
+        source=SERIALBATTERY + " ABOUT_RESPONSE + FC16_ACK_ABOUT",
+        hex=ABOUT_3 + "00" + "0310161c0001c5a5",
+        part="device_info",
+        expect={
+            "model": "JK_PB2A16S20P",
+            "hardware_version": "15A",
+            "software_version": "15.41",
+            "name": "BB02",
+            "serial": "40119491",
+        },
+    ),
+    # JK02_32S v15.38 while charging (aiobmsble: 53.224 V, +31.881 A, "battery_charging": True),
+    # 25 %, 49.286 of 200 Ah, 9 cycles, MOSFET 12.9 °C, probes 13.4/12.8/19.5/19.1 °C; the max
+    # (index 15, 3.337 V) and min (index 12, 3.320 V) cells as the BMS reports them.
+    Captured(
+        source=AIOBMSBLE + " _PROTO_DEFS['JK02_32S_v15']['cell'] + ack built here",
+        hex=V15_CHARGING + ack(3, 0x1620).hex(),
+        part="cell_info",
+        expect={
+            "voltage": 53.224,
+            "current": 31.881,
+            "soc": 25,
+            "remaining": 49.286,
+            "capacity": 200.0,
+            "cycles": 9,
+            "mosfet_temperature": 12.9,
+            "temperatures": [13.4, 12.8, 19.5, 19.1],
+            "max_cell_index": 15,
+            "min_cell_index": 12,
+            "balancing": [0] * 16,
+            "cells": [
+                3.333,
+                3.326,
+                3.326,
+                3.329,
+                3.329,
+                3.325,
+                3.323,
+                3.329,
+                3.324,
+                3.323,
+                3.326,
+                3.323,
+                3.32,
+                3.323,
+                3.323,
+                3.337,
+            ],
+        },
+    ),
+    # JK02_32S v19.27, 8S, discharging at -12.684 A with the balancer working (172: 1, 170:
+    # 0x07C6 = 1.990 A) between cell 2 (index 1, max 3.312 V) and cell 4 (index 3, min 3.307 V).
+    Captured(
+        source=AIOBMSBLE + " _PROTO_DEFS['JK02_32S_v19.27']['cell'] + ack built here",
+        hex=V19_BALANCING + ack(3, 0x1620).hex(),
+        part="cell_info",
+        expect={
+            "cells": [3.308, 3.312, 3.312, 3.307, 3.311, 3.311, 3.312, 3.309],
+            "cell_mask": 0xFF,
+            "voltage": 26.481,
+            "current": -12.684,
+            "soc": 78,
+            "remaining": 244.296,
+            "capacity": 314.0,
+            "cycles": 15,
+            "balancing_action": 1,
+            "balance_current": 1.99,
+            "balancing": [0, 1, 0, 1, 0, 0, 0, 0],
+            "mosfet_temperature": 26.2,
+            "temperatures": [23.3, 23.6, 24.5, 24.0],
+        },
+    ),
+]
+STATUS = CAPTURED[0].raw
+FRAME = STATUS[:300]
+
+
+class TestJkPb(PluginContract):
+    plugin_name = "jkpb"
+    address = 3
+    captured = CAPTURED
+
+    def checksum_index(self, length: int) -> int:
+        return 299  # the sum8; the reply goes on with the pad and the ack
+
+
+@pytest.fixture
+def plugin() -> Plugin:
+    return plugins.load("jkpb")
+
+
+def patched(frame: bytes, offset: int, data: bytes) -> bytes:
+    """The 300-byte frame with ``data`` at ``offset`` and its sum8 made to match."""
+    out = bytearray(frame[:300])
+    out[offset : offset + len(data)] = data
+    out[299] = sum8(out, 0, 299)
+    return bytes(out)
+
+
+def reply(frame: bytes, address: int = 3, register: int = 0x1620) -> bytes:
+    return frame + ack(address, register)
+
+
+def take(plugin: Plugin, data: bytes, address: int | None = 3) -> bytes:
+    frames, errors, _ = extract_all(plugin, data, address)
+    assert not errors and len(frames) == 1, errors
+    return frames[0]
+
+
+def state_of(plugin: Plugin, *replies: bytes, address: int = 3) -> dict:
+    parts = dict(plugin.parse(take(plugin, r, address)) for r in replies)
+    fields = plugin.state(parts)
+    return validate_state(make_state("ttyUSB0", address, "jkpb", 0, fields, {}))
+
+
+def crc16_reference(data: bytes) -> int:
+    """Textbook CRC-16/MODBUS, written apart from the codec to cross-check it."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+# -- requests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (1, ["01 10 16 20 00 01 02 00 00 d6 f1", "01 10 16 1e 00 01 02 00 00 d2 2f",
+             "01 10 16 1c 00 01 02 00 00 d3 cd"]),
+        (3, ["03 10 16 20 00 01 02 00 00 cf 91", "03 10 16 1e 00 01 02 00 00 cb 4f",
+             "03 10 16 1c 00 01 02 00 00 ca ad"]),
+        (15, ["0f 10 16 20 00 01 02 00 00 9a 91", "0f 10 16 1e 00 01 02 00 00 9e 4f",
+              "0f 10 16 1c 00 01 02 00 00 9f ad"]),
+    ],
+    ids=["address-1", "address-3", "address-15"],
+)  # fmt: skip
+def test_requests_byte_exact(plugin: Plugin, address: int, expected: list[str]) -> None:
+    # address 1 cell info: the JK BMS Monitor request in BSC_FW; address 3: SERIALBATTERY
+    queries = plugin.queries(address)
+    assert [q.request.hex(" ") for q in queries] == expected
+    assert [q.part for q in queries] == ["cell_info", "settings", "device_info"]
+    assert [(q.every, q.required, q.expects_reply) for q in queries] == [
+        (1, True, True), (60, False, True), (0, False, True)]  # fmt: skip
+    for q in queries:
+        assert crc16_reference(q.request[:9]).to_bytes(2, "little") == q.request[9:]
+
+
+@pytest.mark.parametrize("address", [0, 16, 255], ids=["bus-master", "16", "255"])
+def test_addresses_outside_1_to_15_are_refused(plugin: Plugin, address: int) -> None:
+    with pytest.raises(ValueError, match="1-15"):
+        plugin.queries(address)
+
+
+def test_plugin_constants(plugin: Plugin) -> None:
+    assert isinstance(plugin, JkPbPlugin)
+    assert (plugin.title, plugin.baudrate, plugin.multidrop) == ("JKBMS PB Model", 115200, True)
+    assert plugin.addresses == range(1, 16) and plugin.default_address == 1
+    assert plugin.command_gap == 0.12 and 0.2 <= plugin.reply_timeout <= 1.0
+
+
+def test_acks_match_captures() -> None:
+    assert ack(3, 0x1620).hex() == "03101620000105a9"
+    assert ack(3, 0x161E).hex() == "0310161e00016465"
+    assert ack(3, 0x161C).hex() == "0310161c0001c5a5"
+    assert ack(1, 0x1620) == MONITOR_1[300:]
+
+
+# -- replies -----------------------------------------------------------------------------------
+def test_monitor_capture_without_pad(plugin: Plugin) -> None:
+    assert take(plugin, MONITOR_1, 1) == MONITOR_1
+    part, fields = plugin.parse(MONITOR_1)
+    assert part == "cell_info"
+    assert fields["cells"][:4] == pytest.approx([3.310, 3.315, 3.315, 3.310])
+    assert (fields["voltage"], fields["current"]) == pytest.approx((53.035, 8.510))
+    assert (fields["max_cell_index"], fields["min_cell_index"]) == (9, 4)
+    assert fields["alarm_bits"] == 1 << 19  # "modify password in time": no alarm raised
+    state = state_of(plugin, MONITOR_1, address=1)
+    assert not any(state["alarms"].values())
+    assert state["soc"] == 68.0 and state["remaining"] == pytest.approx(191.075)
+
+
+def test_reply_from_another_address_is_rejected(plugin: Plugin) -> None:
+    stats = LinkStats()
+    buf = bytearray(STATUS)
+    with pytest.raises(FrameError) as exc:
+        plugin.extract(buf, 1, stats)
+    assert exc.value.kind == "address" and not buf  # the whole reply is consumed
+    assert "address 3" in exc.value.reason
+    assert take(plugin, STATUS, None) == STATUS  # offline decoding accepts any address
+    frames, errors, _ = extract_all(plugin, MONITOR_1, 3)
+    assert not frames and [e.kind for e in errors] == ["address"]
+
+
+def test_frame_without_ack_has_no_known_responder(plugin: Plugin) -> None:
+    stream = FRAME + STATUS  # a frame directly followed by the next reply
+    frames, errors, _ = extract_all(plugin, stream, 3)
+    assert frames == [STATUS] and [e.kind for e in errors] == ["address"]
+    frames, errors, _ = extract_all(plugin, stream, None)
+    assert frames == [FRAME, STATUS] and not errors
+
+
+def test_reply_waits_for_its_ack(plugin: Plugin) -> None:
+    for cut in (300, 301, 305):
+        buf = bytearray(STATUS[:cut])
+        assert plugin.extract(buf, 3, LinkStats()) is None and len(buf) == cut
+
+
+def test_tx_echo_is_skipped_without_noise(plugin: Plugin) -> None:
+    echo = trigger(3, 0x1620)
+    stats = LinkStats()
+    buf = bytearray()
+    got = []
+    for byte in echo + STATUS:  # one byte at a time, as a slow adapter delivers it
+        buf.append(byte)
+        frame = plugin.extract(buf, 3, stats)
+        if frame is not None:
+            got.append(frame)
+    assert got == [STATUS] and not buf and stats.noise_bytes == 0
+
+
+def test_other_masters_trigger_and_stray_ack_count_as_noise(plugin: Plugin) -> None:
+    stream = trigger(2, 0x1620) + ack(2, 0x1620) + STATUS
+    frames, errors, stats = extract_all(plugin, stream, 3)
+    assert frames == [STATUS] and not errors and stats.noise_bytes == 11 + 8
+
+
+def test_padding_after_ack_is_dropped(plugin: Plugin) -> None:
+    buf = bytearray(STATUS + b"\x00")
+    stats = LinkStats()
+    assert plugin.extract(buf, 3, stats) == STATUS
+    assert plugin.extract(buf, 3, stats) is None and not buf and stats.noise_bytes == 0
+
+
+def test_reply_of_another_part_names_its_own_part(plugin: Plugin) -> None:
+    # asked for cell info, got the settings reply: parse says what it is, the poller compares
+    part, _ = plugin.parse(take(plugin, CAPTURED[1].raw))
+    assert part == "settings" != plugin.queries(3)[0].part
+
+
+def test_unknown_frame_type_is_rejected(plugin: Plugin) -> None:
+    odd = patched(FRAME, 4, b"\x05")
+    with pytest.raises(FrameError) as exc:
+        plugin.parse(reply(odd))
+    assert exc.value.kind == "unexpected"
+    frames, errors, _ = extract_all(plugin, reply(odd), 3)
+    assert not frames and [e.kind for e in errors] == ["malformed"]  # no register has type 5
+
+
+def test_parse_rejects_short_or_corrupt_input(plugin: Plugin) -> None:
+    for bad, kind in ((STATUS[:299], "malformed"), (b"\xaa" + STATUS[1:], "malformed"),
+                      (FRAME[:299] + b"\x00", "checksum")):  # fmt: skip
+        with pytest.raises(FrameError) as exc:
+            plugin.parse(bad)
+        assert exc.value.kind == kind
+
+
+def _flip(data: bytes, index: int) -> bytes:
+    out = bytearray(data)
+    out[index] ^= 0x01
+    return bytes(out)
+
+
+MALFORMED = [
+    # (id, stream, frames extracted, error kinds, noise at least)
+    ("bad-sum8", _flip(STATUS, 299), 0, ["checksum"], 8),
+    ("bad-payload-byte", _flip(STATUS, 150), 0, ["checksum"], 8),
+    ("truncated-frame", STATUS[:200], 0, [], 0),
+    ("truncated-ack", STATUS[:305], 0, [], 0),
+    ("garbage-before", b"\x13\x37\xfe" + STATUS, 1, [], 3),
+    ("garbage-after", STATUS + b"\x42\x13\x37", 1, [], 2),
+    ("garbage-between", STATUS + b"\xff" * 7 + STATUS, 2, [], 7),
+    ("ack-bad-crc", _flip(STATUS, len(STATUS) - 1), 0, ["checksum"], 0),
+    ("ack-bad-crc-no-pad", _flip(reply(FRAME), 307), 0, ["checksum"], 0),
+    ("ack-other-address", FRAME + ack(2, 0x1620), 0, ["address"], 0),
+    ("ack-other-register", FRAME + ack(3, 0x161E), 0, ["malformed"], 0),
+    ("truncated-then-good", STATUS[:120] + STATUS, 1, ["checksum"], 100),
+]
+
+
+@pytest.mark.parametrize(
+    ("stream", "nframes", "kinds", "noise"),
+    [case[1:] for case in MALFORMED],
+    ids=[case[0] for case in MALFORMED],
+)
+def test_malformed_streams(
+    plugin: Plugin, stream: bytes, nframes: int, kinds: list[str], noise: int
+) -> None:
+    frames, errors, stats = extract_all(plugin, stream, 3)
+    assert frames == [STATUS] * nframes
+    assert [e.kind for e in errors] == kinds
+    assert stats.noise_bytes >= noise
+    for e in errors:
+        assert e.raw  # the raw bytes travel with the error for the log
+
+
+# -- decoding details --------------------------------------------------------------------------
+def test_captured_replies_build_a_state(plugin: Plugin) -> None:
+    state = state_of(plugin, *(c.raw for c in CAPTURED[:3]))
+    assert state["cells"] == pytest.approx(STATUS_CELLS) and len(state["cells"]) == 16
+    assert state["voltage"] == pytest.approx(52.695) and state["current"] == 0.0
+    assert (state["soc"], state["soh"], state["cycles"]) == (55.0, 100.0, 62)
+    assert (state["bms_ccl"], state["bms_dcl"]) == pytest.approx((60.0, 100.0))
+    assert state["bms_cvl"] is None
+    assert state["hardware"] == "JK_PB2A16S20P hw 15A sw 15.41"
+    assert state["cell_delta"] == pytest.approx(0.001)  # derived centrally, not by the plugin
+    only_cells = state_of(plugin, STATUS)
+    assert only_cells["bms_ccl"] is None and only_cells["hardware"] == "JKBMS PB Model"
+    with pytest.raises(FrameError):
+        plugin.state({"settings": plugin.parse(CAPTURED[1].raw)[1]})
+
+
+@pytest.mark.parametrize(
+    ("mask", "expected"),
+    [(0x0000000F, 4), (0x000000FF, 8), (0x0000FFFF, 16), (0x00FFFFFF, 24)],
+    ids=["4S", "8S", "16S", "24S"],
+)
+def test_cells_limited_to_enabled_mask(plugin: Plugin, mask: int, expected: int) -> None:
+    frame = patched(FRAME, 70, mask.to_bytes(4, "little"))
+    frame = patched(frame, 6 + 32, (3300).to_bytes(2, "little") * 8)  # slots 17-24 hold volts
+    state = state_of(plugin, reply(frame))
+    assert len(state["cells"]) == len(state["balancing"]) == expected
+    assert state["cells"][:4] == pytest.approx([3.293] * 4)
+
+
+def test_without_cell_mask_the_settings_cell_count_applies(plugin: Plugin) -> None:
+    frame = patched(FRAME, 70, bytes(4))
+    settings_reply = CAPTURED[1].raw
+    parts = dict(plugin.parse(take(plugin, r)) for r in (reply(frame), settings_reply))
+    assert plugin.parse(reply(frame))[1]["cells"] == []
+    assert plugin.state(parts)["cells"] == pytest.approx(STATUS_CELLS)
+
+
+@pytest.mark.parametrize(
+    ("raw_ma", "amps"),
+    [(31881, 31.881), (-12684, -12.684), (1, 0.001), (-1, -0.001), (-(2**31), -2147483.648)],
+    ids=["charge", "discharge", "plus-1mA", "minus-1mA", "most-negative"],
+)
+def test_current_is_signed_charge_positive(plugin: Plugin, raw_ma: int, amps: float) -> None:
+    frame = patched(FRAME, 158, raw_ma.to_bytes(4, "little", signed=True))
+    assert plugin.parse(reply(frame))[1]["current"] == pytest.approx(amps, abs=1e-9)
+    if abs(amps) < 1000:  # within the schema's bounds
+        state = state_of(plugin, reply(frame))
+        assert state["power"] == pytest.approx(52.695 * amps)
+
+
+def test_captured_current_sign_matches_reference(plugin: Plugin) -> None:
+    charging = state_of(plugin, CAPTURED[3].raw)
+    discharging = state_of(plugin, CAPTURED[4].raw)
+    assert charging["current"] > 0 and charging["power"] == pytest.approx(53.224 * 31.881)
+    assert discharging["current"] < 0 and discharging["power"] < 0
+
+
+def test_balancing_flags_max_and_min_cell(plugin: Plugin) -> None:
+    working = plugin.parse(CAPTURED[4].raw)[1]
+    assert working["balancing"] == [0, 1, 0, 1, 0, 0, 0, 0]
+    idle = patched(CAPTURED[4].raw, 172, b"\x00")
+    assert plugin.parse(reply(idle))[1]["balancing"] == [0] * 8
+    discharging = patched(CAPTURED[4].raw, 172, b"\x02")
+    assert plugin.parse(reply(discharging))[1]["balancing"] == [0, 1, 0, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("mask", "temperatures", "mosfet"),
+    [(0xFF, [19.5, 19.8, 19.4, 19.9], 20.3), (0x01, [], 20.3), (0x36, [19.5, 19.8, 19.4, 19.9],
+     None), (0x13, [19.5, 19.4], 20.3)],
+    ids=["all-present", "mosfet-only", "no-mosfet", "t1-and-t4"],
+)  # fmt: skip
+def test_temperature_probe_mask(
+    plugin: Plugin, mask: int, temperatures: list[float], mosfet: float | None
+) -> None:
+    fields = plugin.parse(reply(patched(FRAME, 214, bytes([mask]))))[1]
+    assert fields["temperatures"] == pytest.approx(temperatures)
+    assert fields["mosfet_temperature"] == (pytest.approx(mosfet) if mosfet else None)
+
+
+def test_absent_probe_and_negative_temperature(plugin: Plugin) -> None:
+    frame = patched(FRAME, 162, (-2000).to_bytes(2, "little", signed=True))  # -200.0: unplugged
+    frame = patched(frame, 164, (-55).to_bytes(2, "little", signed=True))
+    fields = plugin.parse(reply(frame))[1]
+    assert fields["temperatures"] == pytest.approx([-5.5, 19.4, 19.9])
+
+
+EXPECTED_ALARMS = {
+    1: "high_internal_temperature", 2: "internal_failure", 3: "internal_failure",
+    4: "high_cell_voltage", 5: "high_voltage", 6: "high_charge_current", 7: "short_circuit",
+    8: "high_charge_temperature", 9: "low_charge_temperature", 10: "internal_failure",
+    11: "low_cell_voltage", 12: "low_voltage", 13: "high_discharge_current", 14: "short_circuit",
+    15: "high_temperature", 16: "internal_failure", 17: "internal_failure",
+    20: "internal_failure", 21: "high_temperature", 22: "internal_failure",
+    23: "internal_failure",
+}  # fmt: skip
+
+
+def test_alarm_table_uses_schema_names() -> None:
+    assert ALARM_BITS == EXPECTED_ALARMS
+    assert set(ALARM_BITS.values()) <= set(ALARMS)
+
+
+@pytest.mark.parametrize("bit", sorted(EXPECTED_ALARMS), ids=lambda b: f"bit{b}")
+def test_alarm_bit_maps_to_alarm(plugin: Plugin, bit: int) -> None:
+    frame = patched(FRAME, 166, (1 << bit).to_bytes(4, "little"))
+    alarms = state_of(plugin, reply(frame))["alarms"]
+    assert {name for name, level in alarms.items() if level} == {EXPECTED_ALARMS[bit]}
+    assert alarms[EXPECTED_ALARMS[bit]] == 2
+    assert set(alarms) == set(EXPECTED_ALARMS.values())
+
+
+def test_unmapped_alarm_bits_raise_nothing(plugin: Plugin) -> None:
+    frame = patched(FRAME, 166, (1 << 0 | 1 << 18 | 1 << 19 | 0xFF << 24).to_bytes(4, "little"))
+    assert not any(state_of(plugin, reply(frame))["alarms"].values())
+
+
+# -- simulator: one RS485 bus, several packs ----------------------------------------------------
+def bus(echo: bool = False, padding: bool = False) -> JkPbSimulator:
+    packs = {
+        1: BatteryModel(cells=16, capacity=280.0, soc=40.0, current=10.0, cycles=5),
+        2: BatteryModel(cells=8, capacity=100.0, soc=70.0, current=-4.5, cycles=7),
+        3: BatteryModel(cells=4, capacity=50.0, soc=95.0, current=0.0, imbalance=0.08),
+    }
+    return JkPbSimulator(packs, echo=echo, padding=padding)
+
+
+def test_registry_creates_the_bus_simulator() -> None:
+    sim = simulators.create("jkpb", {5: BatteryModel()})
+    assert isinstance(sim, JkPbSimulator) and sim.baudrate == 115200 and not sim.echo
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
+def test_daisy_chain_each_address_gets_its_own_pack(plugin: Plugin, echo: bool) -> None:
+    sim = bus(echo=echo)
+    for address, model in sim.packs.items():
+        parts = {}
+        for q in plugin.queries(address):
+            replies = sim.feed(q.request)
+            register = q.request[2] << 8 | q.request[3]
+            assert len(replies) == 1 and replies[0].endswith(ack(address, register))
+            assert replies[0].startswith(q.request) == echo
+            for other in set(sim.packs) - {address}:  # never attributable to another pack
+                assert not extract_all(plugin, replies[0], other)[0]
+            part, fields = plugin.parse(take(plugin, replies[0], address))
+            parts[part] = fields
+        state = validate_state(make_state("sim", address, "jkpb", 0, plugin.state(parts), {}))
+        assert len(state["cells"]) == model.cells
+        assert state["soc"] == round(model.soc) and state["cycles"] == model.cycles
+        assert state["current"] == pytest.approx(model.current, abs=0.001)
+        assert state["voltage"] == pytest.approx(model.voltage, abs=0.001)
+        assert state["capacity"] == pytest.approx(model.capacity)
+
+
+def test_one_write_with_three_triggers_gets_three_replies_in_order(plugin: Plugin) -> None:
+    sim = bus()
+    requests = b"".join(plugin.queries(a)[0].request for a in (3, 1, 2))
+    replies = sim.feed(requests)
+    assert [r[-8] for r in replies] == [3, 1, 2]
+    assert [len(plugin.parse(r)[1]["cells"]) for r in replies] == [4, 16, 8]
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
+def test_absent_address_is_silent(plugin: Plugin, echo: bool) -> None:
+    sim = bus(echo=echo)
+    request = plugin.queries(9)[0].request
+    replies = sim.feed(request)
+    assert replies == ([request] if echo else [])  # only the adapter's own echo, if any
+    buf = bytearray(b"".join(replies))
+    stats = LinkStats()
+    assert plugin.extract(buf, 9, stats) is None and stats.noise_bytes == 0
+
+
+def test_simulator_ignores_garbage_and_waits_for_partial_triggers(plugin: Plugin) -> None:
+    sim = bus()
+    request = plugin.queries(2)[0].request
+    assert sim.feed(b"\x00\xff\x02\x10\x16" + request[:6]) == []
+    assert len(sim.feed(request[6:])) == 1
+    bad_crc = request[:-1] + bytes([request[-1] ^ 0xFF])
+    assert sim.feed(bad_crc) == []
+    assert sim.feed(trigger(2, 0x1626)) == []  # a register it does not serve
+
+
+def test_simulator_reply_is_byte_exact(plugin: Plugin) -> None:
+    sim = bus(padding=True)
+    data = sim.feed(trigger(1, 0x1620))[0]
+    assert len(data) == 310 and data[300] == 0 and data[-1] == 0
+    assert data[:4] == bytes.fromhex("55aaeb90") and data[4] == 0x02
+    assert data[299] == sum(data[:299]) & 0xFF
+    assert data[301:309] == ack(1, 0x1620)
+    assert crc16_reference(data[301:307]).to_bytes(2, "little") == data[307:309]
+    buf = bytearray(data)
+    assert plugin.extract(buf, 1, LinkStats()) == data[:309]
+    assert plugin.extract(buf, 1, LinkStats()) is None and not buf
+    settings_reply = sim.feed(trigger(1, 0x161E))[0]
+    assert plugin.parse(settings_reply)[1]["device_address"] == 1
+    device = plugin.parse(sim.feed(trigger(1, 0x161C))[0])[1]
+    assert device["model"] == "JK_PB2A16S20P" and device["serial"] == "SIM00001"
+
+
+def test_simulator_alarms_and_balancing_round_trip(plugin: Plugin) -> None:
+    model = BatteryModel(cells=16, soc=99.0, imbalance=0.05, faults={"short_circuit"})
+    sim = JkPbSimulator({4: model})
+    state = state_of(plugin, sim.feed(trigger(4, 0x1620))[0], address=4)
+    assert state["alarms"]["short_circuit"] == 2
+    assert state["alarms"]["high_cell_voltage"] == 0  # 3.525 V + 0.05 V < 3.65 V
+    assert state["max_cell_voltage"] == pytest.approx(3.575, abs=0.001)
+    assert state["balancing"][0] == 1 and state["balancing"][-1] == 1  # min and max cell
+    assert sum(state["balancing"]) == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_chunked_replies_give_the_same_frames(data: st.DataObject) -> None:
+    plugin = JkPbPlugin()
+    echo, garbage = trigger(3, 0x1620), b"\x13\x37\xfe\x42\x01\x02\x03"
+    stream = echo + STATUS + b"\x00" + echo + STATUS + garbage + STATUS
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(stream) - 1), max_size=12)))
+    buf, stats, frames = bytearray(), LinkStats(), []
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+        buf += stream[a:b]
+        while (frame := plugin.extract(buf, 3, stats)) is not None:
+            frames.append(frame)
+    assert frames == [STATUS] * 3
+    assert stats.noise_bytes == len(garbage)
