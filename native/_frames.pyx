@@ -314,7 +314,7 @@ cdef class Scanner:
             return C_PARTIAL, p, e, 0
         for j in range(self.tlen):
             if mv[e - self.tlen + j] != trl[j]:
-                return C_BAD, p, p + 1, REASON_TRAILER
+                return C_BAD, p, e, REASON_TRAILER
         if not self._checked(mv, p, e):
-            return C_BAD, p, p + 1, REASON_CHECKSUM
+            return C_BAD, p, e, REASON_CHECKSUM
         return C_FRAME, p, e, 0

@@ -142,8 +142,9 @@ class Scanner:
         Returns:
             ``(status, begin, end, reason)``: FRAME with the frame at ``buf[begin:end]``; PARTIAL
             when a frame starts at ``begin`` but is incomplete (``end`` is its total length end or
-            -1); BAD when the candidate at ``begin`` is corrupt (``reason`` says why; resume at
-            ``begin + 1``); NONE when no header is present (bytes before ``begin`` are noise).
+            -1); BAD when the candidate at ``begin`` is corrupt (``reason`` says why; ``end`` is
+            the candidate's end, or ``begin + 1`` when its length is impossible; resume scanning
+            at ``begin + 1``); NONE when no header is present (bytes before ``begin`` are noise).
 
         """
         fr = self.framing
@@ -168,9 +169,9 @@ class Scanner:
         if e > n:
             return PARTIAL, p, e, 0
         if fr.trailer and bytes(buf[e - len(fr.trailer) : e]) != fr.trailer:
-            return BAD, p, p + 1, REASON_TRAILER
+            return BAD, p, e, REASON_TRAILER
         if not self._checked(buf, p, e):
-            return BAD, p, p + 1, REASON_CHECKSUM
+            return BAD, p, e, REASON_CHECKSUM
         return FRAME, p, e, 0
 
 

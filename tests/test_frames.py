@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmsbank.errors import FrameError
-from bmsbank.native.spec import BAD, FORMATS, FRAME, NONE, PARTIAL, Field, Framing
+from bmsbank.native.spec import (
+    BAD,
+    FORMATS,
+    FRAME,
+    NONE,
+    PARTIAL,
+    REASON_CHECKSUM,
+    REASON_LENGTH,
+    REASON_TRAILER,
+    Field,
+    Framing,
+)
 
 JBD = Framing(
     header=b"\xdd",
@@ -109,10 +122,14 @@ def test_scanner_finds_frames_after_noise(frames_mod):
     assert scanner.scan(b"\x00\x01") == (NONE, 2, 2, 0)
     bad = bytearray(frame)
     bad[-2] ^= 1
-    assert scanner.scan(bytes(bad))[0] == BAD
+    assert scanner.scan(bytes(bad)) == (BAD, 0, len(frame), REASON_CHECKSUM)
     bad = bytearray(frame)
     bad[-1] = 0x00
-    assert scanner.scan(bytes(bad))[:3] == (BAD, 0, 1)
+    assert scanner.scan(bytes(bad)) == (BAD, 0, len(frame), REASON_TRAILER)
+    bad = bytearray(frame)
+    bad[3] = 0xFF  # length beyond max_length
+    short = frames_mod.Scanner(dataclasses.replace(JBD, max_length=64))
+    assert short.scan(bytes(bad)) == (BAD, 0, 1, REASON_LENGTH)
 
 
 def test_scanner_keeps_a_header_prefix_at_the_end(frames_mod):

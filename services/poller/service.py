@@ -15,9 +15,9 @@ from typing import Any
 import zmq
 
 from bmsbank.config import Config, PortConfig
-from bmsbank.errors import FrameError, LinkTimeout, TransportError
+from bmsbank.errors import FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
-from bmsbank.schema import TOPIC_STATE, pack
+from bmsbank.schema import TOPIC_STATE, pack, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query
 from bmsbank.services.poller.transport import SerialTransport
@@ -121,10 +121,18 @@ class Poller:
             self.changes.set(str(link.address), "incomplete", logging.WARNING, str(exc))
             return
         link.stats.ok += 1
-        self.changes.set(str(link.address), "answering")
         msg = make_state(
             self.port.name, link.address, self.plugin.name, self.seq, fields, link.stats.as_dict()
         )
+        try:
+            # A frame can pass its checksum and still carry nonsense: never send that on.
+            validate_state(msg)
+        except MessageError as exc:
+            link.stats.ok -= 1
+            link.stats.malformed += 1
+            self.changes.set(str(link.address), "implausible values", logging.WARNING, str(exc))
+            return
+        self.changes.set(str(link.address), "answering")
         self.seq += 1
         self.send(msg)
 

@@ -83,7 +83,7 @@ class SerialTransport:
                 return frame
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                # Bytes extract() kept are the start of a reply; echoes and noise it dropped are not.
+                # What extract() kept is the start of a reply; echoes and noise it dropped are not.
                 raise LinkTimeout("truncated" if buf else "timeout")
             try:
                 port.timeout = remaining

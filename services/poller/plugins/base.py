@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import BAD, FRAME, REASONS, Scanner
-from bmsbank.native.spec import Framing
+from bmsbank.native.frames import BAD, FRAME, REASONS, FieldTable, Scanner
+from bmsbank.native.spec import Field, Framing
 from bmsbank.schema import ALARM
 
 
@@ -38,6 +38,29 @@ class Query:
     every: int = 1
     required: bool = True
     expects_reply: bool = True
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the fields of one reply part sit in its frame.
+
+    Attributes:
+        fields: the field table (offsets relative to ``start``).
+        start: first byte of the decoded region.
+        end: end of the region: negative counts back from the frame's end (before a check value
+            and trailer), positive is an absolute offset, None is the frame's end.
+    """
+
+    fields: tuple[Field, ...]
+    start: int = 0
+    end: int | None = None
+
+    def region(self, frame: bytes) -> tuple[int, int]:
+        """``(start, end)`` of the region in ``frame``."""
+        n = len(frame)
+        if self.end is None:
+            return self.start, n
+        return self.start, (n + self.end if self.end < 0 else min(self.end, n))
 
 
 @dataclass
@@ -85,9 +108,21 @@ class Plugin:
     reply_timeout: ClassVar[float] = 0.5
     #: how replies are delimited and checked
     framing: ClassVar[Framing]
+    #: reply part -> where its fields are; compiled once into ``self.tables``
+    layouts: ClassVar[Mapping[str, Layout]] = {}
 
     def __init__(self) -> None:
         self.scanner = Scanner(self.framing)
+        self.tables = {part: FieldTable(layout.fields) for part, layout in self.layouts.items()}
+
+    def decode_part(self, part: str, frame: bytes) -> dict[str, Any]:
+        """Decode the fields of ``part`` from ``frame`` with its compiled table.
+
+        Raises:
+            FrameError: a field lies outside the frame.
+        """
+        start, end = self.layouts[part].region(frame)
+        return self.tables[part].decode(frame, start, end)
 
     # -- requests ---------------------------------------------------------------------------
     def queries(self, address: int) -> Sequence[Query]:

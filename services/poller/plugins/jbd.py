@@ -37,9 +37,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import FieldTable, negsum16
+from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import Field, Framing
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, bits, require
+from bmsbank.services.poller.plugins.base import (
+    Layout,
+    Plugin,
+    Query,
+    alarms_from_bits,
+    bits,
+    require,
+)
 
 START, END = 0xDD, 0x77
 READ, WRITE = 0xA5, 0x5A
@@ -142,8 +149,10 @@ class JbdPlugin(Plugin):
         check_at=-3,
         trailer=bytes((END,)),
     )
-    basic_table: ClassVar[FieldTable] = FieldTable(BASIC_FIELDS)
-    cell_table: ClassVar[FieldTable] = FieldTable(CELL_FIELDS)
+    layouts: ClassVar[Mapping[str, Layout]] = {
+        "basic": Layout(BASIC_FIELDS, DATA_AT, -3),
+        "cells": Layout(CELL_FIELDS, DATA_AT, -3),
+    }
 
     def queries(self, address: int) -> Sequence[Query]:
         """Ask for basic info and cells every cycle, the model once (JBD ignores ``address``)."""
@@ -175,12 +184,12 @@ class JbdPlugin(Plugin):
             raise FrameError(f"jbd: BMS refused register 0x{register:02X} (0x{status:02X})", frame)
         end = n - 3
         if part == "basic":
-            return part, self.basic_table.decode(frame, DATA_AT, end)
+            return part, self.decode_part(part, frame)
         if part == "cells":
             size = end - DATA_AT
             if size < 2 or size % 2:
                 raise FrameError(f"jbd: {size} bytes of cell data is not whole cells", frame)
-            return part, self.cell_table.decode(frame, DATA_AT, end)
+            return part, self.decode_part(part, frame)
         return part, {"hardware": decode_text(frame[DATA_AT:end])}
 
     def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -42,9 +42,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import BAD, FieldTable, crc16_modbus, sum8
+from bmsbank.native.frames import BAD, crc16_modbus, sum8
 from bmsbank.native.spec import Field, Framing
-from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, alarms_from_bits, require
+from bmsbank.services.poller.plugins.base import (
+    Layout,
+    LinkStats,
+    Plugin,
+    Query,
+    alarms_from_bits,
+    require,
+)
 
 HEADER = b"\x55\xaa\xeb\x90"
 FRAME_LENGTH = 300
@@ -213,10 +220,10 @@ class JkPbPlugin(Plugin):
     )
     #: settings change rarely; re-read every 60 cycles (once a minute at 1 s) for the limits
     settings_every: ClassVar[int] = 60
-    tables: ClassVar[dict[str, FieldTable]] = {
-        CELL_INFO: FieldTable(CELL_FIELDS),
-        SETTINGS: FieldTable(SETTINGS_FIELDS),
-        DEVICE_INFO: FieldTable(DEVICE_FIELDS),
+    layouts: ClassVar[Mapping[str, Layout]] = {
+        CELL_INFO: Layout(CELL_FIELDS, 0, FRAME_LENGTH),
+        SETTINGS: Layout(SETTINGS_FIELDS, 0, FRAME_LENGTH),
+        DEVICE_INFO: Layout(DEVICE_FIELDS, 0, FRAME_LENGTH),
     }
 
     def queries(self, address: int) -> Sequence[Query]:
@@ -319,7 +326,7 @@ class JkPbPlugin(Plugin):
         if part is None:
             raise FrameError(f"{self.name}: unknown frame type 0x{frame[TYPE_AT]:02X}", frame,
                              kind="unexpected")  # fmt: skip
-        fields = self.tables[part].decode(frame, 0, FRAME_LENGTH)
+        fields = self.decode_part(part, frame)
         if part == CELL_INFO:
             cell_info_hook(fields)
         return part, fields

@@ -41,7 +41,7 @@ class PtyServer:
     """Runs one :class:`BusSimulator` on a pseudo-terminal.
 
     Fault switches for tests (set them at any time): ``silent`` (answer nothing), ``corrupt``
-    (number of next replies sent with a flipped last byte), ``truncate`` (number of next replies
+    (number of next replies sent with a flipped payload byte), ``truncate`` (number of next replies
     cut in half), ``noise`` (bytes sent before the next reply).
     """
 
@@ -129,7 +129,8 @@ class PtyServer:
     def _faulted(self, reply: bytes) -> bytes:
         if self.corrupt > 0:
             self.corrupt -= 1
-            reply = reply[:-1] + bytes([reply[-1] ^ 0x5A])
+            mid = len(reply) // 2  # a payload byte: the check value no longer matches
+            reply = reply[:mid] + bytes([reply[mid] ^ 0x5A]) + reply[mid + 1 :]
         if self.truncate > 0:
             self.truncate -= 1
             reply = reply[: len(reply) // 2]

@@ -1,0 +1,136 @@
+"""The bmsbank command line: decode (on captured frames), status and tap (on a live arbiter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import zmq
+
+from bmsbank.config import parse
+from bmsbank.schema import TOPIC_STATE, pack
+from bmsbank.services.arbiter.service import Arbiter
+from tests import test_jbd, test_jkpb
+from tests.factories import state_msg
+from tests.zmqhelp import free_tcp
+
+
+def bmsbank(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bmsbank.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def test_decode_jbd_frames_as_pasted():
+    basic, cells, hardware = (c.hex for c in test_jbd.CAPTURED[:3])
+    spaced = " ".join(basic[i : i + 2] for i in range(0, len(basic), 2))  # as a terminal shows it
+    out = bmsbank("decode", "jbd", spaced, cells, hardware)
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout)
+    assert state["kind"] == "state" and state["bms"] == "jbd"
+    assert state["voltage"] == pytest.approx(15.6)
+    assert state["cells"] == pytest.approx([3.909, 3.901, 3.895, 3.901])
+    assert state["temperatures"] == pytest.approx([22.4, 22.3, 21.7])
+    assert state["min_cell_voltage"] == pytest.approx(3.895)
+    assert state["hardware"] == "JBD-SP04S034-L4S-200A-B-U"
+    assert state["link"]["ok"] == 0 and state["link"]["noise_bytes"] == 0
+
+
+def test_decode_jk_pb_reply_with_address_check():
+    raw = test_jkpb.CAPTURED[0].hex
+    ok = bmsbank("decode", "jkpb", raw, "--address", "3")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["pack"] == "decode:3"
+    wrong = bmsbank("decode", "jkpb", raw, "--address", "4")
+    assert wrong.returncode == 1
+    assert wrong.stderr.startswith("bmsbank: rejected (address):")
+
+
+def test_decode_rejects_a_bad_checksum_with_the_reason():
+    frame = bytearray(test_jbd.CAPTURED[0].raw)
+    frame[10] ^= 0xFF
+    out = bmsbank("decode", "jbd", frame.hex())
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("bmsbank: rejected (checksum):")
+    assert frame[:4].hex(" ") in out.stderr  # the raw bytes are shown
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["jbd", "zz"], "non-hexadecimal"),
+        (["nosuch", "00"], "unknown BMS 'nosuch'"),
+        (["jbd", "0011"], "no complete LLT/JBD frame"),
+    ],
+    ids=["not-hex", "unknown-bms", "no-frame"],
+)
+def test_decode_bad_input(args, message):
+    out = bmsbank("decode", *args)
+    assert out.returncode != 0 and message in out.stderr
+
+
+def test_decode_incomplete_state_shows_the_parts():
+    out = bmsbank("decode", "jbd", test_jbd.CAPTURED[0].hex)  # basic info without cells
+    assert out.returncode == 1
+    assert "incomplete state: missing reply part(s): cells" in out.stderr
+    assert json.loads(out.stdout)["parts"]["basic"]["voltage"] == pytest.approx(15.6)
+
+
+@pytest.fixture
+def live_tap():
+    states, tap = free_tcp(), free_tcp()
+    cfg = parse(
+        {"bank": {"interval": 0.2, "name": "cli"}, "zmq": {"states": states, "tap": tap}}, "test"
+    )
+    ctx = zmq.Context()
+    arbiter = Arbiter(cfg, ctx)
+    stop = threading.Event()
+    thread = threading.Thread(target=arbiter.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(states)
+    feeding = threading.Event()
+
+    def feed():
+        seq = 0
+        while not stop.is_set():
+            push.send_multipart([TOPIC_STATE, pack(state_msg("usb0", 1, seq=seq, current=4.5))])
+            seq += 1
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    feeding.set()
+    yield tap
+    stop.set()
+    thread.join(2)
+    feeder.join(2)
+    push.close(0)
+    arbiter.close()
+    ctx.term()
+
+
+def test_status_prints_the_bank_and_one_line_per_pack(live_tap):
+    out = bmsbank("status", "--tap", live_tap)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("bank cli: ") and "CVL 55.20 V" in lines[0]
+    pack_lines = [line for line in lines if line.strip().startswith("usb0:1")]
+    assert len(pack_lines) == 1
+    assert "jbd" in pack_lines[0] and "+4.5 A" in pack_lines[0] and "online" in pack_lines[0]
+
+
+def test_tap_prints_json_lines(live_tap):
+    out = bmsbank("tap", "--tap", live_tap, "--count", "4", timeout=30)
+    assert out.returncode == 0, out.stderr
+    msgs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(msgs) == 4 and {m["topic"] for m in msgs} <= {"state", "bank"}
+    assert all(m["kind"] == m["topic"] for m in msgs)
+
+
+def test_status_without_an_arbiter_says_so():
+    out = bmsbank("status", "--tap", free_tcp(), "--wait", "0.5")
+    assert out.returncode == 1 and "no bank message" in out.stderr
