@@ -31,7 +31,7 @@ def _subscribe(args: argparse.Namespace, topics: list[bytes]):  # noqa: ANN202 -
     endpoint = args.tap
     if not endpoint:
         endpoint = configuration.load(args.config, args.runtime_dir).tap_endpoint
-    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic)

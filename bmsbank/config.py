@@ -310,3 +310,26 @@ def load(path: str | None = None, runtime_dir: str | None = None) -> Config:
     if override:
         config = Config(**{**config.__dict__, "runtime_dir": override})
     return config
+
+
+def reference() -> str:
+    """Markdown table of every key with its default and what it accepts (docs/CONFIG.md)."""
+    rows = ["| key | default | accepts |", "| --- | --- | --- |"]
+    rows.append(f"| `runtime_dir` | `{Config.runtime_dir}` | directory of the ipc:// sockets |")
+    rows.append(f"| `log_level` | `{Config.log_level}` | one of {', '.join(_LOG_LEVELS)} |")
+    for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
+                         ("zmq", ZmqConfig), ("[ports]", PortConfig)):  # fmt: skip
+        for f in fields(cls):
+            default = f.metadata["default"]
+            shown = f"0x{default:04X}" if f.name == "product_id" else json_value(default)
+            rows.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata['expected']} |")
+    return "\n".join(rows) + "\n"
+
+
+def json_value(value: Any) -> str:
+    """A default as it would be written in TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

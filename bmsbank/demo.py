@@ -168,7 +168,7 @@ def run(duration: float | None, can: str | None, rundir: str | None, keep: bool)
         [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", p.supervisord_conf],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     sub = context.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
     sub.setsockopt(zmq.LINGER, 0)

@@ -3,3 +3,27 @@
 Import the implementations through :mod:`bmsbank.native.frames` and :mod:`bmsbank.native.limits`;
 they load the compiled module unless ``BMSBANK_PURE=1`` forces the twins.
 """
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+PURE_ENV = "BMSBANK_PURE"
+
+
+def select(compiled: str, twin: ModuleType) -> ModuleType:
+    """The compiled module ``compiled``, or ``twin`` when ``BMSBANK_PURE=1``.
+
+    A missing compiled module is an installation error, not a reason to run slowly in silence.
+    """
+    if os.environ.get(PURE_ENV) == "1":
+        return twin
+    try:
+        return importlib.import_module(compiled)
+    except ImportError as exc:  # pragma: no cover - exercised by a broken install only
+        raise ImportError(
+            f"{compiled} is not compiled: run the README set-up "
+            f"(or set {PURE_ENV}=1 to use the slow pure-Python twin)"
+        ) from exc

@@ -1,35 +1,34 @@
 """The frame codec in use: compiled :mod:`._frames`, or its twin when ``BMSBANK_PURE=1``.
 
-A missing compiled module is an installation error, not a reason to run slowly in silence.
+Both implementations have the same API; the names below are typed after the twin.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
-if os.environ.get("BMSBANK_PURE") == "1":
-    from bmsbank.native._frames_py import (  # noqa: F401
-        IMPLEMENTATION,
-        FieldTable,
-        Scanner,
-        crc16_modbus,
-        negsum16,
-        sum8,
-    )
-else:
-    try:
-        from bmsbank.native._frames import (  # type: ignore[no-redef]  # noqa: F401
-            IMPLEMENTATION,
-            FieldTable,
-            Scanner,
-            crc16_modbus,
-            negsum16,
-            sum8,
-        )
-    except ImportError as exc:  # pragma: no cover - exercised by a broken install only
-        raise ImportError(
-            "bmsbank.native._frames is not compiled: run the README set-up "
-            "(or set BMSBANK_PURE=1 to use the slow pure-Python twin)"
-        ) from exc
+from bmsbank.native import _frames_py, select
+from bmsbank.native.spec import BAD, FRAME, NONE, PARTIAL, REASONS
 
-from bmsbank.native.spec import BAD, FRAME, NONE, PARTIAL, REASONS  # noqa: E402,F401
+_impl = select("bmsbank.native._frames", _frames_py)
+
+IMPLEMENTATION: str = _impl.IMPLEMENTATION
+FieldTable: type[_frames_py.FieldTable] = _impl.FieldTable
+Scanner: type[_frames_py.Scanner] = _impl.Scanner
+sum8: Callable[..., int] = _impl.sum8
+negsum16: Callable[..., int] = _impl.negsum16
+crc16_modbus: Callable[..., int] = _impl.crc16_modbus
+
+__all__ = [
+    "BAD",
+    "FRAME",
+    "IMPLEMENTATION",
+    "NONE",
+    "PARTIAL",
+    "REASONS",
+    "FieldTable",
+    "Scanner",
+    "crc16_modbus",
+    "negsum16",
+    "sum8",
+]

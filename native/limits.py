@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
-if os.environ.get("BMSBANK_PURE") == "1":
-    from bmsbank.native._limits_py import IMPLEMENTATION, aggregate, step_factor  # noqa: F401
-else:
-    try:
-        from bmsbank.native._limits import (  # type: ignore[no-redef]  # noqa: F401
-            IMPLEMENTATION,
-            aggregate,
-            step_factor,
-        )
-    except ImportError as exc:  # pragma: no cover - exercised by a broken install only
-        raise ImportError(
-            "bmsbank.native._limits is not compiled: run the README set-up "
-            "(or set BMSBANK_PURE=1 to use the slow pure-Python twin)"
-        ) from exc
+from bmsbank.native import _limits_py, select
+
+_impl = select("bmsbank.native._limits", _limits_py)
+
+IMPLEMENTATION: str = _impl.IMPLEMENTATION
+aggregate: Callable[..., dict] = _impl.aggregate
+step_factor: Callable[..., tuple[float, int]] = _impl.step_factor
+
+__all__ = ["IMPLEMENTATION", "aggregate", "step_factor"]

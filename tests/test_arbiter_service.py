@@ -2,45 +2,29 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import msgpack
 import pytest
 import zmq
 
-from bmsbank.config import parse
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, pack, unpack
-from bmsbank.services.arbiter.service import Arbiter
 from tests.factories import state_msg
-from tests.zmqhelp import free_tcp
+from tests.zmqhelp import running_arbiter
 
 
 @pytest.fixture
 def arbiter():
-    states, tap = free_tcp(), free_tcp()
-    cfg = parse(
-        {"bank": {"interval": 0.2, "stale_after": 1.0}, "zmq": {"states": states, "tap": tap}},
-        "test",
-    )
-    ctx = zmq.Context()
-    arb = Arbiter(cfg, ctx)
-    stop = threading.Event()
-    thread = threading.Thread(target=arb.run, args=(stop.is_set,), daemon=True)
-    thread.start()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(states)
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(tap)
-    time.sleep(0.3)  # let the subscription reach the publisher
-    yield arb, push, sub
-    stop.set()
-    thread.join(2)
-    push.close(0)
-    sub.close(0)
-    arb.close()
-    ctx.term()
+    with running_arbiter(stale_after=1.0) as (arb, ctx, states, tap):
+        push = ctx.socket(zmq.PUSH)
+        push.connect(states)
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(tap)
+        time.sleep(0.3)  # let the subscription reach the publisher
+        yield arb, push, sub
+        push.close(0)
+        sub.close(0)
 
 
 def next_bank(sub, pred=lambda b: True, timeout=5.0):

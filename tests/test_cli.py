@@ -11,12 +11,10 @@ import time
 import pytest
 import zmq
 
-from bmsbank.config import parse
 from bmsbank.schema import TOPIC_STATE, pack
-from bmsbank.services.arbiter.service import Arbiter
 from tests import test_jbd, test_jkpb
 from tests.factories import state_msg
-from tests.zmqhelp import free_tcp
+from tests.zmqhelp import free_tcp, running_arbiter
 
 
 def bmsbank(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -81,36 +79,25 @@ def test_decode_incomplete_state_shows_the_parts():
 
 @pytest.fixture
 def live_tap():
-    states, tap = free_tcp(), free_tcp()
-    cfg = parse(
-        {"bank": {"interval": 0.2, "name": "cli"}, "zmq": {"states": states, "tap": tap}}, "test"
-    )
-    ctx = zmq.Context()
-    arbiter = Arbiter(cfg, ctx)
-    stop = threading.Event()
-    thread = threading.Thread(target=arbiter.run, args=(stop.is_set,), daemon=True)
-    thread.start()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(states)
-    feeding = threading.Event()
+    with running_arbiter(name="cli") as (_arbiter, ctx, states, tap):
+        push = ctx.socket(zmq.PUSH)
+        push.connect(states)
+        stop = threading.Event()
 
-    def feed():
-        seq = 0
-        while not stop.is_set():
-            push.send_multipart([TOPIC_STATE, pack(state_msg("usb0", 1, seq=seq, current=4.5))])
-            seq += 1
-            time.sleep(0.1)
+        def feed():
+            seq = 0
+            while not stop.is_set():
+                msg = state_msg("usb0", 1, seq=seq, current=4.5)
+                push.send_multipart([TOPIC_STATE, pack(msg)])
+                seq += 1
+                time.sleep(0.1)
 
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
-    feeding.set()
-    yield tap
-    stop.set()
-    thread.join(2)
-    feeder.join(2)
-    push.close(0)
-    arbiter.close()
-    ctx.term()
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        yield tap
+        stop.set()
+        feeder.join(2)
+        push.close(0)
 
 
 def test_status_prints_the_bank_and_one_line_per_pack(live_tap):

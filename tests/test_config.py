@@ -106,3 +106,8 @@ def test_missing_file(tmp_path):
 def test_example_config_is_valid():
     c = config.load("config.example.toml")
     assert c.ports and c.can.bitrate == 500000
+
+
+def test_docs_config_lists_every_key_with_its_default():
+    with open("docs/CONFIG.md", encoding="utf-8") as fh:
+        assert config.reference() in fh.read(), "regenerate the table in docs/CONFIG.md"

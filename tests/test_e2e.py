@@ -97,8 +97,17 @@ class Demo:
 
 
 def processes_using(path: str) -> list[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in ps.splitlines() if path in line and "ps -eo" not in line]
+    """Command lines of live processes that mention ``path`` (read from /proc, no ps needed)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path in args:
+            found.append(f"{pid} {args}")
+    return found
 
 
 @pytest.fixture(scope="module")

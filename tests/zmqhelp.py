@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from collections.abc import Iterator
+
+import zmq
+
+from bmsbank.config import parse
+from bmsbank.services.arbiter.service import Arbiter
 
 
 def free_tcp() -> str:
@@ -10,3 +18,23 @@ def free_tcp() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def running_arbiter(**bank: object) -> Iterator[tuple[Arbiter, zmq.Context, str, str]]:
+    """An arbiter in a thread on loopback tcp: yields (arbiter, context, states, tap)."""
+    states, tap = free_tcp(), free_tcp()
+    cfg = parse({"bank": {"interval": 0.2, **bank}, "zmq": {"states": states, "tap": tap}},
+                "test")  # fmt: skip
+    ctx = zmq.Context()
+    arbiter = Arbiter(cfg, ctx)
+    stop = threading.Event()
+    thread = threading.Thread(target=arbiter.run, args=(stop.is_set,), daemon=True)
+    thread.start()
+    try:
+        yield arbiter, ctx, states, tap
+    finally:
+        stop.set()
+        thread.join(2)
+        arbiter.close()
+        ctx.term()

@@ -200,7 +200,7 @@ def zmq_sender(config: Config, context: zmq.Context) -> tuple[zmq.Socket, Callab
 def run(config: Config, port_name: str, stop: Callable[[], bool] = lambda: False) -> None:
     """Poll ``port_name`` until ``stop()`` is true (or SystemExit from a signal)."""
     port = config.port(port_name)
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     sock, send = zmq_sender(config, context)
     poller = Poller(port, send)
     log.info(

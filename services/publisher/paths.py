@@ -8,8 +8,8 @@ Conventions:
     * Safety invariant: /Info/MaxChargeVoltage, /Info/MaxChargeCurrent and
       /Info/MaxDischargeCurrent are ALWAYS numbers. Venus drops a BMS that publishes them invalid
       and then charges without limits.
-    * With no pack online the measurements (voltage, current, SoC, ...) are unknown: the arbiter
-      sends 0.0 for them, which would look like an empty battery, so they are published invalid.
+    * With no pack online the measurements (voltage, current, SoC, ...) are unknown (the arbiter
+      sends None), and they are published invalid rather than as an empty battery.
     * /Capacity is the remaining capacity [Ah] (as Venus battery services use it);
       /ConsumedAmphours is negative when charge was taken out (the BMV/SmartShunt convention).
 """

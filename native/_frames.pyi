@@ -1,0 +1,23 @@
+"""Type stubs for the compiled frame codec (same API as ``_frames_py``)."""
+
+from collections.abc import Sequence
+
+from bmsbank.native.spec import Field, Framing
+
+Buffer = bytes | bytearray | memoryview
+
+IMPLEMENTATION: str
+
+def sum8(buf: Buffer, start: int = 0, end: int | None = None) -> int: ...
+def negsum16(buf: Buffer, start: int = 0, end: int | None = None) -> int: ...
+def crc16_modbus(buf: Buffer, start: int = 0, end: int | None = None) -> int: ...
+
+class FieldTable:
+    fields: tuple[Field, ...]
+    def __init__(self, fields: Sequence[Field]) -> None: ...
+    def decode(self, buf: Buffer, start: int = 0, end: int | None = None) -> dict: ...
+
+class Scanner:
+    framing: Framing
+    def __init__(self, framing: Framing) -> None: ...
+    def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]: ...
