@@ -292,7 +292,7 @@ EXPECTED_ALARMS = {
     0: "high_cell_voltage", 1: "low_cell_voltage", 2: "high_voltage", 3: "low_voltage",
     4: "high_charge_temperature", 5: "low_charge_temperature", 6: "high_temperature",
     7: "low_temperature", 8: "high_charge_current", 9: "high_discharge_current",
-    10: "short_circuit", 11: "internal_failure", 12: "internal_failure",
+    10: "short_circuit", 11: "internal_failure",
 }  # fmt: skip
 
 
@@ -310,8 +310,8 @@ def test_protection_bit_maps_to_alarm(plugin: Plugin, bit: int) -> None:
     assert set(alarms) == set(EXPECTED_ALARMS.values())  # "supported and OK" for the rest
 
 
-def test_undocumented_protection_bits_raise_nothing(plugin: Plugin) -> None:
-    alarms = decoded_state(plugin, basic_frame(protection=0xE000))["alarms"]
+def test_software_lock_and_undocumented_bits_raise_nothing(plugin: Plugin) -> None:
+    alarms = decoded_state(plugin, basic_frame(protection=0xF000))["alarms"]
     assert alarms and not any(alarms.values())
 
 

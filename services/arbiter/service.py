@@ -38,7 +38,6 @@ class Arbiter:
         now = time.monotonic()
         self.registry = PackRegistry(config.pack_ids(), config.bank.stale_after)
         self.bank = BankComputer(config, now)
-        self.malformed = 0  #: messages that were not even msgpack, or had an unknown topic
         for endpoint in (config.states_endpoint, config.tap_endpoint):
             _prepare(endpoint)
         self.pull = self.context.socket(zmq.PULL)
@@ -54,7 +53,6 @@ class Arbiter:
     def handle(self, parts: list[bytes], now: float) -> None:
         """Accept one message from a poller; forward it to the tap when it validates."""
         if len(parts) != 2 or parts[0] != TOPIC_STATE:
-            self.malformed += 1
             self.registry.counters.rejected += 1
             log.warning("rejected message with %d part(s), topic %r", len(parts), parts[:1])
             return

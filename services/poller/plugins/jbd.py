@@ -25,7 +25,8 @@ Facts and where they were confirmed (public sources, repository + path):
   (``on_cell_info_data_``, ``on_hardware_version_data_``), lltjbd.py (``read_hardware_data``).
 - protection bits 0-12: esphome-jbd-bms jbd_bms.cpp (``ERRORS``), dbus-serialbattery lltjbd.py
   (``to_protection_bits``). Mapping to :data:`bmsbank.schema.ALARMS` in :data:`PROTECTION_ALARMS`.
-  Bits 13-15 are undocumented (esphome calls 13 "Charge timeout Close") and raise no alarm.
+  Bit 12 (software FET lock) is a setting, not a fault: no alarm. Bits 13-15 are undocumented
+  (esphome calls 13 "Charge timeout Close") and raise no alarm.
 - The basic info has no dedicated MOSFET temperature (dbus-serialbattery only *assumes* NTC 1 sits
   on the FETs when there are several), so ``mosfet_temperature`` stays None and every NTC is
   reported in ``temperatures``.
@@ -94,7 +95,8 @@ PROTECTION_ALARMS: dict[int, str] = {
     9: "high_discharge_current",  # discharge overcurrent
     10: "short_circuit",  # short circuit
     11: "internal_failure",  # analog front-end IC error
-    12: "internal_failure",  # FETs locked by software
+    # 12: FETs locked by software (a user's choice in the JBD app, not a fault): no alarm; the
+    # FET bits already block charge/discharge in the bank.
 }
 FET_CHARGE, FET_DISCHARGE = 0x01, 0x02
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 
+from bmsbank import runtime
 from bmsbank.services.poller.simulators import create
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.ptyserver import PtyServer
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, addr in enumerate(addresses)
     }
     server = PtyServer(create(args.bms, packs), link=args.link, snapshot=args.snapshot)
-    signal.signal(signal.SIGTERM, lambda *_: server._stop.set())
+    runtime.exit_on_sigterm()
     logging.info(
         "%s simulator on %s -> %s, addresses %s", args.bms, args.link, server.path, addresses
     )
