@@ -117,6 +117,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     from bmsbank import demo
 
+    if args.can is not None and args.can != "none" and not all(args.can.partition(":")[::2]):
+        return runtime.fail(PROG, f"--can: expected INTERFACE:CHANNEL or none, got {args.can!r}")
     return demo.run(args.duration, args.can, args.runtime_dir, args.keep)
 
 

@@ -68,50 +68,53 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def plan(rundir: str, can: str | None) -> DemoPlan:
-    """Write the demo's config files into ``rundir`` and return where things are."""
-    python = sys.executable
-    os.makedirs(rundir, exist_ok=True)
-    logdir = os.path.join(rundir, "log")
-    os.makedirs(logdir, exist_ok=True)
-    env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    own_bus = not env_bus
-    dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"
-    can_peer = None
-    if can is None:
-        can = f"slcan:{rundir}/can-bms"
-        can_peer = f"{rundir}/can-peer"
+def _demo_config(rundir: str, can: str) -> str:
+    """The demo's bmsbank.toml: its ports, D-Bus on, CAN as asked."""
     interface, _, channel = can.partition(":")
-    lines = [f"runtime_dir = {_toml_str(rundir)}", ""]
-    lines += ["[bank]", 'name = "demo"', ""]
+    lines = [f"runtime_dir = {_toml_str(rundir)}", "", "[bank]", 'name = "demo"', ""]
     lines += ["[dbus]", "enabled = true", ""]
     lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}"]
-    lines.append("")
-    programs: list[Program] = []
-    for name, bms, addresses, currents, socs, imbalance in DEMO_PORTS:
-        link = f"{rundir}/tty-{name}"
-        lines += [
-            "[[ports]]",
-            f'name = "{name}"',
-            f"device = {_toml_str(link)}",
-            f'bms = "{bms}"',
-            f"addresses = {addresses}",
-            "",
-        ]
-        programs.append(Program(f"sim-{name}", [
-            python, "-m", "bmsbank.services.poller.simulators", "--bms", bms, "--link", link,
-            "--addresses", ",".join(map(str, addresses)),
+    for name, bms, addresses, *_ in DEMO_PORTS:
+        lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(_link(rundir, name))}",
+                  f'bms = "{bms}"', f"addresses = {addresses}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _link(rundir: str, port: str) -> str:
+    return f"{rundir}/tty-{port}"
+
+
+def _simulators(rundir: str, python: str) -> list[Program]:
+    """One simulator program per demo port, each writing its packs' true values to a file."""
+    return [
+        Program(f"sim-{name}", [
+            python, "-m", "bmsbank.services.poller.simulators", "--bms", bms,
+            "--link", _link(rundir, name), "--addresses", ",".join(map(str, addresses)),
             "--current", ",".join(map(str, currents)), "--soc", ",".join(map(str, socs)),
             "--imbalance", ",".join(map(str, imbalance)),
             "--snapshot", f"{rundir}/sim-{name}.json",
-        ], priority=5))  # fmt: skip
+        ], priority=5)
+        for name, bms, addresses, currents, socs, imbalance in DEMO_PORTS
+    ]  # fmt: skip
+
+
+def plan(rundir: str, can: str | None) -> DemoPlan:
+    """Write the demo's config files into ``rundir`` and return where things are."""
+    python = sys.executable
+    logdir = os.path.join(rundir, "log")
+    os.makedirs(logdir, exist_ok=True)
+    env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"
+    can_peer = None if can else f"{rundir}/can-peer"
+    can = can or f"slcan:{rundir}/can-bms"
     config_path = f"{rundir}/bmsbank.toml"
     with open(config_path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+        fh.write(_demo_config(rundir, can))
     config = configuration.load(config_path)
-    if own_bus:
+    programs = _simulators(rundir, python)
+    if not env_bus:
         with open(f"{rundir}/dbus.conf", "w", encoding="utf-8") as fh:
             fh.write(PRIVATE_BUS_CONF.format(sock=f"{rundir}/dbus.sock"))
         programs.append(
@@ -123,14 +126,15 @@ def plan(rundir: str, can: str | None) -> DemoPlan:
         )
     if can_peer:
         programs.append(Program("canwire", [
-            python, "-m", "bmsbank.services.poller.simulators.ptybridge", channel, can_peer,
+            python, "-m", "bmsbank.services.poller.simulators.ptybridge",
+            can.partition(":")[2], can_peer,
         ], priority=2))  # fmt: skip
     env = {"DBUS_SYSTEM_BUS_ADDRESS": dbus_address}
     programs += service_programs(config, python, config_path, env)
     conf = f"{rundir}/supervisord.conf"
     with open(conf, "w", encoding="utf-8") as fh:
         fh.write(render(programs, rundir, logdir, "bmsbank demo (generated)"))
-    return DemoPlan(rundir, config_path, conf, dbus_address, own_bus, can, can_peer)
+    return DemoPlan(rundir, config_path, conf, dbus_address, not env_bus, can, can_peer)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -147,7 +151,12 @@ def run(duration: float | None, can: str | None, rundir: str | None, keep: bool)
     """Run the demo until ``duration`` seconds pass or Ctrl-C; return the exit code."""
     made_dir = rundir is None
     rundir = rundir or tempfile.mkdtemp(prefix="bmsbank-demo-")
-    p = plan(rundir, can)
+    try:
+        p = plan(rundir, can)
+    except Exception:
+        if made_dir:
+            shutil.rmtree(rundir, ignore_errors=True)
+        raise
     out = sys.stdout
     out.write(f"bmsbank demo: runtime dir {p.rundir}\n")
     out.write(

@@ -24,8 +24,10 @@ def bank_line(bank: dict[str, Any]) -> str:
 
 def pack_line(p: dict[str, Any]) -> str:
     """One line per pack: id, type, V, A, SoC, min/max cell, temperatures, state, age."""
-    temps = "/".join(f"{t:.1f}" for t in p.get("temperatures") or []) or "--"
     state = "online" if p["online"] else "OFFLINE"
+    if p.get("voltage") is None:
+        return f"  {p['id']:<16} {p.get('bms') or '?':<5} {state}: no state received yet"
+    temps = "/".join(f"{t:.1f}" for t in p.get("temperatures") or []) or "--"
     if p.get("blocking_charge"):
         state += f" (no charge: {p['blocking_charge']})"
     if p.get("blocking_discharge"):
@@ -39,9 +41,8 @@ def pack_line(p: dict[str, Any]) -> str:
 
 
 def render(bank: dict[str, Any]) -> str:
-    """The bank line, the reasons for the limits, then one line per pack."""
-    reasons = bank.get("reasons", {})
+    """The bank line, one line per pack, then why each limit has its value."""
     lines = [bank_line(bank)]
-    lines += [f"  {k.upper()}: {v}" for k, v in reasons.items()]
     lines += [pack_line(p) for p in bank.get("packs", [])]
+    lines += [f"  {k.upper()} because: {v}" for k, v in bank.get("reasons", {}).items()]
     return "\n".join(lines)

@@ -46,32 +46,17 @@ class BankComputer:
 
     def compute(self, registry: PackRegistry, now: float) -> dict[str, Any]:
         """The bank message for monotonic time ``now`` (call ``registry.refresh`` first)."""
-        cfg = self.config.bank
-        online = registry.online()
+        online = [e for e in registry.online() if e.state is not None]
         states = [e.state for e in online if e.state is not None]
         ids = [e.pack for e in online]
         agg = aggregate(states)
         for pid, state in zip(ids, states, strict=True):
             self.capacities[pid] = state["capacity"]
-        if states and not cfg.cells:
+        if states and not self.config.bank.cells:
             self.cells = agg["cells_min"]  # mixed counts: the smaller one gives the safer CVL
-        cvl, low_voltage, cvl_why = limits.charge_voltage(cfg, self.cells)
-
         blocks = {e.pack: limits.blocking(e.state) for e in online if e.state is not None}
-        charge_blockers = [f"{p} {c}" for p, (c, _) in blocks.items() if c]
-        discharge_blockers = [f"{p} {d}" for p, (_, d) in blocks.items() if d]
-        max_cell = (agg["max_cell_voltage"], self._cell_id(ids, agg, "max"))
-        min_cell = (agg["min_cell_voltage"], self._cell_id(ids, agg, "min"))
-        ccl, dcl, ccl_why, dcl_why = limits.current_limits(
-            cfg, len(states), max_cell, min_cell,
-            "; ".join(charge_blockers) or None, "; ".join(discharge_blockers) or None,
-        )  # fmt: skip
-
         offline = len(registry.packs) - len(online)
-        grace_over = now - self.started > cfg.stale_after
-        alarms = limits.bank_alarms(states, cable_fault=offline > 0 and grace_over)
-        capacity = agg["capacity"]
-        known = bool(states)  # with nobody online, measurements are unknown, not zero
+        grace_over = now - self.started > self.config.bank.stale_after
         self.seq += 1
         return {
             "v": SCHEMA_VERSION,
@@ -79,7 +64,26 @@ class BankComputer:
             "seq": self.seq,
             "time": time.time(),
             "mono": now,
-            "name": cfg.name,
+            "name": self.config.bank.name,
+            **self._measurements(agg, ids),
+            **self._limits(agg, ids, blocks),
+            "online": len(states),
+            "offline": offline,
+            "alarms": limits.bank_alarms(states, cable_fault=offline > 0 and grace_over),
+            "packs": [self._summary(e, blocks.get(e.pack), now) for e in registry.packs.values()],
+            "counters": {
+                "states": registry.counters.states,
+                "rejected": registry.counters.rejected,
+                "lost": registry.counters.lost,
+                "unknown_packs": registry.counters.unknown_packs,
+            },
+        }
+
+    def _measurements(self, agg: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+        """What the bank measures; None where nothing online can tell (unknown, not zero)."""
+        known = agg["packs"] > 0
+        capacity = agg["capacity"]
+        return {
             "voltage": agg["voltage"] if known else None,
             "current": agg["current"] if known else None,
             "power": agg["power"] if known else None,
@@ -93,11 +97,28 @@ class BankComputer:
             "max_temperature": _num(agg["max_temperature"]),
             "min_temperature_id": self._sensor_id(ids, agg, "min"),
             "max_temperature_id": self._sensor_id(ids, agg, "max"),
-            "min_cell_voltage": _num(min_cell[0]),
-            "max_cell_voltage": _num(max_cell[0]),
-            "min_cell_id": min_cell[1] or None,
-            "max_cell_id": max_cell[1] or None,
+            "min_cell_voltage": _num(agg["min_cell_voltage"]),
+            "max_cell_voltage": _num(agg["max_cell_voltage"]),
+            "min_cell_id": self._cell_id(ids, agg, "min") or None,
+            "max_cell_id": self._cell_id(ids, agg, "max") or None,
             "cells_per_pack": self.cells,
+        }
+
+    def _limits(
+        self, agg: dict[str, Any], ids: list[str], blocks: dict[str, tuple[str | None, str | None]]
+    ) -> dict[str, Any]:
+        """The limit policies, in order: blocking, charge voltage, current limits."""
+        cfg = self.config.bank
+        charge_blockers = [f"{p} {c}" for p, (c, _) in blocks.items() if c]
+        discharge_blockers = [f"{p} {d}" for p, (_, d) in blocks.items() if d]
+        cvl, low_voltage, cvl_why = limits.charge_voltage(cfg, self.cells)
+        ccl, dcl, ccl_why, dcl_why = limits.current_limits(
+            cfg, agg["packs"],
+            (agg["max_cell_voltage"], self._cell_id(ids, agg, "max")),
+            (agg["min_cell_voltage"], self._cell_id(ids, agg, "min")),
+            "; ".join(charge_blockers) or None, "; ".join(discharge_blockers) or None,
+        )  # fmt: skip
+        return {
             "cvl": cvl,
             "ccl": ccl,
             "dcl": dcl,
@@ -106,18 +127,8 @@ class BankComputer:
             "charge_state": "bulk",
             "allow_charge": ccl > 0.0,
             "allow_discharge": dcl > 0.0,
-            "online": len(states),
-            "offline": offline,
             "blocking_charge": len(charge_blockers),
             "blocking_discharge": len(discharge_blockers),
-            "alarms": alarms,
-            "packs": [self._summary(e, blocks.get(e.pack), now) for e in registry.packs.values()],
-            "counters": {
-                "states": registry.counters.states,
-                "rejected": registry.counters.rejected,
-                "lost": registry.counters.lost,
-                "unknown_packs": registry.counters.unknown_packs,
-            },
         }
 
     @staticmethod
