@@ -46,17 +46,18 @@ class BankComputer:
 
     def compute(self, registry: PackRegistry, now: float) -> dict[str, Any]:
         """The bank message for monotonic time ``now`` (call ``registry.refresh`` first)."""
-        online = [e for e in registry.online() if e.state is not None]
-        states = [e.state for e in online if e.state is not None]
-        ids = [e.pack for e in online]
+        online = [(e.pack, e.state) for e in registry.online() if e.state is not None]
+        ids = [pid for pid, _ in online]
+        states = [state for _, state in online]
         agg = aggregate(states)
-        for pid, state in zip(ids, states, strict=True):
+        for pid, state in online:
             self.capacities[pid] = state["capacity"]
         if states and not self.config.bank.cells:
             self.cells = agg["cells_min"]  # mixed counts: the smaller one gives the safer CVL
-        blocks = {e.pack: limits.blocking(e.state) for e in online if e.state is not None}
+        blocks = {pid: limits.blocking(state) for pid, state in online}
         offline = len(registry.packs) - len(online)
         grace_over = now - self.started > self.config.bank.stale_after
+        cell_ids = {which: self._cell_id(ids, agg, which) for which in ("min", "max")}
         self.seq += 1
         return {
             "v": SCHEMA_VERSION,
@@ -65,8 +66,8 @@ class BankComputer:
             "time": time.time(),
             "mono": now,
             "name": self.config.bank.name,
-            **self._measurements(agg, ids),
-            **self._limits(agg, ids, blocks),
+            **self._measurements(agg, ids, cell_ids),
+            **self._limits(agg, cell_ids, blocks),
             "online": len(states),
             "offline": offline,
             "alarms": limits.bank_alarms(states, cable_fault=offline > 0 and grace_over),
@@ -79,7 +80,9 @@ class BankComputer:
             },
         }
 
-    def _measurements(self, agg: dict[str, Any], ids: list[str]) -> dict[str, Any]:
+    def _measurements(
+        self, agg: dict[str, Any], ids: list[str], cell_ids: dict[str, str]
+    ) -> dict[str, Any]:
         """What the bank measures; None where nothing online can tell (unknown, not zero)."""
         known = agg["packs"] > 0
         capacity = agg["capacity"]
@@ -99,13 +102,16 @@ class BankComputer:
             "max_temperature_id": self._sensor_id(ids, agg, "max"),
             "min_cell_voltage": _num(agg["min_cell_voltage"]),
             "max_cell_voltage": _num(agg["max_cell_voltage"]),
-            "min_cell_id": self._cell_id(ids, agg, "min") or None,
-            "max_cell_id": self._cell_id(ids, agg, "max") or None,
+            "min_cell_id": cell_ids["min"] or None,
+            "max_cell_id": cell_ids["max"] or None,
             "cells_per_pack": self.cells,
         }
 
     def _limits(
-        self, agg: dict[str, Any], ids: list[str], blocks: dict[str, tuple[str | None, str | None]]
+        self,
+        agg: dict[str, Any],
+        cell_ids: dict[str, str],
+        blocks: dict[str, tuple[str | None, str | None]],
     ) -> dict[str, Any]:
         """The limit policies, in order: blocking, charge voltage, current limits."""
         cfg = self.config.bank
@@ -114,8 +120,8 @@ class BankComputer:
         cvl, low_voltage, cvl_why = limits.charge_voltage(cfg, self.cells)
         ccl, dcl, ccl_why, dcl_why = limits.current_limits(
             cfg, agg["packs"],
-            (agg["max_cell_voltage"], self._cell_id(ids, agg, "max")),
-            (agg["min_cell_voltage"], self._cell_id(ids, agg, "min")),
+            (agg["max_cell_voltage"], cell_ids["max"]),
+            (agg["min_cell_voltage"], cell_ids["min"]),
             "; ".join(charge_blockers) or None, "; ".join(discharge_blockers) or None,
         )  # fmt: skip
         return {
