@@ -14,6 +14,7 @@ PACKAGE_DIR = {
 }
 PACKAGES = [
     "bmsbank",
+    "bmsbank.plant",
     "bmsbank.native",
     "bmsbank.services",
     "bmsbank.services.poller",
@@ -31,7 +32,12 @@ COMPILE_ARGS = ["-O2", "-ffp-contract=off"]
 
 EXTENSIONS = [
     Extension("bmsbank.native._frames", ["native/_frames.pyx"], extra_compile_args=COMPILE_ARGS),
-    Extension("bmsbank.native._limits", ["native/_limits.pyx"], extra_compile_args=COMPILE_ARGS),
+    Extension(
+        "bmsbank.native._limits",
+        ["native/_limits.pyx"],
+        depends=["native/_packs.pxi"],
+        extra_compile_args=COMPILE_ARGS,
+    ),
 ]
 
 setup(

@@ -18,22 +18,8 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
-
-def rate(fn: Callable[[], object], seconds: float, repeats: int = 5) -> float:
-    """Calls per second of ``fn``: the best of ``repeats`` runs sharing ``seconds`` (less noise)."""
-    fn()
-    best = 0.0
-    for _ in range(repeats):
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds / repeats:
-            for _ in range(100):
-                fn()
-            n += 100
-        best = max(best, n / elapsed)
-    return best
+from timing import rate  # bench/ is on sys.path when a bench runs as a script
 
 
 def sample_replies(name: str) -> tuple[object, list[tuple[str, bytes]]]:

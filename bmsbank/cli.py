@@ -1,4 +1,4 @@
-"""The ``bmsbank`` command line: demo, status, tap, decode, supervisor-config."""
+"""The ``bmsbank`` command line: demo, status, tap, decode, limits, simulate, supervisor-config."""
 
 from __future__ import annotations
 
@@ -113,6 +113,37 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    """Run the bank engine on JSON lines (stdin or a file) and write JSON lines."""
+    import logging
+
+    from bmsbank.services.arbiter import stream
+
+    logging.getLogger("bmsbank").setLevel(logging.ERROR)  # rejections are in the output lines
+    if args.stream or args.file in (None, "-"):
+        return stream.run(sys.stdin, sys.stdout)
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            return stream.run(fh, sys.stdout)
+    except OSError as exc:
+        return runtime.fail(PROG, f"{args.file}: {exc.strerror}", 2)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Run a closed-loop plant procedure against the engine and print its metrics."""
+    import logging
+
+    from bmsbank import plant
+
+    logging.getLogger("bmsbank").setLevel(logging.ERROR)  # packs lost on purpose: in the metrics
+    if args.procedure not in plant.PROCEDURES:
+        known = ", ".join(plant.PROCEDURES)
+        return runtime.fail(PROG, f"unknown procedure {args.procedure!r}; one of {known}", 2)
+    metrics = plant.run(args.procedure, seed=args.seed, trace=args.trace)
+    print(json.dumps(_json_safe(metrics), indent=2))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     from bmsbank import demo
@@ -171,6 +202,17 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("hex", nargs="+", help="bytes as hex; spaces and colons are ignored")
     c.add_argument("--address", type=int, help="address the frames must come from")
     c.set_defaults(func=cmd_decode)
+
+    lim = sub.add_parser("limits", help="run the bank engine on JSON lines (docs/LIMITS.md)")
+    lim.add_argument("file", nargs="?", help="input file of JSON lines (default / '-': stdin)")
+    lim.add_argument("--stream", action="store_true", help="read stdin, write after every tick")
+    lim.set_defaults(func=cmd_limits)
+
+    sim = sub.add_parser("simulate", help="closed-loop battery and charger plant (docs/LIMITS.md)")
+    sim.add_argument("procedure", help="feed-in, imbalance, excess-pv, cold-charge, pack-lost, ...")
+    sim.add_argument("--seed", type=int, default=1, help="random seed of the plant")
+    sim.add_argument("--trace", action="store_true", help="add a per-minute trace")
+    sim.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("supervisor-config", help="print supervisord.conf for a config file")
     g.add_argument("config", help="the bmsbank config file")

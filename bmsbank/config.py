@@ -7,20 +7,26 @@ key stops start-up with one line naming the key, the file and what is expected
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bmsbank.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bmsbank.topology import Topology
 
 ENV_CONFIG = "BMSBANK_CONFIG"
 ENV_RUNTIME_DIR = "BMSBANK_RUNTIME_DIR"
 DEFAULT_CONFIG = "/etc/bmsbank/bmsbank.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+#: chemistries the cell-voltage defaults are made for
+CHEMISTRIES = ("LiFePO4",)
 
 
 def _positive(x: float) -> bool:
@@ -31,24 +37,34 @@ def _non_negative(x: float) -> bool:
     return math.isfinite(x) and x >= 0
 
 
-def _steps(rows: Any) -> bool:
-    return isinstance(rows, list) and all(
-        isinstance(r, list)
-        and len(r) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
-        and 0.0 <= r[1] <= 1.0
+def _volts(x: float) -> bool:
+    return 2.0 <= x <= 4.5
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _table(rows: Any) -> bool:
+    ok = isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 2 and all(_is_number(v) for v in r) and 0.0 <= r[1] <= 1.0
         for r in rows
     )
+    return ok and all(rows[i][0] <= rows[i + 1][0] for i in range(len(rows) - 1))
+
+
+def _window(pair: Any) -> bool:
+    return (
+        isinstance(pair, list) and len(pair) == 2 and all(_is_number(v) for v in pair)
+        and pair[0] < pair[1]
+    )  # fmt: skip
 
 
 def _spec(default: Any, expected: str, check: Callable[[Any], bool] | None = None) -> Any:
     """A config key: default, a description of what it accepts (with unit), and a check."""
     meta = {"expected": expected, "check": check, "default": default}
-    if isinstance(default, list):
-        return field(
-            default_factory=lambda: [list(r) if isinstance(r, list) else r for r in default],
-            metadata=meta,
-        )
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -61,29 +77,157 @@ class BankConfig:
     )
     stale_after: float = _spec(10.0, "seconds > 0 after which a silent pack is offline", _positive)
     interval: float = _spec(1.0, "seconds > 0 between bank computations", _positive)
-    cell_charge_voltage: float = _spec(
-        3.45, "volts per cell (CVL = cells x this), 2.0-4.5", lambda x: 2.0 <= x <= 4.5
+    chemistry: str = _spec(
+        "LiFePO4", f"one of {', '.join(CHEMISTRIES)}", lambda s: s in CHEMISTRIES
     )
+    strings: list = _spec(
+        [],
+        "a list of strings in parallel, each a list of pack ids in series "
+        '(e.g. [["bus:1", "bus:2"], ["bus:3", "bus:4"]]); empty = every pack in parallel',
+    )
+    packs: dict = _spec(
+        {},
+        "per pack id, a table of cells, capacity [Ah], chemistry, max_charge_current [A], "
+        'max_discharge_current [A] (e.g. [bank.packs."bus:1"] cells = 16)',
+    )
+    share: str = _spec(
+        "capacity",
+        'how parallel strings share current: "capacity" or "count"',
+        lambda s: s in ("capacity", "count"),
+    )
+    allow_mixed_capacity: bool = _spec(
+        False, "true to allow packs of different capacity in one series string"
+    )
+    cell_charge_voltage: float = _spec(
+        3.45, "volts per cell for bulk and absorption (CVL = cells x this), 2.0-4.5", _volts
+    )
+    cell_float_voltage: float = _spec(3.375, "volts per cell in float, 2.0-4.5", _volts)
     cell_low_voltage: float = _spec(
-        2.90, "volts per cell for /Info/BatteryLowVoltage, 2.0-4.0", lambda x: 2.0 <= x <= 4.0
+        2.90, "volts per cell for /Info/BatteryLowVoltage, 2.0-4.5", _volts
+    )
+    offline_cell_voltage: float = _spec(
+        0.0,
+        "volts per cell CVL falls to while a pack is unseen, 0 = cell_float_voltage",
+        lambda x: x == 0.0 or _volts(x),
+    )
+    absorption_time: float = _spec(
+        7200.0, "seconds in absorption before float (when the cells are balanced)", _positive
+    )
+    absorption_limit: float = _spec(
+        14400.0, "seconds after which absorption ends even with unbalanced cells", _positive
+    )
+    absorption_spread: float = _spec(
+        0.010, "volts: highest minus lowest cell small enough to end absorption", _non_negative
+    )
+    rebulk_soc: float = _spec(
+        80.0, "SoC % below which float goes back to bulk", lambda x: 0.0 <= x <= 100.0
+    )
+    rebulk_spread: float = _spec(
+        0.080, "volts of cell spread at which float goes back to bulk", _positive
+    )
+    full_charge_days: float = _spec(
+        0.0,
+        "days between forced full charges, 0 = 7 with series strings, else 30 (Victron manual)",
+        _non_negative,
+    )
+    soc_reset_voltage: float = _spec(
+        0.0,
+        "volts per cell of a periodic SoC-reset charge (BMS resynchronises at full), 0 = off",
+        lambda x: x == 0.0 or _volts(x),
+    )
+    soc_reset_days: float = _spec(30.0, "days between SoC-reset charges", _positive)
+    cvl_interval: float = _spec(
+        20.0, "seconds between CVL changes, except cuts that protect a cell", _positive
+    )
+    cvl_ramp: float = _spec(
+        0.003, "volts per cell per minute CVL moves toward its target", _positive
+    )
+    ovp_hold: float = _spec(
+        300.0, "seconds CVL stays down after a cell was over cell_charge_voltage", _non_negative
+    )
+    ovp_release: float = _spec(
+        0.010,
+        "volts below cell_charge_voltage the highest cell must be before CVL rises again",
+        _non_negative,
     )
     max_charge_current: float = _spec(
         50.0, "amperes >= 0 one pack may be charged with", _non_negative
     )
     max_discharge_current: float = _spec(100.0, "amperes >= 0 one pack may deliver", _non_negative)
-    ccl_cell_steps: list = _spec(
-        [[3.50, 0.0], [3.45, 0.05], [3.40, 0.25]],
-        "rows [highest cell volts, fraction 0-1 of CCL] applied when the cell reaches the volts",
-        _steps,
+    interpolation: str = _spec(
+        "linear",
+        '"linear" or "step" (between two rows the smaller fraction) for every table',
+        lambda s: s in ("linear", "step"),
     )
-    dcl_cell_steps: list = _spec(
-        [[2.80, 0.0], [2.90, 0.05], [3.00, 0.25]],
-        "rows [lowest cell volts, fraction 0-1 of DCL] applied when the cell falls to the volts",
-        _steps,
+    ccl_cell_table: list = _spec(
+        [[3.40, 1.0], [3.45, 0.5], [3.50, 0.1], [3.55, 0.0]],
+        "rows [highest cell volts, fraction 0-1 of max_charge_current], volts ascending",
+        _table,
     )
-    cells: int = _spec(
-        0, "cells in series per pack, 0 = as the packs report", lambda n: 0 <= n <= 64
+    dcl_cell_table: list = _spec(
+        [[2.80, 0.0], [2.90, 0.1], [3.00, 0.5], [3.10, 1.0]],
+        "rows [lowest cell volts, fraction 0-1 of max_discharge_current], volts ascending",
+        _table,
     )
+    charge_window: list = _spec(
+        [5.0, 50.0], "[lowest, highest] °C at which a pack may charge (else CCL = 0)", _window
+    )
+    discharge_window: list = _spec(
+        [-20.0, 50.0], "[lowest, highest] °C at which a pack may discharge (else DCL = 0)", _window
+    )
+    ccl_temperature_table: list = _spec(
+        [[5.0, 0.25], [15.0, 1.0], [45.0, 1.0], [50.0, 0.25]],
+        "rows [°C, fraction of max_charge_current] inside the charge window, °C ascending",
+        _table,
+    )
+    dcl_temperature_table: list = _spec(
+        [[-20.0, 0.25], [0.0, 1.0], [45.0, 1.0], [50.0, 0.5]],
+        "rows [°C, fraction of max_discharge_current] inside the discharge window",
+        _table,
+    )
+    ccl_soc_table: list = _spec(
+        [], "rows [SoC %, fraction of max_charge_current], [] = off", _table
+    )
+    dcl_soc_table: list = _spec(
+        [], "rows [SoC %, fraction of max_discharge_current], [] = off", _table
+    )
+    mosfet_table: list = _spec(
+        [[70.0, 1.0], [80.0, 0.5], [90.0, 0.0]],
+        "rows [MOSFET °C, fraction of both maxima] (when the BMS reports it)",
+        _table,
+    )
+    current_hold: float = _spec(
+        60.0, "seconds a current limit stays down after a cut before it ramps up", _non_negative
+    )
+    current_ramp: float = _spec(
+        1.0, "amperes per second per pack a current limit rises after its hold", _positive
+    )
+    rejoin_window: float = _spec(
+        0.05,
+        "volts per cell a returning parallel string may differ from the bank to rejoin",
+        _positive,
+    )
+    safe_ccl: float = _spec(0.0, "amperes of CCL with no pack online (safe state)", _non_negative)
+    safe_dcl: float = _spec(0.0, "amperes of DCL with no pack online (safe state)", _non_negative)
+    coulomb_counting: bool = _spec(
+        False, "true: count SoC from the bank current, resynchronised to 100 % at full"
+    )
+    current_average_time: float = _spec(
+        180.0, "seconds: time constant of the averaged current (time-to-go)", _positive
+    )
+    time_to_soc: list = _spec(
+        [100, 50, 20, 0],
+        "SoC % points for time-to-SoC",
+        lambda xs: all(isinstance(x, int) and 0 <= x <= 100 for x in xs),
+    )
+    state_file: str = _spec(
+        "/var/lib/bmsbank/state.json",
+        'file keeping days since full charge and the counted SoC across restarts, "" = none',
+    )
+
+    def float_voltage(self) -> float:
+        """Volts per cell CVL falls to while a pack is unseen."""
+        return self.offline_cell_voltage or self.cell_float_voltage
 
 
 @dataclass(frozen=True)
@@ -192,6 +336,12 @@ class Config:
         """Every configured pack id, "port:address", in config order."""
         return [f"{p.name}:{a}" for p in self.ports for a in p.addresses]
 
+    def topology(self) -> Topology:
+        """The bank's strings and packs (raises ConfigError when they do not fit the ports)."""
+        from bmsbank import topology
+
+        return topology.build(self.bank, self.pack_ids(), self.source)
+
 
 _TOP_KEYS = {"runtime_dir": str, "log_level": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -283,7 +433,9 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
         else:
             known = ", ".join([*_TOP_KEYS, *sections, "ports"])
             raise ConfigError(key, source, f"unknown key; expected one of {known}")
-    return Config(**values)
+    config = Config(**values)
+    config.topology()  # checks strings and packs against the ports
+    return config
 
 
 def load(path: str | None = None, runtime_dir: str | None = None) -> Config:

@@ -71,7 +71,10 @@ def _toml_str(s: str) -> str:
 def _demo_config(rundir: str, can: str) -> str:
     """The demo's bmsbank.toml: its ports, D-Bus on, CAN as asked."""
     interface, _, channel = can.partition(":")
-    lines = [f"runtime_dir = {_toml_str(rundir)}", "", "[bank]", 'name = "demo"', ""]
+    lines = [
+        f"runtime_dir = {_toml_str(rundir)}", "", "[bank]", 'name = "demo"',
+        f"state_file = {_toml_str(rundir + '/state.json')}", "",
+    ]  # fmt: skip
     lines += ["[dbus]", "enabled = true", ""]
     lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
     if interface != "none":

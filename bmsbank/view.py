@@ -12,12 +12,16 @@ def _f(x: Any, fmt: str, unit: str = "") -> str:
 def bank_line(bank: dict[str, Any]) -> str:
     """One line: the bank's values and limits."""
     alarms = [n for n, lvl in bank.get("alarms", {}).items() if lvl]
+    days = bank.get("days_since_full")
+    full = "unknown" if days is None else f"{days:.1f} d ago"
     return (
         f"bank {bank.get('name', '')}: {_f(bank['voltage'], '.2f', ' V')} "
         f"{_f(bank['current'], '+.1f', ' A')} {_f(bank['power'], '.0f', ' W')} "
         f"SoC {_f(bank['soc'], '.1f', ' %')} | CVL {bank['cvl']:.2f} V "
-        f"CCL {bank['ccl']:.1f} A DCL {bank['dcl']:.1f} A | {bank['charge_state']} | "
-        f"online {bank['online']}/{bank['online'] + bank['offline']} | "
+        f"CCL {bank['ccl']:.1f} A DCL {bank['dcl']:.1f} A | {bank['charge_state']}, "
+        f"last full {full} | "
+        f"online {bank['online']}/{bank['online'] + bank['offline']}"
+        f"{' (' + str(bank['waiting']) + ' waiting to rejoin)' if bank.get('waiting') else ''} | "
         f"alarms: {', '.join(alarms) or 'none'}"
     )
 

@@ -1,15 +1,29 @@
-"""The bank kernels in use: compiled :mod:`._limits`, or its twin when ``BMSBANK_PURE=1``."""
+"""The bank limits engine in use: compiled :mod:`._limits`, or its twin when ``BMSBANK_PURE=1``.
+
+Constants (rule names, blocking alarms, charge states) are plain data defined once in the twin and
+shared by both implementations.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from bmsbank.native import _limits_py, select
+from bmsbank.native._limits_py import (
+    ABSORPTION,
+    BULK,
+    CHARGE_BLOCKING,
+    CHARGE_STATES,
+    DISCHARGE_BLOCKING,
+    FLOAT,
+    RULES,
+)
 
 _impl = select("bmsbank.native._limits", _limits_py)
 
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
-aggregate: Callable[..., dict] = _impl.aggregate
-step_factor: Callable[..., tuple[float, int]] = _impl.step_factor
+Engine: type[_limits_py.Engine] = _impl.Engine
+fraction = _impl.fraction
 
-__all__ = ["IMPLEMENTATION", "aggregate", "step_factor"]
+__all__ = [
+    "ABSORPTION", "BULK", "CHARGE_BLOCKING", "CHARGE_STATES", "DISCHARGE_BLOCKING", "FLOAT",
+    "IMPLEMENTATION", "RULES", "Engine", "fraction",
+]  # fmt: skip

@@ -15,7 +15,8 @@ from tests.zmqhelp import running_arbiter
 
 @pytest.fixture
 def arbiter():
-    with running_arbiter(stale_after=1.0) as (arb, ctx, states, tap):
+    bank = {"stale_after": 1.0, "current_hold": 0.0, "strings": [["p:1"]]}
+    with running_arbiter(**bank) as (arb, ctx, states, tap):
         push = ctx.socket(zmq.PUSH)
         push.connect(states)
         sub = ctx.socket(zmq.SUB)

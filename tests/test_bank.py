@@ -6,49 +6,36 @@ import math
 
 import pytest
 
-from bmsbank.config import parse
 from bmsbank.schema import validate_bank
 from bmsbank.services.arbiter.bank import BankComputer
-from bmsbank.services.arbiter.registry import PackRegistry
+from bmsbank.services.arbiter.engine import BankEngine
 from tests.factories import state_msg
 
 PACKS = ["a:1", "b:1", "c:1"]
 
 
 def setup(**bank):
-    cfg = parse(
-        {
-            "bank": {
-                "stale_after": 10.0,
-                "max_charge_current": 50.0,
-                "max_discharge_current": 100.0,
-                **bank,
-            }
-        },
-        "test",
+    engine = BankEngine.from_mapping(
+        {"stale_after": 10.0, "share": "count", "strings": [[p] for p in PACKS], **bank}, "test"
     )
-    registry = PackRegistry(PACKS, cfg.bank.stale_after)
-    return registry, BankComputer(cfg, started=0.0)
+    return engine, BankComputer(engine, "test", started=0.0)
 
 
-def feed(registry, now, **over):
+def feed(engine, now, **over):
     for pid in PACKS:
         port, addr = pid.split(":")
-        assert (
-            registry.accept(state_msg(port, int(addr), seq=int(now), **over.get(pid, {})), now)
-            is not None
-        ), pid
+        msg = state_msg(port, int(addr), seq=int(now), **over.get(pid, {}))
+        assert engine.accept(msg, now), pid
 
 
-def bank_at(registry, computer, now):
-    registry.refresh(now)
-    return validate_bank(computer.compute(registry, now))
+def bank_at(engine, computer, now):
+    return validate_bank(computer.compute(now))
 
 
 def test_parallel_bank_values_and_limits():
-    registry, computer = setup()
+    engine, computer = setup()
     feed(
-        registry,
+        engine,
         1.0,
         **{
             "a:1": {"current": 10.0, "soc": 40.0, "capacity": 100.0, "remaining": 40.0},
@@ -56,77 +43,81 @@ def test_parallel_bank_values_and_limits():
             "c:1": {"cells": [3.30] * 15 + [3.42]},
         },
     )
-    bank = bank_at(registry, computer, 1.5)
+    bank = bank_at(engine, computer, 1.5)
     assert bank["online"] == 3 and bank["offline"] == 0
     assert bank["current"] == pytest.approx(13.0)
     assert bank["soc"] == pytest.approx((40 * 100 + 80 * 300 + 60 * 100) / 500)
     assert bank["capacity"] == 500.0 and bank["installed_capacity"] == 500.0
     assert bank["cvl"] == pytest.approx(16 * 3.45)
     assert bank["low_voltage"] == pytest.approx(16 * 2.90)
-    # highest cell 3.42 V >= 3.40 V: 25 % of 3 x 50 A
-    assert bank["ccl"] == pytest.approx(0.25 * 150.0)
+    # highest cell 3.42 V: 80 % of 50 A on c:1; shared by count, the bank takes 3 x 40 A
+    assert bank["ccl"] == pytest.approx(120.0)
     assert bank["dcl"] == pytest.approx(300.0)
     assert bank["max_cell_id"] == "c:1 C16" and bank["max_cell_voltage"] == pytest.approx(3.42)
-    assert "c:1 C16 at 3.420 V" in bank["reasons"]["ccl"]
+    assert bank["reasons"]["ccl"] == (
+        "c:1 cell 16 at 3.420 V: 40.0 A; string share 33%: bank 120.0 A"
+    )
+    c = bank["packs"][2]
+    assert c["ccl"] == pytest.approx(40.0) and c["ccl_reason"].startswith("c:1 cell 16")
+    assert bank["charge_state"] == "bulk" and bank["topology"] == [["a:1"], ["b:1"], ["c:1"]]
     assert bank["allow_charge"] and bank["allow_discharge"]
     assert all(level == 0 for level in bank["alarms"].values())
 
 
 def test_low_cell_reduces_dcl():
-    registry, computer = setup()
-    feed(registry, 1.0, **{"b:1": {"cells": [2.88] + [3.2] * 15}})
-    bank = bank_at(registry, computer, 1.0)
-    assert bank["dcl"] == pytest.approx(0.05 * 300.0)
+    engine, computer = setup()
+    feed(engine, 1.0, **{"b:1": {"cells": [2.88] + [3.2] * 15}})
+    bank = bank_at(engine, computer, 1.0)
+    assert bank["dcl"] == pytest.approx(0.08 * 100.0 * 3)  # 2.88 V: 8 % of 100 A, by 3 packs
     assert bank["min_cell_id"] == "b:1 C1"
 
 
 def test_a_blocking_pack_blocks_the_bank():
-    registry, computer = setup()
-    feed(
-        registry, 1.0, **{"a:1": {"charge_fet": False}, "c:1": {"alarms": {"low_cell_voltage": 2}}}
-    )
-    bank = bank_at(registry, computer, 1.0)
+    engine, computer = setup()
+    feed(engine, 1.0, **{"a:1": {"charge_fet": False}, "c:1": {"alarms": {"low_cell_voltage": 2}}})
+    bank = bank_at(engine, computer, 1.0)
     assert bank["ccl"] == 0.0 and bank["dcl"] == 0.0
     assert bank["blocking_charge"] == 1 and bank["blocking_discharge"] == 1
-    assert "a:1 charge fet off" in bank["reasons"]["ccl"]
-    assert "c:1 low cell voltage" in bank["reasons"]["dcl"]
+    assert bank["reasons"]["ccl"] == "a:1 charge FET off: 0 A"
+    assert bank["reasons"]["dcl"] == "c:1 alarm low cell voltage: 0 A"
+    assert bank["packs"][0]["blocking_charge"] == "a:1 charge FET off: 0 A"
     assert bank["alarms"]["low_cell_voltage"] == 2
     assert not bank["allow_charge"] and not bank["allow_discharge"]
 
 
 def test_stale_pack_goes_offline_and_limits_follow_the_others():
-    registry, computer = setup()
-    feed(registry, 1.0)
+    engine, computer = setup()
+    feed(engine, 1.0)
     for now in (5.0, 10.0):  # a and b keep reporting, c is silent from t = 1 s
         for pid in ("a", "b"):
-            registry.accept(state_msg(pid, 1, seq=int(now)), now)
-    bank = bank_at(registry, computer, 10.9)
+            engine.accept(state_msg(pid, 1, seq=int(now)), now)
+    bank = bank_at(engine, computer, 10.9)
     assert bank["online"] == 3  # 9.9 s of silence: still within stale_after
-    bank = bank_at(registry, computer, 11.1)
+    bank = bank_at(engine, computer, 11.1)
     assert bank["online"] == 2 and bank["offline"] == 1
     assert bank["ccl"] == pytest.approx(100.0) and bank["dcl"] == pytest.approx(200.0)
     assert bank["alarms"]["bms_cable"] == 2
     offline = [p for p in bank["packs"] if not p["online"]]
     assert [p["id"] for p in offline] == ["c:1"] and offline[0]["age"] == pytest.approx(10.1)
     # its next good state brings it back at once
-    registry.accept(state_msg("c", 1, seq=11), 11.5)
-    bank = bank_at(registry, computer, 11.6)
+    engine.accept(state_msg("c", 1, seq=11), 11.5)
+    bank = bank_at(engine, computer, 11.6)
     assert bank["online"] == 3 and bank["alarms"]["bms_cable"] == 0
 
 
 def test_no_pack_online_is_the_safe_state():
-    registry, computer = setup()
-    bank = bank_at(registry, computer, 0.5)
+    engine, computer = setup()
+    bank = bank_at(engine, computer, 0.5)
     assert bank["ccl"] == 0.0 and bank["dcl"] == 0.0 and bank["cvl"] == 0.0
-    assert bank["reasons"]["ccl"] == "no pack online"
+    assert bank["reasons"]["ccl"] == "no pack online: safe state 0 A"
     assert bank["alarms"]["bms_cable"] == 0  # start-up grace: nobody has had time to report
-    bank = bank_at(registry, computer, 10.5)
+    bank = bank_at(engine, computer, 10.5)
     assert bank["alarms"]["bms_cable"] == 2
-    feed(registry, 11.0)
-    bank_at(registry, computer, 11.0)
-    bank = bank_at(registry, computer, 30.0)  # everybody silent: limits to 0, CVL kept
+    feed(engine, 11.0)
+    bank_at(engine, computer, 11.0)
+    bank = bank_at(engine, computer, 30.0)  # everybody silent: limits to 0, CVL to float
     assert bank["online"] == 0 and bank["ccl"] == 0.0 and bank["dcl"] == 0.0
-    assert bank["cvl"] == pytest.approx(16 * 3.45)
+    assert bank["cvl"] == pytest.approx(16 * 3.375)
     assert isinstance(bank["cvl"], float) and math.isfinite(bank["cvl"])
 
 
@@ -141,12 +132,12 @@ def test_no_pack_online_is_the_safe_state():
     ],
 )
 def test_bad_states_are_counted_and_never_used(field, value):
-    registry, computer = setup()
-    feed(registry, 1.0)
+    engine, computer = setup()
+    feed(engine, 1.0)
     bad = state_msg("a", 1, seq=2)
     bad[field] = value
-    assert registry.accept(bad, 1.5) is None
-    bank = bank_at(registry, computer, 1.6)
+    assert not engine.accept(bad, 1.5)
+    bank = bank_at(engine, computer, 1.6)
     assert bank["counters"]["rejected"] == 1
     a = next(p for p in bank["packs"] if p["id"] == "a:1")
     assert a["voltage"] == pytest.approx(state_msg()["voltage"])
@@ -154,19 +145,21 @@ def test_bad_states_are_counted_and_never_used(field, value):
 
 
 def test_sequence_gaps_are_counted():
-    registry, _ = setup()
-    registry.accept(state_msg("a", 1, seq=1), 1.0)
-    registry.accept(state_msg("a", 1, seq=5), 2.0)
-    assert registry.counters.lost == 3
+    engine, _ = setup()
+    engine.accept(state_msg("a", 1, seq=1), 1.0)
+    engine.accept(state_msg("a", 1, seq=5), 2.0)
+    assert engine.registry.counters.lost == 3
 
 
-def test_mixed_cell_counts_use_the_smaller_for_cvl():
-    registry, computer = setup()
-    feed(registry, 1.0, **{"b:1": {"cells": [3.3] * 15}})
-    assert bank_at(registry, computer, 1.0)["cvl"] == pytest.approx(15 * 3.45)
+def test_mixed_cell_counts_in_parallel_use_the_smaller_and_stop_charge():
+    engine, computer = setup()
+    feed(engine, 1.0, **{"b:1": {"cells": [3.3] * 15}})
+    bank = bank_at(engine, computer, 1.0)
+    assert bank["cvl"] == pytest.approx(15 * 3.45) and bank["ccl"] == 0.0
+    assert bank["reasons"]["ccl"] == "parallel strings report different cell counts: 0 A"
 
 
-def test_configured_cell_count_wins():
-    registry, computer = setup(cells=8)
-    feed(registry, 1.0)
-    assert bank_at(registry, computer, 1.0)["cvl"] == pytest.approx(8 * 3.45)
+def test_states_from_packs_outside_the_bank_are_counted_and_ignored():
+    engine, computer = setup()
+    assert not engine.accept(state_msg("z", 9), 1.0)
+    assert bank_at(engine, computer, 1.0)["counters"]["unknown_packs"] == 1

@@ -79,7 +79,7 @@ def test_decode_incomplete_state_shows_the_parts():
 
 @pytest.fixture
 def live_tap():
-    with running_arbiter(name="cli") as (_arbiter, ctx, states, tap):
+    with running_arbiter(name="cli", strings=[["usb0:1"]]) as (_arbiter, ctx, states, tap):
         push = ctx.socket(zmq.PUSH)
         push.connect(states)
         stop = threading.Event()
@@ -107,7 +107,7 @@ def test_status_prints_the_bank_and_one_line_per_pack(live_tap):
     assert lines[0].startswith("bank cli: ") and "CVL 55.20 V" in lines[0]
     pack_lines = [line for line in lines if line.strip().startswith("usb0:1")]
     assert pack_lines == [lines[1]]  # the bank line, then one line per pack
-    assert lines[2].strip().startswith("CVL because: 16 cells x 3.450 V")
+    assert lines[2].strip().startswith("CVL because: bulk: 16 cells x 3.450 V")
     assert "jbd" in pack_lines[0] and "+4.5 A" in pack_lines[0] and "online" in pack_lines[0]
 
 

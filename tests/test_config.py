@@ -39,7 +39,7 @@ def test_good_config_is_typed(tmp_path):
     c = config.load(write(tmp_path, GOOD))
     assert c.bank.stale_after == 5.0 and isinstance(c.bank.stale_after, float)
     assert c.bank.max_charge_current == 80.0
-    assert c.bank.ccl_cell_steps == [[3.50, 0.0], [3.45, 0.05], [3.40, 0.25]]
+    assert c.bank.ccl_cell_table == [[3.40, 1.0], [3.45, 0.5], [3.50, 0.1], [3.55, 0.0]]
     assert c.can.enabled and c.can.interface == "virtual" and c.can.bitrate == 500000
     assert [p.name for p in c.ports] == ["ttyUSB0", "rs485"]
     assert c.ports[0].addresses == [1]  # the plugin's default address
@@ -63,7 +63,7 @@ def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
         ("[bank]\nstale_aftr = 3\n", "bank.stale_aftr", "unknown key"),
         ("[bank]\nstale_after = 0\n", "bank.stale_after", "seconds > 0"),
         ("[bank]\nstale_after = 'ten'\n", "bank.stale_after", "seconds > 0"),
-        ("[bank]\nccl_cell_steps = [[3.5, 2.0]]\n", "bank.ccl_cell_steps", "fraction 0-1"),
+        ("[bank]\nccl_cell_table = [[3.5, 2.0]]\n", "bank.ccl_cell_table", "fraction 0-1"),
         ("[can]\nbitrate = 125000\n", "can.bitrate", "250000 or 500000"),
         ("[dbus]\nservice = 'com.example.x'\n", "dbus.service", "com.victronenergy.battery."),
         ("colour = 'red'\n", "colour", "unknown key"),

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from bmsbank.config import Config, DbusConfig
 from bmsbank.schema import ALARMS, validate_bank
 from bmsbank.services.arbiter.bank import BankComputer
-from bmsbank.services.arbiter.registry import PackRegistry
+from bmsbank.services.arbiter.engine import BankEngine
 from bmsbank.services.publisher import paths
 
 MANDATORY = (
@@ -63,7 +63,8 @@ def config():
 
 def arbiter_bank(config):
     """A bank from the real arbiter code: two configured packs, none online yet."""
-    return BankComputer(config, 0.0).compute(PackRegistry(["a:1", "a:2"], 10.0), 1.0)
+    engine = BankEngine.from_mapping({"strings": [["a:1"], ["a:2"]]})
+    return BankComputer(engine, "test", 0.0).compute(1.0)
 
 
 @pytest.mark.parametrize("source", ["full", "empty", "arbiter", "safe"])

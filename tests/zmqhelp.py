@@ -24,8 +24,8 @@ def free_tcp() -> str:
 def running_arbiter(**bank: object) -> Iterator[tuple[Arbiter, zmq.Context, str, str]]:
     """An arbiter in a thread on loopback tcp: yields (arbiter, context, states, tap)."""
     states, tap = free_tcp(), free_tcp()
-    cfg = parse({"bank": {"interval": 0.2, **bank}, "zmq": {"states": states, "tap": tap}},
-                "test")  # fmt: skip
+    bank = {"interval": 0.2, "state_file": "", **bank}
+    cfg = parse({"bank": bank, "zmq": {"states": states, "tap": tap}}, "test")
     ctx = zmq.Context()
     arbiter = Arbiter(cfg, ctx)
     stop = threading.Event()

@@ -1,161 +1,125 @@
-"""Compute the bank message from the pack registry.
+"""Compute the bank message from the bank engine.
 
 The bank message (msgpack, topic ``b"bank"``) carries:
     v, kind="bank", seq, time (unix [s]), mono (arbiter monotonic [s]), name (bank name),
-    voltage [V] (mean of online packs), current [A, + = charge] (sum), power [W], soc [%]
-    (capacity-weighted) -- each None while no pack is online --, capacity [Ah] (online packs),
-    installed_capacity [Ah] (all packs, last known), remaining [Ah], consumed [Ah] (capacity -
-    remaining), temperature [°C] (mean of all sensors, or None), min_temperature /
+    topology (strings of pack ids), voltage [V] (mean of the strings), current [A, + = charge]
+    (sum), current_avg [A] (averaged), power [W], soc [%] (capacity-weighted) -- each None while no
+    string reports --, capacity [Ah] (strings reporting), installed_capacity [Ah] (last known),
+    remaining [Ah], consumed [Ah] (capacity - remaining), time_to_go [s] or None, time_to_soc
+    {"<soc %>": s or None}, temperature [°C] (mean of all sensors, or None), min_temperature /
     max_temperature [°C] and their ids ("port:addr T2"), min_cell_voltage / max_cell_voltage [V]
-    and their ids ("port:addr C5"), cells_per_pack, cvl [V], ccl [A], dcl [A], low_voltage [V]
-    (battery-low voltage), reasons {cvl, ccl, dcl: text}, charge_state ("bulk"), allow_charge,
-    allow_discharge (bool), online, offline, blocking_charge, blocking_discharge (pack counts),
-    alarms {name: 0/1/2}, packs (per-pack summary: id, bms, online, age [s] or None, voltage,
-    current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, blocking_charge,
-    blocking_discharge (reason or None), alarms (active names)), counters.
+    and their ids ("port:addr C5"), cells_per_pack (cells in series of the bank), cvl [V],
+    ccl [A], dcl [A], low_voltage [V] (battery-low voltage), reasons {cvl, ccl, dcl: text},
+    charge_state ("bulk", "absorption", "float"), days_since_full (oldest pack) or None,
+    full_charge_due, allow_charge, allow_discharge (bool), online, offline, waiting (parallel
+    packs seen but not yet rejoined), blocking_charge, blocking_discharge (pack counts), alarms
+    {name: 0/1/2}, packs (per-pack summary: id, bms, online, joined, age [s] or None, voltage,
+    current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, ccl, dcl [A] and
+    ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None), days_since_full,
+    alarms (active names)), counters.
 
-CVL, CCL and DCL are always numbers; with no pack online CCL = DCL = 0.
+CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
 
 from __future__ import annotations
 
-import math
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bmsbank.config import Config
-from bmsbank.native.limits import aggregate
-from bmsbank.schema import ALARM, SCHEMA_VERSION
-from bmsbank.services.arbiter import limits
-from bmsbank.services.arbiter.registry import PackRegistry
-
-
-def _num(x: float) -> float | None:
-    return None if math.isnan(x) else x
+from bmsbank.schema import ALARM, ALARMS, OK, SCHEMA_VERSION
+from bmsbank.services.arbiter.engine import BankEngine, days, finite
 
 
 class BankComputer:
-    """Turns the registry into bank messages; remembers what must survive between cycles."""
+    """Turns the engine's result into bank messages."""
 
-    def __init__(self, config: Config, started: float) -> None:
-        self.config = config
+    def __init__(self, engine: BankEngine, name: str, started: float) -> None:
+        self.engine = engine
+        self.name = name
         self.started = started
         self.seq = 0
-        self.cells = config.bank.cells  #: cells per pack last seen (0 = unknown)
         self.capacities: dict[str, float] = {}  #: last known capacity per pack [Ah]
 
-    def compute(self, registry: PackRegistry, now: float) -> dict[str, Any]:
-        """The bank message for monotonic time ``now`` (call ``registry.refresh`` first)."""
-        online = [(e.pack, e.state) for e in registry.online() if e.state is not None]
-        ids = [pid for pid, _ in online]
-        states = [state for _, state in online]
-        agg = aggregate(states)
-        for pid, state in online:
-            self.capacities[pid] = state["capacity"]
-        if states and not self.config.bank.cells:
-            self.cells = agg["cells_min"]  # mixed counts: the smaller one gives the safer CVL
-        blocks = {pid: limits.blocking(state) for pid, state in online}
-        offline = len(registry.packs) - len(online)
-        grace_over = now - self.started > self.config.bank.stale_after
-        cell_ids = {which: self._cell_id(ids, agg, which) for which in ("min", "max")}
+    def compute(self, now: float) -> dict[str, Any]:
+        """The bank message for monotonic time ``now``."""
+        engine = self.engine
+        out = engine.tick(now)
+        entries = engine.entries
+        for e, row in zip(entries, out["packs"], strict=True):
+            if row[0] and e.state is not None:
+                self.capacities[e.pack] = e.state["capacity"]
+        online = [
+            e.state for e, row in zip(entries, out["packs"], strict=True) if row[0] and e.state
+        ]
+        grace_over = now - self.started > engine.bank.stale_after
         self.seq += 1
+        capacity = out["capacity"]
+        remaining = out["remaining"]
         return {
             "v": SCHEMA_VERSION,
             "kind": "bank",
             "seq": self.seq,
             "time": time.time(),
             "mono": now,
-            "name": self.config.bank.name,
-            **self._measurements(agg, ids, cell_ids),
-            **self._limits(agg, cell_ids, blocks),
-            "online": len(states),
-            "offline": offline,
-            "alarms": limits.bank_alarms(states, cable_fault=offline > 0 and grace_over),
-            "packs": [self._summary(e, blocks.get(e.pack), now) for e in registry.packs.values()],
+            "name": self.name,
+            "topology": [[engine.topo.ids[k] for k in s] for s in engine.topo.strings],
+            "voltage": finite(out["voltage"]),
+            "current": finite(out["current"]),
+            "current_avg": finite(out["current_avg"]),
+            "power": finite(out["power"]),
+            "soc": finite(out["soc"]),
+            "capacity": capacity,
+            "installed_capacity": sum(self.capacities.values()),
+            "remaining": remaining,
+            "consumed": max(0.0, capacity - remaining),
+            "time_to_go": finite(out["time_to_go"]),
+            "time_to_soc": {f"{p:g}": finite(s) for p, s in out["time_to_soc"].items()},
+            "temperature": finite(out["temperature"]),
+            "min_temperature": finite(out["min_temperature"]),
+            "max_temperature": finite(out["max_temperature"]),
+            "min_temperature_id": engine.sensor_id(out, "min"),
+            "max_temperature_id": engine.sensor_id(out, "max"),
+            "min_cell_voltage": finite(out["min_cell_voltage"]),
+            "max_cell_voltage": finite(out["max_cell_voltage"]),
+            "min_cell_id": engine.cell_id(out, "min"),
+            "max_cell_id": engine.cell_id(out, "max"),
+            "cells_per_pack": out["cells"],
+            "cvl": out["cvl"],
+            "ccl": out["ccl"],
+            "dcl": out["dcl"],
+            "low_voltage": out["cells"] * engine.bank.cell_low_voltage,
+            "reasons": engine.reasons(out),
+            "charge_state": out["charge_state"],
+            "days_since_full": days(out["since_full"]),
+            "full_charge_due": out["full_due"],
+            "allow_charge": out["ccl"] > 0.0,
+            "allow_discharge": out["dcl"] > 0.0,
+            "online": out["online"],
+            "offline": out["offline"],
+            "waiting": out["waiting"],
+            "blocking_charge": out["blocking_charge"],
+            "blocking_discharge": out["blocking_discharge"],
+            "alarms": bank_alarms(online, cable_fault=out["offline"] > 0 and grace_over),
+            "packs": [
+                self._summary(e, row, now) for e, row in zip(entries, out["packs"], strict=True)
+            ],
             "counters": {
-                "states": registry.counters.states,
-                "rejected": registry.counters.rejected,
-                "lost": registry.counters.lost,
-                "unknown_packs": registry.counters.unknown_packs,
+                "states": engine.registry.counters.states,
+                "rejected": engine.registry.counters.rejected,
+                "lost": engine.registry.counters.lost,
+                "unknown_packs": engine.registry.counters.unknown_packs,
             },
         }
 
-    def _measurements(
-        self, agg: dict[str, Any], ids: list[str], cell_ids: dict[str, str]
-    ) -> dict[str, Any]:
-        """What the bank measures; None where nothing online can tell (unknown, not zero)."""
-        known = agg["packs"] > 0
-        capacity = agg["capacity"]
-        return {
-            "voltage": agg["voltage"] if known else None,
-            "current": agg["current"] if known else None,
-            "power": agg["power"] if known else None,
-            "soc": agg["soc"] if known else None,
-            "capacity": capacity,
-            "installed_capacity": sum(self.capacities.values()),
-            "remaining": agg["remaining"],
-            "consumed": max(0.0, capacity - agg["remaining"]),
-            "temperature": _num(agg["temperature"]),
-            "min_temperature": _num(agg["min_temperature"]),
-            "max_temperature": _num(agg["max_temperature"]),
-            "min_temperature_id": self._sensor_id(ids, agg, "min"),
-            "max_temperature_id": self._sensor_id(ids, agg, "max"),
-            "min_cell_voltage": _num(agg["min_cell_voltage"]),
-            "max_cell_voltage": _num(agg["max_cell_voltage"]),
-            "min_cell_id": cell_ids["min"] or None,
-            "max_cell_id": cell_ids["max"] or None,
-            "cells_per_pack": self.cells,
-        }
-
-    def _limits(
-        self,
-        agg: dict[str, Any],
-        cell_ids: dict[str, str],
-        blocks: dict[str, tuple[str | None, str | None]],
-    ) -> dict[str, Any]:
-        """The limit policies, in order: blocking, charge voltage, current limits."""
-        cfg = self.config.bank
-        charge_blockers = [f"{p} {c}" for p, (c, _) in blocks.items() if c]
-        discharge_blockers = [f"{p} {d}" for p, (_, d) in blocks.items() if d]
-        cvl, low_voltage, cvl_why = limits.charge_voltage(cfg, self.cells)
-        ccl, dcl, ccl_why, dcl_why = limits.current_limits(
-            cfg, agg["packs"],
-            (agg["max_cell_voltage"], cell_ids["max"]),
-            (agg["min_cell_voltage"], cell_ids["min"]),
-            "; ".join(charge_blockers) or None, "; ".join(discharge_blockers) or None,
-        )  # fmt: skip
-        return {
-            "cvl": cvl,
-            "ccl": ccl,
-            "dcl": dcl,
-            "low_voltage": low_voltage,
-            "reasons": {"cvl": cvl_why, "ccl": ccl_why, "dcl": dcl_why},
-            "charge_state": "bulk",
-            "allow_charge": ccl > 0.0,
-            "allow_discharge": dcl > 0.0,
-            "blocking_charge": len(charge_blockers),
-            "blocking_discharge": len(discharge_blockers),
-        }
-
-    @staticmethod
-    def _cell_id(ids: list[str], agg: dict[str, Any], which: str) -> str:
-        k = agg[f"{which}_cell_pack"]
-        return f"{ids[k]} C{agg[f'{which}_cell_index'] + 1}" if k >= 0 else ""
-
-    @staticmethod
-    def _sensor_id(ids: list[str], agg: dict[str, Any], which: str) -> str | None:
-        k = agg[f"{which}_temperature_pack"]
-        return f"{ids[k]} T{agg[f'{which}_temperature_index'] + 1}" if k >= 0 else None
-
-    @staticmethod
-    def _summary(
-        entry: Any, block: tuple[str | None, str | None] | None, now: float
-    ) -> dict[str, Any]:
+    def _summary(self, entry: Any, row: list, now: float) -> dict[str, Any]:
         s = entry.state or {}
+        ccl_why, dcl_why = self.engine.pack_reasons(row)
         return {
             "id": entry.pack,
             "bms": s.get("bms"),
-            "online": entry.online,
+            "online": row[0],
+            "joined": row[1],
             "age": None if entry.seen is None else now - entry.seen,
             "voltage": s.get("voltage"),
             "current": s.get("current"),
@@ -164,7 +128,24 @@ class BankComputer:
             "min_cell_voltage": s.get("min_cell_voltage"),
             "max_cell_voltage": s.get("max_cell_voltage"),
             "temperatures": s.get("temperatures", []),
-            "blocking_charge": block[0] if block else None,
-            "blocking_discharge": block[1] if block else None,
+            "ccl": row[2],
+            "dcl": row[4],
+            "ccl_reason": ccl_why,
+            "dcl_reason": dcl_why,
+            "blocking_charge": ccl_why if row[0] and row[2] <= 0.0 else None,
+            "blocking_discharge": dcl_why if row[0] and row[4] <= 0.0 else None,
+            "days_since_full": days(row[6]),
             "alarms": sorted(n for n, lvl in s.get("alarms", {}).items() if lvl >= ALARM),
         }
+
+
+def bank_alarms(states: Sequence[Mapping[str, Any]], cable_fault: bool) -> dict[str, int]:
+    """Worst level of each alarm over the online packs; bms_cable when a pack is unseen."""
+    out = dict.fromkeys(ALARMS, OK)
+    for state in states:
+        for name, level in state["alarms"].items():
+            if level > out[name]:
+                out[name] = level
+    if cable_fault:
+        out["bms_cable"] = ALARM
+    return out

@@ -1,7 +1,9 @@
 """Latest validated state per pack, and whether each pack is online.
 
 A pack is online from its first good state until ``stale_after`` seconds pass without one; it comes
-back online with its next good state. Configured packs that never reported count as offline.
+back online with its next good state. Configured packs that never reported count as offline. States
+from packs outside the bank, and states whose cell count differs from the configured one, are
+counted and dropped.
 """
 
 from __future__ import annotations
@@ -40,9 +42,13 @@ class Counters:
 class PackRegistry:
     """Tracks every configured pack (and any other that reports)."""
 
-    def __init__(self, pack_ids: list[str], stale_after: float) -> None:
+    def __init__(
+        self, pack_ids: list[str], stale_after: float, cells: dict[str, int] | None = None
+    ) -> None:
         self.stale_after = stale_after
         self.packs: dict[str, PackEntry] = {pid: PackEntry(pid) for pid in pack_ids}
+        self.cells = cells or {}  #: configured cells per pack; a state with another count is bad
+        self.last_rejection = ""  #: why the latest rejected state was rejected
         self.counters = Counters()
         self._last_seq: dict[str, int] = {}
 
@@ -51,23 +57,31 @@ class PackRegistry:
         try:
             state = validate_state(msg)
         except MessageError as exc:
-            self.counters.rejected += 1
-            key = str(exc).split(":", 1)[0]
-            self.counters.reasons[key] = self.counters.reasons.get(key, 0) + 1
-            log.warning("rejected state message: %s", exc)
+            self._reject(str(exc))
             return None
         pid = state["pack"]
         entry = self.packs.get(pid)
         if entry is None:
             self.counters.unknown_packs += 1
-            entry = self.packs[pid] = PackEntry(pid)
-            log.warning("[%s] state from a pack that is not configured; tracking it", pid)
+            log.warning("[%s] state from a pack that is not in the bank; ignored", pid)
+            return None
+        expected = self.cells.get(pid, 0)
+        if expected and len(state["cells"]) != expected:
+            self._reject(f"cells: {len(state['cells'])} reported, {expected} configured for {pid}")
+            return None
         self._count_gap(state)
         self.counters.states += 1
         if not entry.online:
             log.info("[%s] online", pid)
         entry.state, entry.seen, entry.online = state, now, True
         return entry
+
+    def _reject(self, why: str) -> None:
+        self.counters.rejected += 1
+        self.last_rejection = why
+        key = why.split(":", 1)[0]
+        self.counters.reasons[key] = self.counters.reasons.get(key, 0) + 1
+        log.warning("rejected state message: %s", why)
 
     def _count_gap(self, state: dict[str, Any]) -> None:
         # Sequence numbers are per poller process (per port); a restart starts again at 0.

@@ -19,9 +19,12 @@ from bmsbank.config import Config
 from bmsbank.errors import MessageError
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, pack, unpack
 from bmsbank.services.arbiter.bank import BankComputer
-from bmsbank.services.arbiter.registry import PackRegistry
+from bmsbank.services.arbiter.engine import BankEngine
+from bmsbank.services.arbiter.persist import StateFile
 
 log = logging.getLogger(__name__)
+
+SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
 
 
 def _prepare(endpoint: str) -> None:
@@ -36,8 +39,15 @@ class Arbiter:
         self.config = config
         self.context = context or zmq.Context.instance()
         now = time.monotonic()
-        self.registry = PackRegistry(config.pack_ids(), config.bank.stale_after)
-        self.bank = BankComputer(config, now)
+        self.engine = BankEngine(config.bank, config.topology())
+        self.registry = self.engine.registry
+        self.bank = BankComputer(self.engine, config.bank.name, now)
+        self.state_file = StateFile(config.bank.state_file)
+        snap = self.state_file.load()
+        if snap is not None:
+            self.engine.restore(now, snap)
+            log.info("restored days since full charge and SoC from %s", config.bank.state_file)
+        self.next_save = now + SAVE_EVERY
         for endpoint in (config.states_endpoint, config.tap_endpoint):
             _prepare(endpoint)
         self.pull = self.context.socket(zmq.PULL)
@@ -67,9 +77,11 @@ class Arbiter:
 
     def publish_bank(self, now: float) -> dict:
         """Refresh freshness, compute the bank and publish it."""
-        self.registry.refresh(now)
-        bank = self.bank.compute(self.registry, now)
+        bank = self.bank.compute(now)
         self.tap.send_multipart([TOPIC_BANK, pack(bank)])
+        if now >= self.next_save:
+            self.state_file.save(self.engine.snapshot())
+            self.next_save = now + SAVE_EVERY
         return bank
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
@@ -93,6 +105,8 @@ class Arbiter:
                 timeout_ms = 0
 
     def close(self) -> None:
-        """Close the sockets."""
+        """Save the engine's memory and close the sockets."""
+        if self.engine.ticks:
+            self.state_file.save(self.engine.snapshot())
         self.pull.close()
         self.tap.close()

@@ -1,0 +1,128 @@
+"""The bank engine as the arbiter, the limits CLI and the plant use it.
+
+``BankEngine`` ties the pack registry (validation, freshness, counters) to the native limits engine
+(:mod:`bmsbank.native.limits`) and turns the engine's reason tuples into text. Time is whatever the
+caller passes: the arbiter's monotonic clock, or the ``t`` of a JSON line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from bmsbank import config as configuration
+from bmsbank.config import BankConfig
+from bmsbank.native import limits
+from bmsbank.services.arbiter.reasons import Explainer
+from bmsbank.services.arbiter.registry import PackRegistry
+from bmsbank.topology import Topology, engine_params
+
+NAN = float("nan")
+
+
+def finite(x: float) -> float | None:
+    """``x``, or None when it is NaN or infinite (unknown, not zero)."""
+    return x if math.isfinite(x) else None
+
+
+class BankEngine:
+    """One bank: latest state per pack, and the limits computed from them."""
+
+    def __init__(self, bank: BankConfig, topo: Topology) -> None:
+        """Build the engine for ``bank`` wired as ``topo``."""
+        self.bank = bank
+        self.topo = topo
+        cells = {pid: n for pid, n in zip(topo.ids, topo.cells, strict=True) if n}
+        self.registry = PackRegistry(list(topo.ids), bank.stale_after, cells)
+        self.native = limits.Engine(
+            engine_params(bank, topo), topo.strings, topo.cells, topo.capacities
+        )
+        self.explain = Explainer(bank, topo.ids)
+        self.entries = [self.registry.packs[pid] for pid in topo.ids]
+        self.ticks = 0  #: engine cycles run
+
+    @classmethod
+    def from_mapping(cls, bank: Mapping[str, Any], source: str = "<engine>") -> BankEngine:
+        """An engine from a ``[bank]`` table (keys as in the config file).
+
+        Raises:
+            ConfigError: a key is unknown or invalid.
+
+        """
+        config = configuration.parse({"bank": dict(bank)}, source)
+        return cls(config.bank, config.topology())
+
+    def accept(self, msg: Any, t: float) -> bool:
+        """Take one pack state received at engine time ``t`` [s]; False when it was rejected."""
+        return self.registry.accept(msg, t) is not None
+
+    def tick(self, t: float) -> dict[str, Any]:
+        """Run the engine at time ``t`` [s]; the raw result (numbers, NaN, reason tuples)."""
+        self.registry.refresh(t)
+        states = [e.state for e in self.entries]
+        seen = [NAN if e.seen is None else e.seen for e in self.entries]
+        self.ticks += 1
+        return self.native.step(t, states, seen)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What must survive a restart (call after at least one :meth:`tick`)."""
+        return self.native.snapshot()
+
+    def restore(self, t: float, snap: Mapping[str, Any]) -> None:
+        """Take back a :meth:`snapshot` (ages counted back from engine time ``t``)."""
+        self.native.restore(t, snap)
+
+    def reasons(self, out: Mapping[str, Any]) -> dict[str, str]:
+        """The reasons of a :meth:`tick` result, in words."""
+        why = out["reasons"]
+        return {
+            "cvl": self.explain.voltage(why["cvl"], out["charge_state"], out["cells"]),
+            "ccl": self.explain.current(why["ccl"], "charge", why["ccl_cut"]),
+            "dcl": self.explain.current(why["dcl"], "discharge", why["dcl_cut"]),
+        }
+
+    def pack_reasons(self, row: list) -> tuple[str, str]:
+        """Why one pack (a row of ``out["packs"]``) allows its CCL and DCL."""
+        return self.explain.current(row[3], "charge"), self.explain.current(row[5], "discharge")
+
+    def cell_id(self, out: Mapping[str, Any], which: str) -> str | None:
+        """Id "port:addr C5" of the highest (``which`` = "max") or lowest cell, or None."""
+        k = out[f"{which}_cell_pack"]
+        return f"{self.topo.ids[k]} C{out[f'{which}_cell_index'] + 1}" if k >= 0 else None
+
+    def sensor_id(self, out: Mapping[str, Any], which: str) -> str | None:
+        """Id "port:addr T2" of the hottest (``which`` = "max") or coldest sensor, or None."""
+        k = out[f"{which}_temperature_pack"]
+        return f"{self.topo.ids[k]} T{out[f'{which}_temperature_index'] + 1}" if k >= 0 else None
+
+    def summary(self, out: Mapping[str, Any]) -> dict[str, Any]:
+        """The result as plain JSON-able values: None for unknowns, reasons in words."""
+        return {
+            "t": out["t"],
+            "cvl": out["cvl"],
+            "ccl": out["ccl"],
+            "dcl": out["dcl"],
+            "charge_state": out["charge_state"],
+            "online": out["online"],
+            "offline": out["offline"],
+            "waiting": out["waiting"],
+            "blocking_charge": out["blocking_charge"],
+            "blocking_discharge": out["blocking_discharge"],
+            "soc": finite(out["soc"]),
+            "voltage": finite(out["voltage"]),
+            "current": finite(out["current"]),
+            "max_cell_voltage": finite(out["max_cell_voltage"]),
+            "max_cell_id": self.cell_id(out, "max"),
+            "min_cell_voltage": finite(out["min_cell_voltage"]),
+            "min_cell_id": self.cell_id(out, "min"),
+            "days_since_full": days(out["since_full"]),
+            "full_charge_due": out["full_due"],
+            "time_to_go": finite(out["time_to_go"]),
+            "reasons": self.reasons(out),
+        }
+
+
+def days(seconds: float) -> float | None:
+    """Seconds as days, or None when unknown."""
+    return None if not math.isfinite(seconds) else seconds / 86400.0
