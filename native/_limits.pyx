@@ -96,6 +96,7 @@ cdef class Engine:
     cdef Why cvl_why
     cdef bint was_unseen  # some pack was unseen at the previous cycle
     cdef double cvl_before  # CVL when the bank last lost sight of a pack
+    cdef double seen_since  # since when every pack reports again (NaN: some pack unseen)
     cdef double ovp_until
     cdef readonly double ccl
     cdef readonly double dcl
@@ -223,6 +224,7 @@ cdef class Engine:
         self.cvl_why = reason(R_NO_CELLS, -1, -1, NAN, 0.0)
         self.was_unseen = True
         self.cvl_before = NAN
+        self.seen_since = NAN
         self.ovp_until = -INF
         self.ccl = NAN
         self.dcl = NAN
@@ -547,13 +549,23 @@ cdef class Engine:
         """CVL once every pack reports again: back where it was before (never above target).
 
         The conservative cap while a pack was unseen holds a full bank below its own voltage and
-        drains it into the grid; ramping up from there would go on draining for many minutes.
+        drains it into the grid; ramping up from there would go on draining for many minutes. Only
+        once every pack has reported for ``cvl_interval`` (at once for the first full view after
+        start), so a pack that keeps dropping out leaves CVL capped instead of swinging with it.
         """
         cdef double cvl = self.cvl, back
         if unseen:
             if not self.was_unseen:
                 self.cvl_before = cvl
-        elif self.was_unseen and cvl == cvl:
+            self.was_unseen = True
+            self.seen_since = NAN
+            return cvl
+        if not self.was_unseen or cvl != cvl:
+            self.was_unseen = False
+            return cvl
+        if self.seen_since != self.seen_since:
+            self.seen_since = t
+        if self.cvl_before != self.cvl_before or t - self.seen_since >= self.cvl_interval:
             if self.cvl_before != self.cvl_before:
                 back = target
             else:
@@ -564,7 +576,7 @@ cdef class Engine:
                 cvl = self.cvl = back
                 self.cvl_changed = t
                 self.cvl_why = why if back == target else reason(R_RESUME, -1, -1, NAN, back)
-        self.was_unseen = unseen
+            self.was_unseen = False
         return cvl
 
     cdef int _currents(

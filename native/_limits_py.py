@@ -112,6 +112,7 @@ class Engine:
         self.cvl_why: tuple = reason("no_cells", -1, -1, NAN, 0.0)
         self.was_unseen = True  #: some pack was unseen at the previous cycle
         self.cvl_before = NAN  #: CVL when the bank last lost sight of a pack
+        self.seen_since = NAN  #: since when every pack reports again (NaN: some pack unseen)
         self.ovp_until = -INF
         self.ccl = NAN
         self.dcl = NAN
@@ -373,19 +374,39 @@ class Engine:
         """CVL once every pack reports again: back where it was before (never above target).
 
         The conservative cap while a pack was unseen holds a full bank below its own voltage and
-        drains it into the grid; ramping up from there would go on draining for many minutes.
+        drains it into the grid; ramping up from there would go on draining for many minutes. Only
+        once every pack has reported for ``cvl_interval`` (at once for the first full view after
+        start), so a pack that keeps dropping out leaves CVL capped instead of swinging with it.
         """
         cvl = self.cvl
         if unseen:
             if not self.was_unseen:
                 self.cvl_before = cvl
-        elif self.was_unseen and cvl == cvl:
+            self.was_unseen = True
+            self.seen_since = NAN
+            return cvl
+        if not self.was_unseen or cvl != cvl:
+            self.was_unseen = False
+            return cvl
+        if self.seen_since != self.seen_since:
+            self.seen_since = t
+        if self.cvl_before != self.cvl_before or t - self.seen_since >= self.cvl_interval:
             back = target if self.cvl_before != self.cvl_before else min(self.cvl_before, target)
             if back > cvl:
                 cvl = self.cvl = back
                 self.cvl_changed = t
                 self.cvl_why = why if back == target else reason("resume", -1, -1, NAN, back)
-        self.was_unseen = unseen
+            self.was_unseen = False
+        return cvl
+        if self.seen_since != self.seen_since:
+            self.seen_since = t
+        if self.cvl_before != self.cvl_before or t - self.seen_since >= self.cvl_interval:
+            back = target if self.cvl_before != self.cvl_before else min(self.cvl_before, target)
+            if back > cvl:
+                cvl = self.cvl = back
+                self.cvl_changed = t
+                self.cvl_why = why if back == target else reason("resume", -1, -1, NAN, back)
+            self.was_unseen = False
         return cvl
 
     def _currents(self, t: float, dt: float, bank: dict, packs: list) -> tuple:

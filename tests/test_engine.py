@@ -263,10 +263,12 @@ def test_unseen_pack_caps_cvl_blocks_absorption_and_rejoins_without_a_drop():
     assert e.reasons(out)["cvl"].startswith("a:3 unseen")
     out = cycle(e, 40.0, packs=["a:1", "a:2"], cells=[3.445] * 16, current=5.0)
     assert out["charge_state"] == "bulk" and out["cvl"] == pytest.approx(FLOAT_CVL)
-    out = cycle(e, 41.0, current=20.0)  # a:3 is back: where CVL was before the loss, at once
+    for t in range(41, 61):  # a:3 is back; once it has stayed for cvl_interval ...
+        assert cycle(e, float(t), current=20.0)["cvl"] <= FLOAT_CVL + STEP + 1e-9
+    out = cycle(e, 61.0, current=20.0)  # ... CVL is back where it was before the loss, at once
     assert out["cvl"] == pytest.approx(BULK_CVL) and out["charge_state"] == "bulk"
     assert e.reasons(out)["cvl"] == "bulk: 16 cells x 3.450 V = 55.20 V"
-    values = [cycle(e, float(t), current=20.0)["cvl"] for t in range(42, 200)]
+    values = [cycle(e, float(t), current=20.0)["cvl"] for t in range(62, 200)]
     assert all(v == BULK_CVL for v in values)
 
 
@@ -407,6 +409,20 @@ def test_rejoin_restores_a_cvl_that_was_cut_before_the_loss():
     for t in range(1, 13):
         out = cycle(e, float(t), packs=["a:1"], cells=cells(3.43, rest=3.40), current=1.0)
     assert out["unseen"] and out["cvl"] == pytest.approx(min(cut, FLOAT_CVL))
-    out = cycle(e, 13.0, cells=cells(3.43, rest=3.40), current=1.0)
+    for t in range(13, 33):  # everyone reports again, for cvl_interval
+        out = cycle(e, float(t), cells=cells(3.43, rest=3.40), current=1.0)
+        assert out["cvl"] == pytest.approx(min(cut, FLOAT_CVL)), t
+    out = cycle(e, 33.0, cells=cells(3.43, rest=3.40), current=1.0)
     assert out["cvl"] == pytest.approx(cut)  # not the bulk target: the cell was high before
     assert e.reasons(out)["cvl"] == f"every pack reports again: back to {cut:.2f} V"
+
+
+def test_a_pack_that_keeps_dropping_out_leaves_cvl_capped():
+    e = make(stale_after=5.0)
+    cycle(e, 0.0)
+    values = []
+    for t in range(1, 120):
+        flaky = ["a:1"] if t % 12 < 6 else ["a:1", "a:2"]  # a:2 silent 6 s of every 12
+        values.append(cycle(e, float(t), packs=flaky)["cvl"])
+    assert values[15] == BULK_CVL and values[16] == pytest.approx(FLOAT_CVL)  # unseen at 17 s
+    assert max(values[16:]) <= FLOAT_CVL + 3 * STEP  # capped: no swinging with the link

@@ -189,3 +189,14 @@ def test_safe_bank_does_not_touch_the_last_bank(config):
     bank = make_bank()
     paths.safe_bank(bank, config, "stale")
     assert bank["ccl"] == 100.0 and bank["alarms"]["bms_cable"] == 0
+
+
+def test_charge_state_time_to_go_and_time_since_full(config):
+    v = paths.dbus_values(
+        make_bank(charge_state="absorption", time_to_go=7199.6, days_since_full=1.5), config
+    )
+    assert v["/Info/ChargeMode"] == "Absorption"
+    assert v["/TimeToGo"] == 7200.0
+    assert v["/History/TimeSinceLastFullCharge"] == 1.5 * 86400
+    v = paths.dbus_values(make_bank(time_to_go=None, days_since_full=None), config)
+    assert v["/TimeToGo"] is None and v["/History/TimeSinceLastFullCharge"] is None

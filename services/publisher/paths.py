@@ -103,6 +103,10 @@ def static_values(config: Config) -> dict[str, Any]:
     }
 
 
+def _seconds(days: Any) -> float | None:
+    return days * 86400.0 if isinstance(days, (int, float)) and not isinstance(days, bool) else None
+
+
 def _measurements(bank: Mapping[str, Any]) -> dict[str, Any]:
     remaining = _round(bank.get("remaining"), 1)
     consumed = _round(bank.get("consumed"), 1)
@@ -112,6 +116,7 @@ def _measurements(bank: Mapping[str, Any]) -> dict[str, Any]:
         "/Dc/0/Power": _round(bank.get("power"), 0),
         "/Dc/0/Temperature": _round(bank.get("temperature"), 1),
         "/Soc": _round(bank.get("soc"), 1),
+        "/TimeToGo": _round(bank.get("time_to_go"), 0),
         "/Capacity": remaining,
         "/ConsumedAmphours": None if consumed is None else 0.0 - consumed,
         "/System/MinCellVoltage": _round(bank.get("min_cell_voltage"), 3),
@@ -138,6 +143,7 @@ def _limits(bank: Mapping[str, Any]) -> dict[str, Any]:
         "/Info/ChargeLimitation": _text(reasons.get("ccl")),
         "/Info/DischargeLimitation": _text(reasons.get("dcl")),
         "/Info/ChargeVoltageLimitation": _text(reasons.get("cvl")),
+        "/Info/ChargeMode": _text(bank.get("charge_state")) and str(bank["charge_state"]).title(),
         "/Io/AllowToCharge": 1 if bank.get("allow_charge") else 0,
         "/Io/AllowToDischarge": 1 if bank.get("allow_discharge") else 0,
     }
@@ -147,6 +153,7 @@ def _system(bank: Mapping[str, Any]) -> dict[str, Any]:
     cells = _count(bank.get("cells_per_pack"))
     return {
         "/InstalledCapacity": _round(bank.get("installed_capacity"), 1),
+        "/History/TimeSinceLastFullCharge": _round(_seconds(bank.get("days_since_full")), 0),
         "/System/NrOfCellsPerBattery": cells or None,  # 0 = not reported yet
         "/System/NrOfModulesOnline": _count(bank.get("online")),
         "/System/NrOfModulesOffline": _count(bank.get("offline")),
