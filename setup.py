@@ -35,7 +35,7 @@ EXTENSIONS = [
     Extension(
         "bmsbank.native._limits",
         ["native/_limits.pyx"],
-        depends=["native/_packs.pxi"],
+        depends=["native/_structs.pxi", "native/_packs.pxi", "native/_charge.pxi"],
         extra_compile_args=COMPILE_ARGS,
     ),
 ]

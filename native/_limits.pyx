@@ -1,68 +1,23 @@
 # cython: language_level=3
 """Compiled bank limits engine: same API and results as :mod:`bmsbank.native._limits_py`.
 
-A line-by-line port of the twin (``_packs_py.py`` -> ``_packs.pxi``, ``_limits_py.py`` -> here): same
-names in the same order, the twin's lists and dicts as C structs, every floating-point operation the
-twin's in the twin's order, so each step's output equals the twin's to the last bit (see the
-equivalence tests). Time ``t`` and ``seen`` are taken as floats. Port twin changes here.
+A line-by-line port of the twins (``_packs_py.py`` -> ``_packs.pxi``, ``_charge_py.py`` ->
+``_charge.pxi``, ``_limits_py.py`` -> here, the Engine): same names in the same order, the twin's
+lists and dicts as the C structs of ``_structs.pxi``, every floating-point operation the twin's in
+the twin's order, so each step's output equals the twin's to the last bit (see the equivalence
+tests). Time ``t`` and ``seen`` are taken as floats. Port twin changes here.
 """
 
-from bmsbank.native._limits_py import (
-    ABSORPTION,
-    BULK,
-    CHARGE_STATES,
-    FLOAT,
-    RULES,
-)
+from bmsbank.native._limits_py import RULES
 
+include "_structs.pxi"
 include "_packs.pxi"
+include "_charge.pxi"
 
 IMPLEMENTATION = "cython"
 
 if not set(RULE_NAMES) <= set(RULES):  # a rule renamed in the twin and not here
     raise ImportError(f"_limits: rules {set(RULE_NAMES) - set(RULES)} are not in the twin's RULES")
-
-cdef double ABSORPTION_ENTRY = 0.010  # V per cell below the target at which the bank counts as at voltage
-cdef double OVP_MIN_CURRENT = 1.0  # A; below it the bank is not charging and a CVL cut would only drain it
-cdef double DAY = 86400.0
-
-# builtin sum() of floats: plain left-to-right adds up to 3.11, compensated from 3.12; the twin sums
-# with it, so the port adds as it does (plain in C, else through sum() itself)
-cdef bint PLAIN_SUM = sum([0.1] * 10) != 1.0
-
-
-cdef double _fsum(double* xs, Py_ssize_t n) except? -1.0:
-    """``sum()`` of ``n`` floats, added exactly as the builtin adds them."""
-    cdef Py_ssize_t i
-    cdef double s = 0.0
-    if PLAIN_SUM:
-        for i in range(n):
-            s += xs[i]
-        return s
-    return sum([xs[i] for i in range(n)])
-
-
-cdef inline double _fdiv(double a, double b) except? -1.0:
-    """``a / b`` with Python's ZeroDivisionError (cdivision is on)."""
-    if b == 0.0:
-        raise ZeroDivisionError("float division by zero")
-    return a / b
-
-
-cdef struct Bank:
-    # the twin's bank dict: joined and complete rows (as string indexes into rows), waiting packs
-    Row* rows
-    Py_ssize_t* joined
-    Py_ssize_t n_joined
-    Py_ssize_t* complete
-    Py_ssize_t n_complete
-    Py_ssize_t waiting
-    bint mismatch
-
-
-# which row figure a sum over the joined rows adds
-cdef enum:
-    F_CAPACITY, F_CURRENT, F_VOLTAGE, F_POWER, F_SOC, F_SOC_CAPACITY
 
 
 cdef class Engine:
@@ -77,34 +32,22 @@ cdef class Engine:
     cdef Py_ssize_t* string_of  # per pack, the first string it is in (-1 = none)
     cdef Py_ssize_t* cells_cfg
     cdef double* caps_cfg
-    cdef double stale_after, v_max, v_float, v_min, v_offline, v_reset, reset_every, full_every
-    cdef double absorption_time, absorption_limit, absorption_spread, rebulk_soc, rebulk_spread
-    cdef double cvl_interval, cvl_ramp, ovp_hold, ovp_release, current_hold, current_ramp
-    cdef double rejoin_window, safe_ccl, safe_dcl
+    cdef double stale_after
+    cdef readonly ChargeControl charge  # the charge side: its parameters and state
+    cdef double current_hold, current_ramp, rejoin_window, safe_ccl, safe_dcl
     cdef bint by_capacity, coulomb
     cdef double avg_time
     cdef double* soc_points
     cdef Py_ssize_t n_points
     # what survives between cycles
     cdef readonly double t
-    cdef readonly str state
-    cdef double state_since
-    cdef bint reset_active
     cdef readonly Py_ssize_t cells
-    cdef readonly double cvl
-    cdef double cvl_changed
-    cdef Why cvl_why
-    cdef bint was_unseen  # some pack was unseen at the previous cycle
-    cdef double cvl_before  # CVL when the bank last lost sight of a pack
-    cdef double seen_since  # since when every pack reports again (NaN: some pack unseen)
-    cdef double ovp_until
     cdef readonly double ccl
     cdef readonly double dcl
     cdef double ccl_until, dcl_until
     cdef Why ccl_cut, dcl_cut
     cdef bint* joined
-    cdef double* last_full
-    cdef double last_reset, cc_soc, current_avg
+    cdef double cc_soc, current_avg
     # one cycle's scratch: the twin's packs list (online[k] False = None) and bank dict
     cdef Pack* packs
     cdef bint* online
@@ -127,7 +70,6 @@ cdef class Engine:
         free(self.caps_cfg)
         free(self.soc_points)
         free(self.joined)
-        free(self.last_full)
         free(self.packs)
         free(self.online)
         free(self.bank.rows)
@@ -135,7 +77,7 @@ cdef class Engine:
         free(self.bank.complete)
         free(self.tmp)
         self.members = self.start = self.count = self.string_of = self.cells_cfg = NULL
-        self.caps_cfg = self.soc_points = self.last_full = self.tmp = NULL
+        self.caps_cfg = self.soc_points = self.tmp = NULL
         self.joined = self.online = NULL
         self.packs = NULL
         self.bank.rows = NULL
@@ -153,14 +95,54 @@ cdef class Engine:
         Raises:
             IndexError: a string names a pack outside ``cells`` (the twin fails in ``step``).
         """
-        cdef Py_ssize_t i, j, k, m, n, ns, n_points
+        cdef Py_ssize_t i, n, ns, n_points
         p = params
         self._release()  # set up again: sizes are set last, once every array is there
         self.rules = PackRules(p)
         n = len(cells)
         strings = [list(s) for s in strings]
         ns = len(strings)
-        m = sum(len(s) for s in strings)
+        self._layout(strings, cells, capacities)
+        self.stale_after = float(p["stale_after"])
+        self.charge = ChargeControl(p, n)  # the charge side: its parameters and state
+        self.current_hold = float(p["current_hold"])
+        self.current_ramp = float(p["current_ramp"])
+        self.rejoin_window = float(p["rejoin_window"])
+        self.safe_ccl = float(p["safe_ccl"])
+        self.safe_dcl = float(p["safe_dcl"])
+        self.by_capacity = bool(p["share_by_capacity"])
+        self.coulomb = bool(p["coulomb_counting"])
+        self.avg_time = float(p["current_average_time"])
+        soc_points = [float(x) for x in p["time_to_soc"]]
+        n_points = len(soc_points)
+        self.soc_points = <double*>_alloc(n_points, sizeof(double))
+        for i in range(n_points):
+            self.soc_points[i] = soc_points[i]
+        # what survives between cycles
+        self.t = NAN
+        self.cells = configured_cells(self.members, self.start, self.count, ns, self.cells_cfg)
+        self.ccl = NAN
+        self.dcl = NAN
+        self.ccl_until = -INF
+        self.dcl_until = -INF
+        self.ccl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
+        self.dcl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
+        self.joined = <bint*>_alloc(ns, sizeof(bint))
+        self.cc_soc = NAN
+        self.current_avg = NAN
+        # one cycle's scratch
+        self.packs = <Pack*>_alloc(n, sizeof(Pack))
+        self.online = <bint*>_alloc(n, sizeof(bint))
+        self.bank.rows = <Row*>_alloc(ns, sizeof(Row))
+        self.bank.joined = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
+        self.bank.complete = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
+        self.tmp = <double*>_alloc(ns, sizeof(double))
+        self.n, self.ns, self.n_points = n, ns, n_points
+
+    cdef int _layout(self, list strings, object cells, object capacities) except -1:
+        """The twin's strings, cells_cfg and caps_cfg as C arrays (and string_of, per pack)."""
+        cdef Py_ssize_t i, j, k, n = len(cells), ns = len(strings)
+        cdef Py_ssize_t m = sum(len(s) for s in strings)
         self.members = <Py_ssize_t*>_alloc(m, sizeof(Py_ssize_t))
         self.start = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
         self.count = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
@@ -183,72 +165,76 @@ cdef class Engine:
         for k in range(n):
             self.cells_cfg[k] = int(cells[k])
             self.caps_cfg[k] = float(capacities[k])
-        self.stale_after = float(p["stale_after"])
-        self.v_max = float(p["cell_charge_voltage"])
-        self.v_float = float(p["cell_float_voltage"])
-        self.v_min = float(p["cell_low_voltage"])
-        self.v_offline = float(p["offline_cell_voltage"])
-        self.v_reset = float(p["soc_reset_voltage"])
-        self.reset_every = float(p["soc_reset_days"]) * DAY
-        self.full_every = float(p["full_charge_days"]) * DAY
-        self.absorption_time = float(p["absorption_time"])
-        self.absorption_limit = float(p["absorption_limit"])
-        self.absorption_spread = float(p["absorption_spread"])
-        self.rebulk_soc = float(p["rebulk_soc"])
-        self.rebulk_spread = float(p["rebulk_spread"])
-        self.cvl_interval = float(p["cvl_interval"])
-        self.cvl_ramp = float(p["cvl_ramp"]) * float(p["cvl_interval"]) / 60.0  # V/cell per step
-        self.ovp_hold = float(p["ovp_hold"])
-        self.ovp_release = float(p["ovp_release"])
-        self.current_hold = float(p["current_hold"])
-        self.current_ramp = float(p["current_ramp"])
-        self.rejoin_window = float(p["rejoin_window"])
-        self.safe_ccl = float(p["safe_ccl"])
-        self.safe_dcl = float(p["safe_dcl"])
-        self.by_capacity = bool(p["share_by_capacity"])
-        self.coulomb = bool(p["coulomb_counting"])
-        self.avg_time = float(p["current_average_time"])
-        soc_points = [float(x) for x in p["time_to_soc"]]
-        n_points = len(soc_points)
-        self.soc_points = <double*>_alloc(n_points, sizeof(double))
-        for i in range(n_points):
-            self.soc_points[i] = soc_points[i]
-        # what survives between cycles
-        self.t = NAN
-        self.state = BULK
-        self.state_since = NAN
-        self.reset_active = False
-        self.cells = configured_cells(self.members, self.start, self.count, ns, self.cells_cfg)
-        self.cvl = NAN
-        self.cvl_changed = NAN
-        self.cvl_why = reason(R_NO_CELLS, -1, -1, NAN, 0.0)
-        self.was_unseen = True
-        self.cvl_before = NAN
-        self.seen_since = NAN
-        self.ovp_until = -INF
-        self.ccl = NAN
-        self.dcl = NAN
-        self.ccl_until = -INF
-        self.dcl_until = -INF
-        self.ccl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
-        self.dcl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
-        self.joined = <bint*>_alloc(ns, sizeof(bint))
-        self.last_full = <double*>_alloc(n, sizeof(double))
-        for k in range(n):
-            self.last_full[k] = NAN
-        self.last_reset = NAN
-        self.cc_soc = NAN
-        self.current_avg = NAN
-        # one cycle's scratch
-        self.packs = <Pack*>_alloc(n, sizeof(Pack))
-        self.online = <bint*>_alloc(n, sizeof(bint))
-        self.bank.rows = <Row*>_alloc(ns, sizeof(Row))
-        self.bank.joined = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
-        self.bank.complete = <Py_ssize_t*>_alloc(ns, sizeof(Py_ssize_t))
-        self.tmp = <double*>_alloc(ns, sizeof(double))
-        self.n, self.ns, self.n_points = n, ns, n_points
+        return 0
+
+    @property
+    def state(self):
+        """The charge state (one of ``CHARGE_STATES``)."""
+        return self.charge.state
+
+    @property
+    def cvl(self):
+        """The charge voltage limit [V] (NaN before the first)."""
+        return self.charge.cvl
 
     # ---- per pack -----------------------------------------------------------------------------
+
+    cdef Py_ssize_t _evaluate(
+        self, double t, object states, object seen, double limit, Py_ssize_t* first_unseen
+    ) except -1:
+        """Limits and figures of every pack online into ``packs`` (online[k] False for the others).
+
+        Returns the packs online; ``first_unseen`` becomes the first pack not online (-1 = none).
+        """
+        cdef Py_ssize_t k, online = 0
+        cdef double when
+        cdef object s, when_obj
+        first_unseen[0] = -1
+        for k in range(self.n):
+            s = states[k]
+            when_obj = seen[k]
+            self.online[k] = False
+            if s is not None:
+                when = float(when_obj)
+                if when == when and t - when <= self.stale_after:
+                    self.rules._evaluate(k, s, limit, &self.packs[k])
+                    self.online[k] = True
+                    online += 1
+                    continue
+            if first_unseen[0] < 0:
+                first_unseen[0] = k
+        return online
+
+    cdef list _pack_rows(self, double t):
+        """Per pack [online, joined, ccl, ccl_why, dcl, dcl_why, since full [s]]."""
+        cdef Py_ssize_t k
+        cdef Pack* q
+        cdef list packs = [None] * self.n
+        for k in range(self.n):
+            q = &self.packs[k]
+            if self.online[k]:
+                packs[k] = [
+                    True, self._joined_pack(k), q.ccl, _why(q.ccl_why), q.dcl, _why(q.dcl_why),
+                    t - self.charge.last_full[k],
+                ]
+            else:
+                packs[k] = [
+                    False, False, 0.0, _why(reason(R_NO_PACK, k, -1, NAN, 0.0)), 0.0,
+                    _why(reason(R_NO_PACK, k, -1, NAN, 0.0)), t - self.charge.last_full[k],
+                ]
+        return packs
+
+    cdef bint _joined_pack(self, Py_ssize_t k) noexcept:
+        cdef Py_ssize_t i = self.string_of[k]
+        return self.joined[i] if i >= 0 else False
+
+    cdef Py_ssize_t _blocking(self, bint charge) noexcept:
+        """The twin's ``sum(1 for q in packs if q is not None and q[0 or 2] <= 0.0)``."""
+        cdef Py_ssize_t k, blocking = 0
+        for k in range(self.n):
+            if self.online[k] and (self.packs[k].ccl if charge else self.packs[k].dcl) <= 0.0:
+                blocking += 1
+        return blocking
 
     # ---- per cycle ----------------------------------------------------------------------------
 
@@ -263,96 +249,52 @@ cdef class Engine:
         Returns:
             dict: see the twin.
         """
-        cdef Py_ssize_t n, k, online, first_unseen, blocking_charge, blocking_discharge
-        cdef double dt, limit, when, ccl = NAN, dcl = NAN
+        cdef Py_ssize_t n, online, first_unseen = -1  # first_unseen: set by _evaluate
+        cdef double dt, limit, soc, ccl = NAN, dcl = NAN
+        cdef bint unseen
         cdef Why cvl_why, ccl_why, dcl_why
-        cdef Pack* q
-        cdef object s, when_obj
         cdef dict out
-        cdef list packs
         dt = t - self.t if self.t == self.t else 0.0
         if dt < 0.0:
             dt = 0.0
         self.t = t
         n = self.n
-        limit = self.v_max  # cell voltage the over-voltage cut holds the highest cell to
-        if self.v_reset > 0.0 and (
-            self.reset_active or self.cvl > self.cells * self.v_max + 1e-9
-        ):  # a SoC-reset cycle, and the ramp back down after it
-            limit = self.v_reset
-        online = 0
-        first_unseen = -1
-        for k in range(n):
-            s = states[k]
-            when_obj = seen[k]
-            self.online[k] = False
-            if s is not None:
-                when = float(when_obj)
-                if when == when and t - when <= self.stale_after:
-                    self.rules._evaluate(k, s, limit, &self.packs[k])
-                    self.online[k] = True
-                    online += 1
-                    continue
-            if first_unseen < 0:
-                first_unseen = k
+        limit = self.charge.limit(self.cells)  # cell voltage the over-voltage cut holds cells to
+        online = self._evaluate(t, states, seen, limit, &first_unseen)
         self._strings(states)
-        self._state_machine(t, first_unseen >= 0)
-        cvl_why = self._charge_voltage(t, limit, first_unseen)
+        soc = self._bank_soc()
+        unseen = first_unseen >= 0
+        if self.charge.state_machine(t, &self.bank, self.cells, unseen, soc, self.members,
+                                     self.start, self.count, self.ns, self.joined):
+            self._full()
+        cvl_why = self.charge.charge_voltage(t, &self.bank, self.cells, limit, first_unseen)
         self._currents(t, dt, &ccl, &ccl_why, &dcl, &dcl_why)
         self._soc(dt)
         out = extremes(self.packs, self.online, n)
-        blocking_charge = blocking_discharge = 0
-        for k in range(n):
-            if self.online[k] and self.packs[k].ccl <= 0.0:
-                blocking_charge += 1
-            if self.online[k] and self.packs[k].dcl <= 0.0:
-                blocking_discharge += 1
         out.update(
             t=t,
-            cvl=self.cvl if self.cvl == self.cvl else 0.0,
+            cvl=self.charge.cvl if self.charge.cvl == self.charge.cvl else 0.0,
             ccl=ccl,
             dcl=dcl,
-            charge_state=self.state,
-            reasons={
-                "cvl": _why(cvl_why),
-                "ccl": _why(ccl_why),
-                "dcl": _why(dcl_why),
-                "ccl_cut": _why(self.ccl_cut),
-                "dcl_cut": _why(self.dcl_cut),
-            },
+            charge_state=self.charge.state,
+            reasons={"cvl": _why(cvl_why), "ccl": _why(ccl_why), "dcl": _why(dcl_why),
+                     "ccl_cut": _why(self.ccl_cut), "dcl_cut": _why(self.dcl_cut)},
             online=online,
             offline=n - online,
             waiting=self.bank.waiting,
-            unseen=first_unseen >= 0,
-            blocking_charge=blocking_charge,
-            blocking_discharge=blocking_discharge,
+            unseen=unseen,
+            blocking_charge=self._blocking(True),
+            blocking_discharge=self._blocking(False),
             cells=self.cells,
             **self._measurements(),
         )
-        packs = [None] * n
-        for k in range(n):
-            q = &self.packs[k]
-            if self.online[k]:
-                packs[k] = [
-                    True, self._joined_pack(k), q.ccl, _why(q.ccl_why), q.dcl, _why(q.dcl_why),
-                    t - self.last_full[k],
-                ]
-            else:
-                packs[k] = [
-                    False, False, 0.0, _why(reason(R_NO_PACK, k, -1, NAN, 0.0)), 0.0,
-                    _why(reason(R_NO_PACK, k, -1, NAN, 0.0)), t - self.last_full[k],
-                ]
-        out["packs"] = packs
+        out["packs"] = self._pack_rows(t)
         return out
-
-    cdef bint _joined_pack(self, Py_ssize_t k) noexcept:
-        cdef Py_ssize_t i = self.string_of[k]
-        return self.joined[i] if i >= 0 else False
 
     cdef int _strings(self, object states) except -1:
         """Series sums per string, rejoin checks, and the parallel combination of joined strings."""
-        cdef Py_ssize_t i, j, waiting, lo, hi
-        cdef double ref_sum, window
+        cdef Py_ssize_t i, j, lo, hi
+        cdef double ref_sum
         cdef Py_ssize_t ref_n
         cdef bint complete
         cdef Row* rows = self.bank.rows
@@ -379,24 +321,13 @@ cdef class Engine:
                 self.bank.n_complete += 1
             else:
                 self.joined[i] = False
-        waiting = 0
-        for j in range(self.bank.n_complete):
-            i = self.bank.complete[j]
-            row = &rows[i]
-            if self.joined[i]:
-                continue
-            window = self.rejoin_window * row.cells
-            if ref_n == 0 or fabs(row.voltage - ref_sum / ref_n) <= window:
-                self.joined[i] = True
-            else:
-                waiting += self.count[i]
+        self.bank.waiting = self._rejoin(ref_sum, ref_n)
         self.bank.n_joined = 0
         for j in range(self.bank.n_complete):
             i = self.bank.complete[j]
             if self.joined[i]:
                 self.bank.joined[self.bank.n_joined] = i
                 self.bank.n_joined += 1
-        self.bank.waiting = waiting
         self.bank.mismatch = False
         if self.bank.n_complete:
             lo = hi = rows[self.bank.complete[0]].cells
@@ -410,186 +341,39 @@ cdef class Engine:
             self.bank.mismatch = lo != hi
         return 0
 
-    cdef int _state_machine(self, double t, bint unseen) except -1:
-        """Bulk -> absorption -> float -> bulk."""
-        cdef Py_ssize_t j
-        cdef double target, gap, since, soc
-        cdef bint at_voltage
+    cdef Py_ssize_t _rejoin(self, double ref_sum, Py_ssize_t ref_n) noexcept:
+        """Join each complete string within the rejoin window of the joined ones' mean voltage.
+
+        Returns the packs in the strings left waiting.
+        """
+        cdef Py_ssize_t i, j, waiting = 0
+        cdef double window
         cdef Row* row
-        if self.cells == 0:
-            return 0
-        if self.state_since != self.state_since:
-            self.state_since = t
-        target = self.v_reset if self.reset_active else self.v_max
-        at_voltage = False
-        for j in range(self.bank.n_joined):
-            row = &self.bank.rows[self.bank.joined[j]]
-            if _fdiv(row.cell_sum, row.cells) >= target - ABSORPTION_ENTRY or row.max_cell >= target:
-                at_voltage = True
-                break
-        gap = spread(self.bank.rows, self.bank.joined, self.bank.n_joined)
-        since = t - self.state_since
-        if self.state == BULK:
-            self.reset_active = self._reset_due(t)
-            if at_voltage and not unseen:
-                self._enter(ABSORPTION, t)
-        elif self.state == ABSORPTION:
-            if unseen:
-                self._enter(BULK, t)
-            elif self.reset_active and at_voltage:
-                self.reset_active = False
-                self.last_reset = t
-            elif (since >= self.absorption_time and gap <= self.absorption_spread) or (
-                since >= self.absorption_limit
-            ):
-                self._full(t)
-                self._enter(FLOAT, t)
-        elif self.state == FLOAT:
-            soc = self._bank_soc()
-            if (soc == soc and soc < self.rebulk_soc) or gap >= self.rebulk_spread:
-                self._enter(BULK, t)
-            elif self._full_due(t) or self._reset_due(t):
-                self._enter(BULK, t)
-        return 0
-
-    cdef void _enter(self, str state, double t) noexcept:
-        self.state = state
-        self.state_since = t
-
-    cdef void _full(self, double t) noexcept:
-        """A full charge: every pack of a joined string is full; resynchronise the counter."""
-        cdef Py_ssize_t i, j
-        for i in range(self.ns):
+        for j in range(self.bank.n_complete):
+            i = self.bank.complete[j]
+            row = &self.bank.rows[i]
             if self.joined[i]:
-                for j in range(self.start[i], self.start[i] + self.count[i]):
-                    self.last_full[self.members[j]] = t
+                continue
+            window = self.rejoin_window * row.cells
+            if ref_n == 0 or fabs(row.voltage - ref_sum / ref_n) <= window:
+                self.joined[i] = True
+            else:
+                waiting += self.count[i]
+        return waiting
+
+    cdef void _full(self) noexcept:
+        """A full charge (``self.charge`` says when): resynchronise the counter."""
         if self.coulomb and self.bank.n_joined:
             self.cc_soc = 100.0
-
-    cdef bint _full_due(self, double t) noexcept:
-        cdef Py_ssize_t k
-        cdef double when
-        for k in range(self.n):
-            when = self.last_full[k]
-            if when != when or t - when >= self.full_every:
-                return True
-        return False
-
-    cdef bint _reset_due(self, double t) noexcept:
-        if self.v_reset <= 0.0:
-            return False
-        return self.last_reset != self.last_reset or t - self.last_reset >= self.reset_every
-
-    cdef Why _charge_voltage(self, double t, double limit, Py_ssize_t unseen) noexcept:
-        """CVL: state target, cut at once to protect cells, otherwise changed slowly."""
-        cdef Py_ssize_t n = self.cells, j
-        cdef double per_cell, target, ceiling, high, cand, cvl, step
-        cdef Why why, ceiling_why
-        cdef Row* row
-        if n == 0:  # no CVL yet (0 V on the output); the first real one is set at once
-            self.cvl_why = reason(R_NO_CELLS, -1, -1, NAN, 0.0)
-            return self.cvl_why
-        per_cell = self.v_float
-        if self.state != FLOAT:
-            per_cell = self.v_reset if self.reset_active else self.v_max
-        target = n * per_cell
-        why = reason(R_STATE, -1, -1, per_cell, target)
-        ceiling = INF  # protective limits: applied at once
-        ceiling_why = why
-        if unseen >= 0:
-            ceiling = n * self.v_offline
-            ceiling_why = reason(R_UNSEEN, unseen, -1, NAN, ceiling)
-        for j in range(self.bank.n_complete):
-            row = &self.bank.rows[self.bank.complete[j]]
-            if row.bms_cvl < ceiling:
-                ceiling = row.bms_cvl
-                ceiling_why = reason(R_BMS_CVL, row.bms_cvl_pack, -1, NAN, ceiling)
-        high = -INF
-        for j in range(self.bank.n_joined):
-            row = &self.bank.rows[self.bank.joined[j]]
-            if row.max_cell > high:
-                high = row.max_cell
-            if row.excess > 0.0:
-                self.ovp_until = t + self.ovp_hold
-                cand = row.cell_sum - row.excess
-                if cand < n * self.v_min:
-                    cand = n * self.v_min
-                if cand < ceiling and row.current > OVP_MIN_CURRENT:
-                    ceiling = cand
-                    ceiling_why = reason(
-                        R_CELL_OVER, row.max_pack, row.max_index, row.max_cell, cand
-                    )
-        if ceiling < target:
-            target, why = ceiling, ceiling_why
-        cvl = self._resume(t, target, why, unseen >= 0)
-        if cvl != cvl:
-            self.cvl, self.cvl_changed, self.cvl_why = target, t, why
-        elif cvl > ceiling:
-            self.cvl, self.cvl_changed, self.cvl_why = ceiling, t, ceiling_why
-        elif t - self.cvl_changed >= self.cvl_interval:
-            step = self.cvl_ramp * n
-            if target < cvl:
-                self.cvl = cvl - step if cvl - step > target else target
-                self.cvl_changed = t
-                self.cvl_why = _ramped(self.cvl, target, why)
-            elif target > cvl:
-                if unseen >= 0:  # cells nobody sees: never raise
-                    self.cvl_why = reason(R_UNSEEN, unseen, -1, NAN, self.cvl)
-                elif t >= self.ovp_until and high <= limit - self.ovp_release:
-                    self.cvl = cvl + step if cvl + step < target else target
-                    self.cvl_changed = t
-                    self.cvl_why = _ramped(self.cvl, target, why)
-                else:
-                    self.cvl_why = reason(R_HELD, -1, -1, high, target)
-            else:
-                self.cvl_why = why
-        return self.cvl_why
-
-    cdef double _resume(self, double t, double target, Why why, bint unseen) noexcept:
-        """CVL once every pack reports again: back where it was before (never above target).
-
-        The conservative cap while a pack was unseen holds a full bank below its own voltage and
-        drains it into the grid; ramping up from there would go on draining for many minutes. Only
-        once every pack has reported for ``cvl_interval`` (at once for the first full view after
-        start), so a pack that keeps dropping out leaves CVL capped instead of swinging with it.
-        """
-        cdef double cvl = self.cvl, back
-        if unseen:
-            if not self.was_unseen:
-                self.cvl_before = cvl
-            self.was_unseen = True
-            self.seen_since = NAN
-            return cvl
-        if not self.was_unseen or cvl != cvl:
-            self.was_unseen = False
-            return cvl
-        if self.seen_since != self.seen_since:
-            self.seen_since = t
-        if self.cvl_before != self.cvl_before or t - self.seen_since >= self.cvl_interval:
-            if self.cvl_before != self.cvl_before:
-                back = target
-            else:
-                back = self.cvl_before  # min(cvl_before, target): the first of equal values
-                if target < back:
-                    back = target
-            if back > cvl:
-                cvl = self.cvl = back
-                self.cvl_changed = t
-                self.cvl_why = why if back == target else reason(R_RESUME, -1, -1, NAN, back)
-            self.was_unseen = False
-        return cvl
 
     cdef int _currents(
         self, double t, double dt, double* ccl, Why* ccl_why, double* dcl, Why* dcl_why
     ) except -1:
         """CCL and DCL: shares of the joined strings, cuts at once, hold then ramp."""
-        cdef Py_ssize_t j, k, n_joined = self.bank.n_joined, npacks
-        cdef double total, share, raw_c, raw_d, rate
-        cdef bint by_cap
+        cdef Py_ssize_t j, npacks
+        cdef double raw_c = INF, raw_d = INF, rate  # raw_*: set by _shares
         cdef Why why, why_c, why_d
-        cdef Row* row
-        cdef Pack* q
-        if n_joined == 0:
+        if self.bank.n_joined == 0:
             why = reason(R_NO_PACK, -1, -1, NAN, 0.0)
             if self.ccl != self.ccl:  # never had limits: the first real ones apply at once
                 ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.safe_ccl, why, self.safe_dcl, why
@@ -600,35 +384,9 @@ cdef class Engine:
             self.ccl_cut = self.dcl_cut = why
             ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.ccl, why, self.dcl, why
             return 0
-        total = self._sum(F_CAPACITY)
-        # by capacity only when every string has a share (a capacity of ~0 Ah would underflow)
-        by_cap = self.by_capacity and total > 0.0
-        for j in range(n_joined):
-            if not by_cap:
-                break
-            if not _fdiv(self.bank.rows[self.bank.joined[j]].capacity, total) > 0.0:
-                by_cap = False
-        raw_c, why_c.rule = INF, R_NONE
-        raw_d, why_d.rule = INF, R_NONE
-        for j in range(n_joined):
-            row = &self.bank.rows[self.bank.joined[j]]
-            share = _fdiv(row.capacity, total) if by_cap else 1.0 / n_joined
-            if _fdiv(row.ccl, share) < raw_c:
-                raw_c = row.ccl / share
-                why_c = _shared(row.ccl_why, share)
-            if _fdiv(row.dcl, share) < raw_d:
-                raw_d = row.dcl / share
-                why_d = _shared(row.dcl_why, share)
-        for k in range(self.n):  # a waiting pack that blocks still blocks the bank
-            q = &self.packs[k]
-            if self.online[k] and q.ccl <= 0.0 and raw_c > 0.0:
-                raw_c, why_c = 0.0, q.ccl_why
-            if self.online[k] and q.dcl <= 0.0 and raw_d > 0.0:
-                raw_d, why_d = 0.0, q.dcl_why
-        if self.bank.mismatch:
-            raw_c, why_c = 0.0, reason(R_CELLS_MISMATCH, -1, -1, NAN, 0.0)
+        self._shares(&raw_c, &why_c, &raw_d, &why_d)
         npacks = 0
-        for j in range(n_joined):
+        for j in range(self.bank.n_joined):
             npacks += self.bank.rows[self.bank.joined[j]].packs
         rate = self.current_ramp * npacks * dt
         self.ccl = _follow(
@@ -638,6 +396,45 @@ cdef class Engine:
             self.dcl, raw_d, &why_d, t, &self.dcl_until, &self.dcl_cut, self.current_hold, rate
         )
         ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.ccl, why_c, self.dcl, why_d
+        return 0
+
+    cdef int _shares(self, double* raw_c, Why* why_c, double* raw_d, Why* why_d) except -1:
+        """The bank's CCL and DCL now, before hold and ramp: the joined strings' over their shares.
+
+        ``raw_c``, ``why_c``, ``raw_d``, ``why_d`` become the ccl, its reason, the dcl, its reason.
+        """
+        cdef Py_ssize_t j, k, n_joined = self.bank.n_joined
+        cdef double total, share
+        cdef bint by_cap
+        cdef Row* row
+        cdef Pack* q
+        total = self._sum(F_CAPACITY)
+        # by capacity only when every string has a share (a capacity of ~0 Ah would underflow)
+        by_cap = self.by_capacity and total > 0.0
+        for j in range(n_joined):
+            if not by_cap:
+                break
+            if not _fdiv(self.bank.rows[self.bank.joined[j]].capacity, total) > 0.0:
+                by_cap = False
+        raw_c[0], why_c.rule = INF, R_NONE
+        raw_d[0], why_d.rule = INF, R_NONE
+        for j in range(n_joined):
+            row = &self.bank.rows[self.bank.joined[j]]
+            share = _fdiv(row.capacity, total) if by_cap else 1.0 / n_joined
+            if _fdiv(row.ccl, share) < raw_c[0]:
+                raw_c[0] = row.ccl / share
+                why_c[0] = _shared(row.ccl_why, share)
+            if _fdiv(row.dcl, share) < raw_d[0]:
+                raw_d[0] = row.dcl / share
+                why_d[0] = _shared(row.dcl_why, share)
+        for k in range(self.n):  # a waiting pack that blocks still blocks the bank
+            q = &self.packs[k]
+            if self.online[k] and q.ccl <= 0.0 and raw_c[0] > 0.0:
+                raw_c[0], why_c[0] = 0.0, q.ccl_why
+            if self.online[k] and q.dcl <= 0.0 and raw_d[0] > 0.0:
+                raw_d[0], why_d[0] = 0.0, q.dcl_why
+        if self.bank.mismatch:
+            raw_c[0], why_c[0] = 0.0, reason(R_CELLS_MISMATCH, -1, -1, NAN, 0.0)
         return 0
 
     cdef double _sum(self, int figure) except? -1.0:
@@ -701,7 +498,8 @@ cdef class Engine:
                 "voltage": NAN, "current": NAN, "current_avg": NAN, "power": NAN, "soc": NAN,
                 "capacity": 0.0, "remaining": 0.0, "time_to_go": NAN,
                 "time_to_soc": {self.soc_points[i]: NAN for i in range(self.n_points)},
-                "spread": NAN, "full_due": self._full_due(self.t), "since_full": self._since_full(),
+                "spread": NAN, "full_due": self.charge.full_due(self.t),
+                "since_full": self.charge.since_full(self.t),
             }
         cap = self._sum(F_CAPACITY)
         avg = self.current_avg
@@ -727,43 +525,21 @@ cdef class Engine:
             "time_to_go": ttg,
             "time_to_soc": to_soc,
             "spread": spread(self.bank.rows, self.bank.joined, n_joined),
-            "full_due": self._full_due(self.t),
-            "since_full": self._since_full(),
+            "full_due": self.charge.full_due(self.t),
+            "since_full": self.charge.since_full(self.t),
         }
-
-    cdef double _since_full(self) noexcept:
-        cdef Py_ssize_t k
-        cdef double worst = 0.0, when
-        for k in range(self.n):
-            when = self.last_full[k]
-            if when != when:
-                return NAN
-            if self.t - when > worst:
-                worst = self.t - when
-        return worst
 
     # ---- persistence --------------------------------------------------------------------------
 
     def snapshot(self):
         """What must survive a restart, as ages relative to the last step (JSON-friendly)."""
-        return {
-            "since_full": [
-                None if self.last_full[k] != self.last_full[k] else self.t - self.last_full[k]
-                for k in range(self.n)
-            ],
-            "since_reset": None if self.last_reset != self.last_reset else self.t - self.last_reset,
-            "soc": None if self.cc_soc != self.cc_soc else self.cc_soc,
-        }
+        snap = self.charge.snapshot(self.t)  # since_full, since_reset
+        snap["soc"] = None if self.cc_soc != self.cc_soc else self.cc_soc
+        return snap
 
     def restore(self, double t, snap):
         """Take back a :meth:`snapshot` at engine time ``t`` (ages are counted from ``t``)."""
-        cdef Py_ssize_t k
-        ages = snap.get("since_full") or []
-        for k in range(min(self.n, len(ages))):
-            if ages[k] is not None:
-                self.last_full[k] = t - float(ages[k])
-        if snap.get("since_reset") is not None:
-            self.last_reset = t - float(snap["since_reset"])
+        self.charge.restore(t, snap)
         if snap.get("soc") is not None and self.coulomb:
             self.cc_soc = float(snap["soc"])
 
@@ -774,11 +550,6 @@ cdef inline Why _shared(Why why, double share) except *:
         raise TypeError("'NoneType' object is not subscriptable")
     why.share = share
     return why
-
-
-cdef inline Why _ramped(double cvl, double target, Why why) noexcept:
-    """The target's reason once CVL is there, else "ramping"."""
-    return why if cvl == target else reason(R_RAMP, -1, -1, NAN, target)
 
 
 cdef double _follow(

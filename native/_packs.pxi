@@ -4,31 +4,16 @@
 # over cells, temperatures, SoC and MOSFET temperature, FETs and alarms), its cell sums and extremes,
 # and the sums of a string of packs in series. Units: V, A (+ = charge), Ah, %, °C.
 #
-# Same functions, in the same order, as the twin; the twin's lists and dicts are C structs here
-# (Pack = PackRules.evaluate's list, Row = string_row's dict, Why = a reason tuple, built as a
-# tuple only when it leaves the engine). Every floating-point operation is the twin's, in the
-# twin's order (setup.py: no FMA), so results are equal to the last bit.
-
-from libc.math cimport fabs
-from libc.stdlib cimport calloc, free
+# A line-by-line port: same functions, in the same order, as the twin; the twin's lists and dicts
+# are the C structs of _structs.pxi, included before this file (Pack = PackRules.evaluate's list,
+# Row = string_row's dict, Why = a reason tuple, built as a tuple only when it leaves the engine).
+# Every floating-point operation is the twin's, in the twin's order (setup.py: no FMA), so results
+# are equal to the last bit.
 
 from bmsbank.native._packs_py import ALARM_LEVEL, CHARGE_BLOCKING, DISCHARGE_BLOCKING
 
 cdef double NAN = float("nan")
 cdef double INF = float("inf")
-
-# Rule codes of a Why; RULE_NAMES[code] is the rule's name in a reason tuple (see _limits_py.RULES).
-cdef enum:
-    R_NONE = -1  # no reason: None
-    R_CONFIG, R_BMS, R_CELL_TABLE, R_TEMPERATURE_WINDOW, R_TEMPERATURE_TABLE, R_NO_TEMPERATURE
-    R_SOC_TABLE, R_MOSFET_TABLE, R_FET, R_ALARM, R_CELLS_MISMATCH, R_NO_PACK, R_RECOVERING
-    R_NO_CELLS, R_STATE, R_BMS_CVL, R_UNSEEN, R_CELL_OVER, R_RAMP, R_HELD, R_RESUME
-
-cdef tuple RULE_NAMES = (
-    "config", "bms", "cell_table", "temperature_window", "temperature_table", "no_temperature",
-    "soc_table", "mosfet_table", "fet", "alarm", "cells_mismatch", "no_pack", "recovering",
-    "no_cells", "state", "bms_cvl", "unseen", "cell_over", "ramp", "held", "resume",
-)
 
 # PackRules.tables, in the twin's key order
 cdef enum:
@@ -44,75 +29,6 @@ cdef long C_ALARM_LEVEL = ALARM_LEVEL
 cdef object ZERO = 0
 cdef tuple C_CHARGE_BLOCKING = tuple(CHARGE_BLOCKING)
 cdef tuple C_DISCHARGE_BLOCKING = tuple(DISCHARGE_BLOCKING)
-
-
-cdef struct Why:
-    # a reason tuple (rule, pack, item, value, amount, share); rule R_NONE stands for None
-    int rule
-    Py_ssize_t pack
-    Py_ssize_t item
-    double value
-    double amount
-    double share
-
-
-cdef struct Table:
-    # rows (x, fraction) sorted by x
-    Py_ssize_t n
-    double* x
-    double* f
-
-
-cdef struct Pack:
-    # PackRules.evaluate's list, item by item
-    double ccl
-    Why ccl_why
-    double dcl
-    Why dcl_why
-    Py_ssize_t cells
-    double cell_sum
-    double excess
-    double max_cell
-    Py_ssize_t max_index
-    double min_cell
-    Py_ssize_t min_index
-    double min_temperature
-    Py_ssize_t min_temperature_index
-    double max_temperature
-    Py_ssize_t max_temperature_index
-    double temperature_sum
-    Py_ssize_t temperatures
-
-
-cdef struct Row:
-    # string_row's dict, key by key
-    Py_ssize_t packs
-    double voltage
-    double current
-    double power
-    Py_ssize_t cells
-    double cell_sum
-    double excess
-    double capacity
-    double soc
-    double bms_cvl
-    Py_ssize_t bms_cvl_pack
-    double ccl
-    Why ccl_why
-    double dcl
-    Why dcl_why
-    double max_cell
-    Py_ssize_t max_pack
-    Py_ssize_t max_index
-    double min_cell
-
-
-cdef void* _alloc(Py_ssize_t n, size_t size) except NULL:
-    """Zeroed C array of ``n`` items (at least one), freed by the owner's __dealloc__."""
-    cdef void* p = calloc(n if n > 0 else 1, size)
-    if p == NULL:
-        raise MemoryError()
-    return p
 
 
 cdef int _table(Table* t, object rows) except -1:
@@ -194,13 +110,6 @@ cdef inline Why reason(int rule, Py_ssize_t pack, Py_ssize_t item, double value,
     return w
 
 
-cdef object _why(Why w):
-    """The reason tuple of ``w`` (None for R_NONE)."""
-    if w.rule == R_NONE:
-        return None
-    return (RULE_NAMES[w.rule], w.pack, w.item, w.value, w.amount, w.share)
-
-
 cdef list _pack_list(Pack* q):
     """``q`` as the twin's list (PackRules.evaluate's result)."""
     return [
@@ -270,25 +179,10 @@ cdef class PackRules:
         return _pack_list(&q)
 
     cdef int _evaluate(self, Py_ssize_t k, object s, double limit, Pack* q) except -1:
-        cdef object cells = s["cells"]
-        cdef object temps, x_obj
-        cdef Py_ssize_t nc = len(cells), nt, c, imax, imin, itmin, itmax
-        cdef double csum, excess, cmax, cmin, v, top_c, top_d, ccl, dcl, a, x, lo, hi, soc
-        cdef double tmin, tmax, tsum
+        cdef object x_obj
+        cdef double top_c, top_d, ccl, dcl, a, x, soc
         cdef Why cw, dw
-        cdef int rule
-        csum = excess = 0.0
-        cmax = cmin = float(cells[0])
-        imax = imin = 0
-        for c in range(nc):
-            v = float(cells[c])
-            csum += v
-            if v > limit:
-                excess += v - limit
-            if v > cmax:
-                cmax, imax = v, c
-            if v < cmin:
-                cmin, imin = v, c
+        _cell_figures(s["cells"], limit, q)
         if k < 0 or k >= self.n_ccl or k >= self.n_dcl:
             raise IndexError(f"pack {k} has no max_charge_current / max_discharge_current")
         top_c = self.max_ccl[k]
@@ -305,43 +199,13 @@ cdef class PackRules:
             x = float(x_obj)
             if x < dcl:
                 dcl, dw = x, reason(R_BMS, k, -1, x, x)
-        a = _fraction(cmax, &self.tables[T_CCL_CELL], self.linear) * top_c
+        a = _fraction(q.max_cell, &self.tables[T_CCL_CELL], self.linear) * top_c
         if a < ccl:
-            ccl, cw = a, reason(R_CELL_TABLE, k, imax, cmax, a)
-        a = _fraction(cmin, &self.tables[T_DCL_CELL], self.linear) * top_d
+            ccl, cw = a, reason(R_CELL_TABLE, k, q.max_index, q.max_cell, a)
+        a = _fraction(q.min_cell, &self.tables[T_DCL_CELL], self.linear) * top_d
         if a < dcl:
-            dcl, dw = a, reason(R_CELL_TABLE, k, imin, cmin, a)
-        temps = s["temperatures"]
-        nt = len(temps)
-        tmin = tmax = NAN
-        itmin = itmax = -1
-        tsum = 0.0
-        if nt == 0:
-            ccl, cw = 0.0, reason(R_NO_TEMPERATURE, k, -1, NAN, 0.0)
-            dcl, dw = 0.0, reason(R_NO_TEMPERATURE, k, -1, NAN, 0.0)
-        for c in range(nt):
-            x = float(temps[c])
-            tsum += x
-            if itmin < 0 or x < tmin:
-                tmin, itmin = x, c
-            if itmax < 0 or x > tmax:
-                tmax, itmax = x, c
-            lo, hi = self.charge_window[0], self.charge_window[1]
-            if x < lo or x > hi:
-                a, rule = 0.0, R_TEMPERATURE_WINDOW
-            else:
-                a = _fraction(x, &self.tables[T_CCL_TEMPERATURE], self.linear) * top_c
-                rule = R_TEMPERATURE_TABLE
-            if a < ccl:
-                ccl, cw = a, reason(rule, k, c, x, a)
-            lo, hi = self.discharge_window[0], self.discharge_window[1]
-            if x < lo or x > hi:
-                a, rule = 0.0, R_TEMPERATURE_WINDOW
-            else:
-                a = _fraction(x, &self.tables[T_DCL_TEMPERATURE], self.linear) * top_d
-                rule = R_TEMPERATURE_TABLE
-            if a < dcl:
-                dcl, dw = a, reason(rule, k, c, x, a)
+            dcl, dw = a, reason(R_CELL_TABLE, k, q.min_index, q.min_cell, a)
+        self._temperatures(k, s["temperatures"], top_c, top_d, &ccl, &cw, &dcl, &dw, q)
         soc = float(s["soc"])
         a = _fraction(soc, &self.tables[T_CCL_SOC], self.linear) * top_c
         if a < ccl:
@@ -363,13 +227,48 @@ cdef class PackRules:
         q.ccl_why = cw
         q.dcl = dcl
         q.dcl_why = dw
-        q.cells = nc
-        q.cell_sum = csum
-        q.excess = excess
-        q.max_cell = cmax
-        q.max_index = imax
-        q.min_cell = cmin
-        q.min_index = imin
+        return 0
+
+    cdef int _temperatures(
+        self, Py_ssize_t k, object temps, double top_c, double top_d, double* ccl, Why* cw,
+        double* dcl, Why* dw, Pack* q,
+    ) except -1:
+        """Temperature windows and tables over every sensor of pack ``k``, on its limits so far.
+
+        ``ccl``, ``cw``, ``dcl``, ``dw`` are cut in place; the sensor figures go into ``q``.
+        """
+        cdef Py_ssize_t nt = len(temps), c, itmin, itmax
+        cdef double tmin, tmax, tsum, x, a, lo, hi
+        cdef int rule
+        tmin = tmax = NAN
+        itmin = itmax = -1
+        tsum = 0.0
+        if nt == 0:
+            ccl[0], cw[0] = 0.0, reason(R_NO_TEMPERATURE, k, -1, NAN, 0.0)
+            dcl[0], dw[0] = 0.0, reason(R_NO_TEMPERATURE, k, -1, NAN, 0.0)
+        for c in range(nt):
+            x = float(temps[c])
+            tsum += x
+            if itmin < 0 or x < tmin:
+                tmin, itmin = x, c
+            if itmax < 0 or x > tmax:
+                tmax, itmax = x, c
+            lo, hi = self.charge_window[0], self.charge_window[1]
+            if x < lo or x > hi:
+                a, rule = 0.0, R_TEMPERATURE_WINDOW
+            else:
+                a = _fraction(x, &self.tables[T_CCL_TEMPERATURE], self.linear) * top_c
+                rule = R_TEMPERATURE_TABLE
+            if a < ccl[0]:
+                ccl[0], cw[0] = a, reason(rule, k, c, x, a)
+            lo, hi = self.discharge_window[0], self.discharge_window[1]
+            if x < lo or x > hi:
+                a, rule = 0.0, R_TEMPERATURE_WINDOW
+            else:
+                a = _fraction(x, &self.tables[T_DCL_TEMPERATURE], self.linear) * top_d
+                rule = R_TEMPERATURE_TABLE
+            if a < dcl[0]:
+                dcl[0], dw[0] = a, reason(rule, k, c, x, a)
         q.min_temperature = tmin
         q.min_temperature_index = itmin
         q.max_temperature = tmax
@@ -377,6 +276,32 @@ cdef class PackRules:
         q.temperature_sum = tsum
         q.temperatures = nt
         return 0
+
+
+cdef int _cell_figures(object cells, double limit, Pack* q) except -1:
+    """Cells of one pack into ``q``: count, sum, excess over ``limit``, max, its index, min, index."""
+    cdef Py_ssize_t nc = len(cells), c, imax, imin
+    cdef double csum, excess, cmax, cmin, v
+    csum = excess = 0.0
+    cmax = cmin = float(cells[0])
+    imax = imin = 0
+    for c in range(nc):
+        v = float(cells[c])
+        csum += v
+        if v > limit:
+            excess += v - limit
+        if v > cmax:
+            cmax, imax = v, c
+        if v < cmin:
+            cmin, imin = v, c
+    q.cells = nc
+    q.cell_sum = csum
+    q.excess = excess
+    q.max_cell = cmax
+    q.max_index = imax
+    q.min_cell = cmin
+    q.min_index = imin
+    return 0
 
 
 cdef dict extremes(Pack* packs, bint* online, Py_ssize_t n):

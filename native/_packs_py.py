@@ -1,8 +1,10 @@
 """Pure-Python twin of the per-pack and per-string kernels compiled into :mod:`._limits`.
 
-The hot part of a cycle, O(packs x cells): each pack's current limits from its own figures (tables
-over cells, temperatures, SoC and MOSFET temperature, FETs and alarms), its cell sums and extremes,
-and the sums of a string of packs in series. Units: V, A (+ = charge), Ah, %, °C.
+Ported line by line to ``_packs.pxi`` (same names in the same order, same comments). The hot part
+of a cycle, O(packs x cells): each pack's current limits from its own figures (tables over cells,
+temperatures, SoC and MOSFET temperature, FETs and alarms), its cell sums and extremes, and the
+sums of a string of packs in series. Used by the engine (``_limits_py``) and its charge side
+(``_charge_py``). Units: V, A (+ = charge), Ah, %, °C.
 """
 
 from __future__ import annotations
@@ -81,20 +83,7 @@ class PackRules:
             max index, min cell, min index, min temperature, its index, max temperature, index,
             sum of temperatures, number of sensors]
         """
-        cells = s["cells"]
-        nc = len(cells)
-        csum = excess = 0.0
-        cmax = cmin = float(cells[0])
-        imax = imin = 0
-        for c in range(nc):
-            v = float(cells[c])
-            csum += v
-            if v > limit:
-                excess += v - limit
-            if v > cmax:
-                cmax, imax = v, c
-            if v < cmin:
-                cmin, imin = v, c
+        nc, csum, excess, cmax, imax, cmin, imin = _cell_figures(s["cells"], limit)
         top_c = self.max_ccl[k]
         top_d = self.max_dcl[k]
         ccl, cw = top_c, reason("config", k, -1, NAN, top_c)
@@ -111,7 +100,44 @@ class PackRules:
         a = fraction(cmin, self.tables["dcl_cell_table"], self.linear) * top_d
         if a < dcl:
             dcl, dw = a, reason("cell_table", k, imin, cmin, a)
-        temps = s["temperatures"]
+        ccl, cw, dcl, dw, temperatures = self._temperatures(
+            k, s["temperatures"], top_c, top_d, ccl, cw, dcl, dw
+        )
+        soc = float(s["soc"])
+        a = fraction(soc, self.tables["ccl_soc_table"], self.linear) * top_c
+        if a < ccl:
+            ccl, cw = a, reason("soc_table", k, -1, soc, a)
+        a = fraction(soc, self.tables["dcl_soc_table"], self.linear) * top_d
+        if a < dcl:
+            dcl, dw = a, reason("soc_table", k, -1, soc, a)
+        x = s["mosfet_temperature"]
+        if x is not None:
+            a = fraction(float(x), self.tables["mosfet_table"], self.linear)
+            if a * top_c < ccl:
+                ccl, cw = a * top_c, reason("mosfet_table", k, -1, float(x), a * top_c)
+            if a * top_d < dcl:
+                dcl, dw = a * top_d, reason("mosfet_table", k, -1, float(x), a * top_d)
+        ccl, cw = _blocked(s, k, "charge_fet", CHARGE_BLOCKING, ccl, cw)
+        dcl, dw = _blocked(s, k, "discharge_fet", DISCHARGE_BLOCKING, dcl, dw)
+        return [ccl, cw, dcl, dw, nc, csum, excess, cmax, imax, cmin, imin, *temperatures]
+
+    def _temperatures(
+        self,
+        k: int,
+        temps: Sequence[float],
+        top_c: float,
+        top_d: float,
+        ccl: float,
+        cw: tuple,
+        dcl: float,
+        dw: tuple,
+    ) -> tuple[float, tuple, float, tuple, list]:
+        """Temperature windows and tables over every sensor of pack ``k``, on its limits so far.
+
+        Returns:
+            (ccl, ccl_why, dcl, dcl_why, [min temperature, its index, max temperature, index, sum
+            of temperatures, number of sensors]).
+        """
         tmin = tmax = NAN
         itmin = itmax = -1
         tsum = 0.0
@@ -145,26 +171,25 @@ class PackRules:
                 )
             if a < dcl:
                 dcl, dw = a, reason(rule, k, c, x, a)
-        soc = float(s["soc"])
-        a = fraction(soc, self.tables["ccl_soc_table"], self.linear) * top_c
-        if a < ccl:
-            ccl, cw = a, reason("soc_table", k, -1, soc, a)
-        a = fraction(soc, self.tables["dcl_soc_table"], self.linear) * top_d
-        if a < dcl:
-            dcl, dw = a, reason("soc_table", k, -1, soc, a)
-        x = s["mosfet_temperature"]
-        if x is not None:
-            a = fraction(float(x), self.tables["mosfet_table"], self.linear)
-            if a * top_c < ccl:
-                ccl, cw = a * top_c, reason("mosfet_table", k, -1, float(x), a * top_c)
-            if a * top_d < dcl:
-                dcl, dw = a * top_d, reason("mosfet_table", k, -1, float(x), a * top_d)
-        ccl, cw = _blocked(s, k, "charge_fet", CHARGE_BLOCKING, ccl, cw)
-        dcl, dw = _blocked(s, k, "discharge_fet", DISCHARGE_BLOCKING, dcl, dw)
-        return [
-            ccl, cw, dcl, dw, nc, csum, excess, cmax, imax, cmin, imin, tmin, itmin, tmax, itmax,
-            tsum, len(temps),
-        ]  # fmt: skip
+        return ccl, cw, dcl, dw, [tmin, itmin, tmax, itmax, tsum, len(temps)]
+
+
+def _cell_figures(cells: Sequence[float], limit: float) -> tuple:
+    """Cells of one pack: (count, sum, excess over ``limit``, max, its index, min, its index)."""
+    nc = len(cells)
+    csum = excess = 0.0
+    cmax = cmin = float(cells[0])
+    imax = imin = 0
+    for c in range(nc):
+        v = float(cells[c])
+        csum += v
+        if v > limit:
+            excess += v - limit
+        if v > cmax:
+            cmax, imax = v, c
+        if v < cmin:
+            cmin, imin = v, c
+    return nc, csum, excess, cmax, imax, cmin, imin
 
 
 def extremes(packs: list) -> dict:

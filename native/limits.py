@@ -1,7 +1,7 @@
 """The bank limits engine in use: compiled :mod:`._limits`, or its twin when ``BMSBANK_PURE=1``.
 
-Constants (rule names, blocking alarms, charge states) are plain data defined once in the twin and
-shared by both implementations.
+Constants (rule names, blocking alarms, charge states) are plain data defined once in the twin's
+modules and shared by both implementations.
 """
 
 from __future__ import annotations
