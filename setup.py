@@ -35,7 +35,12 @@ EXTENSIONS = [
     Extension(
         "bmsbank.native._limits",
         ["native/_limits.pyx"],
-        depends=["native/_structs.pxi", "native/_packs.pxi", "native/_charge.pxi"],
+        depends=[
+            "native/_structs.pxi",
+            "native/_packs.pxi",
+            "native/_charge.pxi",
+            "native/_currents.pxi",
+        ],
         extra_compile_args=COMPILE_ARGS,
     ),
 ]

@@ -434,8 +434,26 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             known = ", ".join([*_TOP_KEYS, *sections, "ports"])
             raise ConfigError(key, source, f"unknown key; expected one of {known}")
     config = Config(**values)
+    _check_cell_voltages(config.bank, source)
     config.topology()  # checks strings and packs against the ports
     return config
+
+
+def _check_cell_voltages(bank: BankConfig, source: str) -> None:
+    """Low < float <= charge voltage (<= SoC-reset voltage when on): one CVL ladder."""
+    if not bank.cell_low_voltage < bank.cell_float_voltage <= bank.cell_charge_voltage:
+        raise ConfigError(
+            "bank.cell_float_voltage", source,
+            f"above cell_low_voltage ({bank.cell_low_voltage:g} V) and at most "
+            f"cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
+            f"got {bank.cell_float_voltage:g}",
+        )  # fmt: skip
+    if bank.soc_reset_voltage and bank.soc_reset_voltage < bank.cell_charge_voltage:
+        raise ConfigError(
+            "bank.soc_reset_voltage", source,
+            f"0 (off) or at least cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
+            f"got {bank.soc_reset_voltage:g}",
+        )  # fmt: skip
 
 
 def load(path: str | None = None, runtime_dir: str | None = None) -> Config:

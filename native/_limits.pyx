@@ -2,10 +2,11 @@
 """Compiled bank limits engine: same API and results as :mod:`bmsbank.native._limits_py`.
 
 A line-by-line port of the twins (``_packs_py.py`` -> ``_packs.pxi``, ``_charge_py.py`` ->
-``_charge.pxi``, ``_limits_py.py`` -> here, the Engine): same names in the same order, the twin's
-lists and dicts as the C structs of ``_structs.pxi``, every floating-point operation the twin's in
-the twin's order, so each step's output equals the twin's to the last bit (see the equivalence
-tests). Time ``t`` and ``seen`` are taken as floats. Port twin changes here.
+``_charge.pxi``, ``_currents_py.py`` -> ``_currents.pxi``, ``_limits_py.py`` -> here, the Engine):
+same names in the same order, the twin's lists and dicts as the C structs of ``_structs.pxi``, every
+floating-point operation the twin's in the twin's order, so each step's output equals the twin's to
+the last bit (see the equivalence tests). Time ``t`` and ``seen`` are taken as floats. Port twin
+changes here.
 """
 
 from bmsbank.native._limits_py import RULES
@@ -13,6 +14,7 @@ from bmsbank.native._limits_py import RULES
 include "_structs.pxi"
 include "_packs.pxi"
 include "_charge.pxi"
+include "_currents.pxi"
 
 IMPLEMENTATION = "cython"
 
@@ -34,18 +36,15 @@ cdef class Engine:
     cdef double* caps_cfg
     cdef double stale_after
     cdef readonly ChargeControl charge  # the charge side: its parameters and state
-    cdef double current_hold, current_ramp, rejoin_window, safe_ccl, safe_dcl
-    cdef bint by_capacity, coulomb
+    cdef readonly CurrentLimits currents  # the current side: its parameters and state
+    cdef double rejoin_window
+    cdef bint coulomb
     cdef double avg_time
     cdef double* soc_points
     cdef Py_ssize_t n_points
     # what survives between cycles
     cdef readonly double t
     cdef readonly Py_ssize_t cells
-    cdef readonly double ccl
-    cdef readonly double dcl
-    cdef double ccl_until, dcl_until
-    cdef Why ccl_cut, dcl_cut
     cdef bint* joined
     cdef double cc_soc, current_avg
     # one cycle's scratch: the twin's packs list (online[k] False = None) and bank dict
@@ -105,12 +104,8 @@ cdef class Engine:
         self._layout(strings, cells, capacities)
         self.stale_after = float(p["stale_after"])
         self.charge = ChargeControl(p, n)  # the charge side: its parameters and state
-        self.current_hold = float(p["current_hold"])
-        self.current_ramp = float(p["current_ramp"])
+        self.currents = CurrentLimits(p)  # the current side: its parameters and state
         self.rejoin_window = float(p["rejoin_window"])
-        self.safe_ccl = float(p["safe_ccl"])
-        self.safe_dcl = float(p["safe_dcl"])
-        self.by_capacity = bool(p["share_by_capacity"])
         self.coulomb = bool(p["coulomb_counting"])
         self.avg_time = float(p["current_average_time"])
         soc_points = [float(x) for x in p["time_to_soc"]]
@@ -121,12 +116,6 @@ cdef class Engine:
         # what survives between cycles
         self.t = NAN
         self.cells = configured_cells(self.members, self.start, self.count, ns, self.cells_cfg)
-        self.ccl = NAN
-        self.dcl = NAN
-        self.ccl_until = -INF
-        self.dcl_until = -INF
-        self.ccl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
-        self.dcl_cut = reason(R_NO_PACK, -1, -1, NAN, 0.0)
         self.joined = <bint*>_alloc(ns, sizeof(bint))
         self.cc_soc = NAN
         self.current_avg = NAN
@@ -176,6 +165,16 @@ cdef class Engine:
     def cvl(self):
         """The charge voltage limit [V] (NaN before the first)."""
         return self.charge.cvl
+
+    @property
+    def ccl(self):
+        """The charge current limit [A] (NaN before the first joined string)."""
+        return self.currents.ccl
+
+    @property
+    def dcl(self):
+        """The discharge current limit [A] (NaN before the first joined string)."""
+        return self.currents.dcl
 
     # ---- per pack -----------------------------------------------------------------------------
 
@@ -268,7 +267,9 @@ cdef class Engine:
                                      self.start, self.count, self.ns, self.joined):
             self._full()
         cvl_why = self.charge.charge_voltage(t, &self.bank, self.cells, limit, first_unseen)
-        self._currents(t, dt, &ccl, &ccl_why, &dcl, &dcl_why)
+        self.currents.limits(
+            t, dt, &self.bank, self.packs, self.online, n, self.tmp, &ccl, &ccl_why, &dcl, &dcl_why
+        )
         self._soc(dt)
         out = extremes(self.packs, self.online, n)
         out.update(
@@ -278,7 +279,8 @@ cdef class Engine:
             dcl=dcl,
             charge_state=self.charge.state,
             reasons={"cvl": _why(cvl_why), "ccl": _why(ccl_why), "dcl": _why(dcl_why),
-                     "ccl_cut": _why(self.ccl_cut), "dcl_cut": _why(self.dcl_cut)},
+                     "ccl_cut": _why(self.currents.ccl_cut),
+                     "dcl_cut": _why(self.currents.dcl_cut)},
             online=online,
             offline=n - online,
             waiting=self.bank.waiting,
@@ -365,77 +367,6 @@ cdef class Engine:
         """A full charge (``self.charge`` says when): resynchronise the counter."""
         if self.coulomb and self.bank.n_joined:
             self.cc_soc = 100.0
-
-    cdef int _currents(
-        self, double t, double dt, double* ccl, Why* ccl_why, double* dcl, Why* dcl_why
-    ) except -1:
-        """CCL and DCL: shares of the joined strings, cuts at once, hold then ramp."""
-        cdef Py_ssize_t j, npacks
-        cdef double raw_c = INF, raw_d = INF, rate  # raw_*: set by _shares
-        cdef Why why, why_c, why_d
-        if self.bank.n_joined == 0:
-            why = reason(R_NO_PACK, -1, -1, NAN, 0.0)
-            if self.ccl != self.ccl:  # never had limits: the first real ones apply at once
-                ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.safe_ccl, why, self.safe_dcl, why
-                return 0
-            self.ccl, self.dcl = self.safe_ccl, self.safe_dcl
-            # no hold after the safe state: packs that report again ramp up from it at once
-            self.ccl_until = self.dcl_until = t
-            self.ccl_cut = self.dcl_cut = why
-            ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.ccl, why, self.dcl, why
-            return 0
-        self._shares(&raw_c, &why_c, &raw_d, &why_d)
-        npacks = 0
-        for j in range(self.bank.n_joined):
-            npacks += self.bank.rows[self.bank.joined[j]].packs
-        rate = self.current_ramp * npacks * dt
-        self.ccl = _follow(
-            self.ccl, raw_c, &why_c, t, &self.ccl_until, &self.ccl_cut, self.current_hold, rate
-        )
-        self.dcl = _follow(
-            self.dcl, raw_d, &why_d, t, &self.dcl_until, &self.dcl_cut, self.current_hold, rate
-        )
-        ccl[0], ccl_why[0], dcl[0], dcl_why[0] = self.ccl, why_c, self.dcl, why_d
-        return 0
-
-    cdef int _shares(self, double* raw_c, Why* why_c, double* raw_d, Why* why_d) except -1:
-        """The bank's CCL and DCL now, before hold and ramp: the joined strings' over their shares.
-
-        ``raw_c``, ``why_c``, ``raw_d``, ``why_d`` become the ccl, its reason, the dcl, its reason.
-        """
-        cdef Py_ssize_t j, k, n_joined = self.bank.n_joined
-        cdef double total, share
-        cdef bint by_cap
-        cdef Row* row
-        cdef Pack* q
-        total = self._sum(F_CAPACITY)
-        # by capacity only when every string has a share (a capacity of ~0 Ah would underflow)
-        by_cap = self.by_capacity and total > 0.0
-        for j in range(n_joined):
-            if not by_cap:
-                break
-            if not _fdiv(self.bank.rows[self.bank.joined[j]].capacity, total) > 0.0:
-                by_cap = False
-        raw_c[0], why_c.rule = INF, R_NONE
-        raw_d[0], why_d.rule = INF, R_NONE
-        for j in range(n_joined):
-            row = &self.bank.rows[self.bank.joined[j]]
-            share = _fdiv(row.capacity, total) if by_cap else 1.0 / n_joined
-            if _fdiv(row.ccl, share) < raw_c[0]:
-                raw_c[0] = row.ccl / share
-                why_c[0] = _shared(row.ccl_why, share)
-            if _fdiv(row.dcl, share) < raw_d[0]:
-                raw_d[0] = row.dcl / share
-                why_d[0] = _shared(row.dcl_why, share)
-        for k in range(self.n):  # a waiting pack that blocks still blocks the bank
-            q = &self.packs[k]
-            if self.online[k] and q.ccl <= 0.0 and raw_c[0] > 0.0:
-                raw_c[0], why_c[0] = 0.0, q.ccl_why
-            if self.online[k] and q.dcl <= 0.0 and raw_d[0] > 0.0:
-                raw_d[0], why_d[0] = 0.0, q.dcl_why
-        if self.bank.mismatch:
-            raw_c[0], why_c[0] = 0.0, reason(R_CELLS_MISMATCH, -1, -1, NAN, 0.0)
-        return 0
 
     cdef double _sum(self, int figure) except? -1.0:
         """``sum(row[figure] for row in joined)``."""
@@ -542,44 +473,6 @@ cdef class Engine:
         self.charge.restore(t, snap)
         if snap.get("soc") is not None and self.coulomb:
             self.cc_soc = float(snap["soc"])
-
-
-cdef inline Why _shared(Why why, double share) except *:
-    """``why[:5] + (share,)`` (a None reason cannot be sliced: TypeError, as in the twin)."""
-    if why.rule == R_NONE:
-        raise TypeError("'NoneType' object is not subscriptable")
-    why.share = share
-    return why
-
-
-cdef double _follow(
-    double out,
-    double raw,
-    Why* why,
-    double t,
-    double* until,
-    Why* cut,
-    double hold,
-    double rate,
-) noexcept:
-    """A current limit that falls at once and rises only after ``hold`` s, by ``rate`` A/step.
-
-    Returns the limit; ``until`` (hold-until time) and ``cut`` (reason of the last cut) are kept
-    in place, ``why`` becomes the reason now.
-    """
-    cdef double new
-    if out != out or raw <= out:
-        if out == out and raw < out:
-            until[0], cut[0] = t + hold, why[0]
-        return raw
-    if t < until[0]:
-        why[0] = reason(R_HELD, -1, -1, NAN, raw)
-        return out
-    new = out + rate
-    if new >= raw:
-        return raw
-    why[0] = reason(R_RECOVERING, -1, -1, NAN, raw)
-    return new
 
 
 __all__ = [

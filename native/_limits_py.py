@@ -4,10 +4,11 @@ Ported line by line to ``_limits.pyx`` (same names in the same order, same comme
 :class:`Engine` per bank. ``step(t, states, seen)`` is called once per cycle with the latest
 validated state of every configured pack (``None`` when never seen) and the engine time [s] it was
 received; time comes only from the caller, so runs are deterministic. The engine owns everything
-that must survive between cycles: strings that waited to rejoin, current holds and ramps, coulomb
-counter and averaged current here, and through its :class:`ChargeControl` (``_charge_py``) the
-charge state, CVL and its ramps and holds, and when each pack was last full. The per-pack and
-per-string kernels are in ``_packs_py``.
+that must survive between cycles: strings that waited to rejoin, coulomb counter and averaged
+current here, through its :class:`ChargeControl` (``_charge_py``) the charge state, CVL and its
+ramps and holds, and when each pack was last full, and through its :class:`CurrentLimits`
+(``_currents_py``) CCL and DCL with their holds, ramps and last cuts. The per-pack and per-string
+kernels are in ``_packs_py``.
 
 Units: V, A (+ = charge), Ah, %, °C, s. Reasons are tuples ``(rule, pack, item, value, amount,
 share)``: the rule's name (see :data:`RULES`), the pack index (-1 = the bank), the cell or sensor
@@ -28,10 +29,10 @@ from bmsbank.native._charge_py import (
     FLOAT,
     ChargeControl,
 )
+from bmsbank.native._currents_py import CurrentLimits
 from bmsbank.native._packs_py import (
     CHARGE_BLOCKING,
     DISCHARGE_BLOCKING,
-    INF,
     NAN,
     PackRules,
     configured_cells,
@@ -79,24 +80,14 @@ class Engine:
         self.caps_cfg = [float(c) for c in capacities]
         self.stale_after = float(p["stale_after"])
         self.charge = ChargeControl(p, self.n)  # the charge side: its parameters and state
-        self.current_hold = float(p["current_hold"])
-        self.current_ramp = float(p["current_ramp"])
+        self.currents = CurrentLimits(p)  # the current side: its parameters and state
         self.rejoin_window = float(p["rejoin_window"])
-        self.safe_ccl = float(p["safe_ccl"])
-        self.safe_dcl = float(p["safe_dcl"])
-        self.by_capacity = bool(p["share_by_capacity"])
         self.coulomb = bool(p["coulomb_counting"])
         self.avg_time = float(p["current_average_time"])
         self.soc_points = [float(x) for x in p["time_to_soc"]]
         # what survives between cycles
         self.t = NAN
         self.cells = configured_cells(self.strings, self.cells_cfg)
-        self.ccl = NAN
-        self.dcl = NAN
-        self.ccl_until = -INF
-        self.dcl_until = -INF
-        self.ccl_cut: tuple = reason("no_pack", -1, -1, NAN, 0.0)
-        self.dcl_cut: tuple = reason("no_pack", -1, -1, NAN, 0.0)
         self.joined = [False] * len(self.strings)
         self.cc_soc = NAN
         self.current_avg = NAN
@@ -110,6 +101,16 @@ class Engine:
     def cvl(self) -> float:
         """The charge voltage limit [V] (NaN before the first)."""
         return self.charge.cvl
+
+    @property
+    def ccl(self) -> float:
+        """The charge current limit [A] (NaN before the first joined string)."""
+        return self.currents.ccl
+
+    @property
+    def dcl(self) -> float:
+        """The discharge current limit [A] (NaN before the first joined string)."""
+        return self.currents.dcl
 
     # ---- per pack -----------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Engine:
         if self.charge.state_machine(t, bank, self.cells, unseen, soc, self.strings, self.joined):
             self._full(bank)
         cvl_why = self.charge.charge_voltage(t, bank, self.cells, limit, first_unseen)
-        ccl, ccl_why, dcl, dcl_why = self._currents(t, dt, bank, packs)
+        ccl, ccl_why, dcl, dcl_why = self.currents.limits(t, dt, bank, packs)
         self._soc(dt, bank)
         out = extremes(packs)
         out.update(
@@ -194,8 +195,8 @@ class Engine:
                 "cvl": cvl_why,
                 "ccl": ccl_why,
                 "dcl": dcl_why,
-                "ccl_cut": self.ccl_cut,
-                "dcl_cut": self.dcl_cut,
+                "ccl_cut": self.currents.ccl_cut,
+                "dcl_cut": self.currents.dcl_cut,
             },  # fmt: skip
             online=online,
             offline=n - online,
@@ -260,58 +261,6 @@ class Engine:
         """A full charge (``self.charge`` says when): resynchronise the counter."""
         if self.coulomb and bank["joined"]:
             self.cc_soc = 100.0
-
-    def _currents(self, t: float, dt: float, bank: dict, packs: list) -> tuple:
-        """CCL and DCL: shares of the joined strings, cuts at once, hold then ramp."""
-        joined = bank["joined"]
-        if not joined:
-            why = reason("no_pack", -1, -1, NAN, 0.0)
-            if self.ccl != self.ccl:  # never had limits: the first real ones apply at once
-                return self.safe_ccl, why, self.safe_dcl, why
-            self.ccl, self.dcl = self.safe_ccl, self.safe_dcl
-            # no hold after the safe state: packs that report again ramp up from it at once
-            self.ccl_until = self.dcl_until = t
-            self.ccl_cut = self.dcl_cut = why
-            return self.ccl, why, self.dcl, why
-        raw_c, why_c, raw_d, why_d = self._shares(bank, packs)
-        rate = self.current_ramp * sum(row["packs"] for row in joined) * dt
-        self.ccl, self.ccl_until, self.ccl_cut, why_c = _follow(
-            self.ccl, raw_c, why_c, t, self.ccl_until, self.ccl_cut, self.current_hold, rate
-        )
-        self.dcl, self.dcl_until, self.dcl_cut, why_d = _follow(
-            self.dcl, raw_d, why_d, t, self.dcl_until, self.dcl_cut, self.current_hold, rate
-        )
-        return self.ccl, why_c, self.dcl, why_d
-
-    def _shares(self, bank: dict, packs: list) -> tuple:
-        """The bank's CCL and DCL now, before hold and ramp: the joined strings' over their shares.
-
-        Returns:
-            (ccl, its reason, dcl, its reason).
-        """
-        joined = bank["joined"]
-        total = sum(row["capacity"] for row in joined)
-        # by capacity only when every string has a share (a capacity of ~0 Ah would underflow)
-        by_cap = self.by_capacity and total > 0.0
-        by_cap = by_cap and all(row["capacity"] / total > 0.0 for row in joined)
-        raw_c, why_c = INF, None
-        raw_d, why_d = INF, None
-        for row in joined:
-            share = row["capacity"] / total if by_cap else 1.0 / len(joined)
-            if row["ccl"] / share < raw_c:
-                raw_c = row["ccl"] / share
-                why_c = row["ccl_why"][:5] + (share,)
-            if row["dcl"] / share < raw_d:
-                raw_d = row["dcl"] / share
-                why_d = row["dcl_why"][:5] + (share,)
-        for q in packs:  # a waiting pack that blocks still blocks the bank
-            if q is not None and q[0] <= 0.0 and raw_c > 0.0:
-                raw_c, why_c = 0.0, q[1]
-            if q is not None and q[2] <= 0.0 and raw_d > 0.0:
-                raw_d, why_d = 0.0, q[3]
-        if bank["mismatch"]:
-            raw_c, why_c = 0.0, reason("cells_mismatch", -1, -1, NAN, 0.0)
-        return raw_c, why_c, raw_d, why_d
 
     def _bank_soc(self, bank: dict) -> float:
         if self.coulomb and self.cc_soc == self.cc_soc:
@@ -394,33 +343,6 @@ class Engine:
         self.charge.restore(t, snap)
         if snap.get("soc") is not None and self.coulomb:
             self.cc_soc = float(snap["soc"])
-
-
-def _follow(
-    out: float,
-    raw: float,
-    why: Any,
-    t: float,
-    until: float,
-    cut: tuple,
-    hold: float,
-    rate: float,
-) -> tuple[float, float, tuple, tuple]:
-    """A current limit that falls at once and rises only after ``hold`` s, by ``rate`` A/step.
-
-    Returns:
-        (limit, hold-until time, reason of the last cut, reason now).
-    """
-    if out != out or raw <= out:
-        if out == out and raw < out:
-            until, cut = t + hold, why
-        return raw, until, cut, why
-    if t < until:
-        return out, until, cut, reason("held", -1, -1, NAN, raw)
-    new = out + rate
-    if new >= raw:
-        return raw, until, cut, why
-    return new, until, cut, reason("recovering", -1, -1, NAN, raw)
 
 
 __all__ = [

@@ -84,9 +84,12 @@ def test_parallel_share_never_exceeds_the_most_loaded_pack(share, expected):
         ({"packs": {"a:1": {"chemistry": "NMC"}}}, 'bank.packs."a:1".chemistry', "LiFePO4"),
         ({"ccl_cell_table": [[3.5, 0.0], [3.4, 1.0]]}, "bank.ccl_cell_table", "ascending"),
         ({"charge_window": [50, 5]}, "bank.charge_window", "[lowest, highest]"),
+        ({"cell_float_voltage": 3.5}, "bank.cell_float_voltage", "at most cell_charge_voltage"),
+        ({"soc_reset_voltage": 3.4}, "bank.soc_reset_voltage", "at least cell_charge_voltage"),
     ],
     ids=["mixed-capacity-series", "mixed-cells-parallel", "pack-twice", "zero-cells",
-         "unknown-pack-key", "chemistry", "unsorted-table", "window"],
+         "unknown-pack-key", "chemistry", "unsorted-table", "window", "float-above-charge",
+         "reset-below-charge"],
 )  # fmt: skip
 def test_bad_topology_is_a_config_error_naming_the_key(bank, key, words):
     with pytest.raises(ConfigError) as err:
