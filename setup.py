@@ -48,7 +48,11 @@ EXTENSIONS = [
 setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
-    package_data={"bmsbank.native": ["*.pyi", "py.typed"], "bmsbank": ["py.typed", "data/*"]},
+    package_data={
+        "bmsbank.native": ["*.pyi", "py.typed"],
+        "bmsbank": ["py.typed", "data/*"],
+        "bmsbank.services.publisher": ["*.dbc"],
+    },
     ext_modules=cythonize(EXTENSIONS, compiler_directives=DIRECTIVES),
     zip_safe=False,
 )

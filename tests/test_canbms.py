@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 
+import cantools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,9 @@ from bmsbank.services.publisher import canbms, paths
 from tests.test_publisher_paths import make_bank
 
 CAN = CanConfig(manufacturer="bmsbank")
-IDS = (0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x373)
+IDS = (0x351, 0x355, 0x356, 0x35A, 0x35E, 0x35F, 0x372, 0x373, 0x374, 0x375, 0x376, 0x377, 0x379,
+       0x380, 0x381, 0x382)  # fmt: skip
+DB = cantools.database.load_file(canbms.DBC, strict=True)
 
 
 def frame(bank, can_id, config=CAN):
@@ -81,8 +84,9 @@ def test_every_id_present_for_empty_bank():
 
 
 def test_0x35e_manufacturer():
-    assert frame(make_bank(), 0x35E) == b"bmsbank\x00"
+    assert frame(make_bank(name="bmsbank"), 0x35E) == b"bmsbank\x00"  # no 0x370: plain
     assert frame(make_bank(), 0x35E, CanConfig(manufacturer="ABCDEFGH")) == b"ABCDEFGH"
+    assert frame(make_bank(name="house"), 0x35E) == b"bmsbank "  # = 0x370, as the seed requires
 
 
 def test_0x35f_model_firmware_capacity():
@@ -219,3 +223,203 @@ def test_frames_never_fail(bank):
             assert raw == 65535
         if isinstance(value, (int, float)) and value <= 0:
             assert raw == 0
+
+
+# ---- 0x370/0x371 name, 0x374-0x377 ids, 0x380/0x381 serial, 0x382 family ----------------------
+
+
+def text(data: bytes) -> str:
+    """An ASCII frame as the seed defines it: 7-bit characters, NUL = unused."""
+    assert all(b < 0x80 for b in data)
+    return data.rstrip(b"\x00").decode("ascii")
+
+
+def test_0x370_0x371_name_is_manufacturer_and_bank_name():
+    found = dict(canbms.frames(make_bank(name="house"), CAN))
+    assert found[0x370] == b"bmsbank " and found[0x371] == b"house\x00\x00\x00"
+    assert text(found[0x370] + found[0x371]) == "bmsbank house"
+    # seed: "the contents of 0x35E and 0x370 must match if both are implemented"
+    assert found[0x35E] == found[0x370]
+
+
+def test_0x370_0x371_long_name_cut_to_16():
+    found = dict(canbms.frames(make_bank(name="north_shed_bank_2"), CanConfig(manufacturer="ACME")))
+    assert found[0x370] + found[0x371] == b"ACME north_shed_"
+    eight = dict(canbms.frames(make_bank(name="x"), CanConfig(manufacturer="ABCDEFGH")))
+    assert eight[0x370] == b"ABCDEFGH" == eight[0x35E] and eight[0x371] == b" x" + bytes(6)
+
+
+@pytest.mark.parametrize("name", ["bmsbank", " ", ""])
+def test_0x370_0x371_omitted_when_the_name_fits_0x35e(name):
+    # seed: "If the name is 8 characters or less, it is better to use 0x35E and omit 0x370/0x371"
+    found = dict(canbms.frames(dict(make_bank(), name=name), CAN))
+    assert 0x370 not in found and 0x371 not in found
+    assert found[0x35E] == b"bmsbank\x00"
+
+
+def test_0x374_0x377_id_strings():
+    found = dict(canbms.frames(make_bank(), CAN))
+    # make_bank: min cell "usb0:1 C5", max cell "usb0:2 C12", min T "usb0:1 T2", max T "usb0:2 T1"
+    assert found[0x374] == b"1 ::5" + bytes(3)
+    assert found[0x375] == b"2 ::12" + bytes(2)
+    assert found[0x376] == b"1 ::2" + bytes(3)
+    assert found[0x377] == b"2 ::1" + bytes(3)
+
+
+def test_id_string_uses_the_position_in_packs():
+    packs = [{"id": "jkbus:1"}, {"id": "jbd:5"}, {"id": "jkbus:2"}]
+    assert canbms.id_string("jkbus:2 C9", packs) == b"3 ::9\x00\x00\x00"
+    assert canbms.id_string("jbd:5 T4", packs) == b"2 ::4\x00\x00\x00"
+    many = [{"id": f"p:{k}"} for k in range(99)]
+    assert canbms.id_string("p:98 C999", many) == b"99 ::999"  # the largest that fits 8 bytes
+    assert len(canbms.id_string("p:98 C123456", many)) == 8  # longer ones are cut, never grow
+
+
+@pytest.mark.parametrize(
+    ("item_id", "packs"),
+    [(None, [{"id": "a:1"}]), ("a:2 C1", [{"id": "a:1"}]), ("C1", [{"id": "a:1"}]),
+     ("a:1 C1", None), (7, [{"id": "a:1"}]), ("a:1 C1", [])],
+)  # fmt: skip
+def test_id_string_unknown_is_all_nul(item_id, packs):
+    # seed: "Unused characters to be set to 0": an unknown id is the empty string
+    assert canbms.id_string(item_id, packs) == bytes(8)
+
+
+def test_0x374_0x377_unknown_ids_in_a_bank():
+    bank = make_bank(min_cell_id=None, max_cell_id=None, min_temperature_id=None,
+                     max_temperature_id=None)  # fmt: skip
+    found = dict(canbms.frames(bank, CAN))
+    assert all(found[i] == bytes(8) for i in (0x374, 0x375, 0x376, 0x377))
+
+
+def test_0x380_0x381_serial_is_the_bank_name():
+    found = dict(canbms.frames(make_bank(name="house"), CAN))
+    # seed: both always sent; a serial of 8 characters or less leaves 0x381 all zero
+    assert found[0x380] == b"house\x00\x00\x00" and found[0x381] == bytes(8)
+    found = dict(canbms.frames(make_bank(name="north_shed_bank_2"), CAN))
+    assert found[0x380] == b"north_sh" and found[0x381] == b"ed_bank_"
+    found = dict(canbms.frames(dict(make_bank(), name=None), CAN))
+    assert 0x380 not in found and 0x381 not in found
+
+
+def test_0x382_family_name():
+    assert frame(make_bank(), 0x382) == b"bmsbank\x00"
+
+
+def test_ascii_bytes_is_7_bit_printable():
+    assert canbms.ascii_bytes("caf\u00e9\tx") == b"caf??x\x00\x00"
+    assert canbms.ascii_bytes("0123456789") == b"01234567"
+    assert canbms.ascii_bytes("ab", 16) == b"ab" + bytes(14)
+
+
+# ---- the DBC file -----------------------------------------------------------------------------
+
+
+def test_dbc_describes_every_frame_we_send():
+    sent = canbms.frames(make_bank(), CAN)
+    assert {i for i, _ in sent} == {m.frame_id for m in DB.messages}
+    for can_id, data in sent:
+        assert DB.get_message_by_frame_id(can_id).length == len(data)
+
+
+def chars(decoded: dict, first: int = 0) -> str:
+    return bytes(decoded[f"Char{k}"] for k in range(first, first + 8)).rstrip(b"\x00").decode()
+
+
+def test_dbc_decodes_every_frame_as_the_bank():
+    bank = make_bank(alarms=dict.fromkeys(ALARMS, 0) | {"high_cell_voltage": 2, "low_soc": 1,
+                                                        "cell_imbalance": 1})  # fmt: skip
+    sent = canbms.frames(bank, CAN)
+    d = {i: DB.decode_message(i, data, decode_choices=False) for i, data in sent}
+    assert len(d) == len(DB.messages)
+    assert d[0x351]["ChargeVoltageLimit"] == pytest.approx(bank["cvl"], abs=0.05)
+    assert d[0x351]["ChargeCurrentLimit"] == pytest.approx(bank["ccl"], abs=0.05)
+    assert d[0x351]["DischargeCurrentLimit"] == pytest.approx(bank["dcl"], abs=0.05)
+    assert d[0x351]["DischargeVoltage"] == pytest.approx(bank["low_voltage"], abs=0.05)
+    assert d[0x355]["SoC"] == pytest.approx(bank["soc"], abs=0.5)
+    assert d[0x355]["SoH"] == 100
+    assert d[0x355]["SoCHighRes"] == pytest.approx(bank["soc"], abs=0.005)
+    assert d[0x356]["BatteryVoltage"] == pytest.approx(bank["voltage"], abs=0.005)
+    assert d[0x356]["BatteryCurrent"] == pytest.approx(bank["current"], abs=0.05)
+    assert d[0x356]["BatteryTemperature"] == pytest.approx(bank["temperature"], abs=0.05)
+    alarms = d[0x35A]
+    assert alarms["HighVoltageAlarm"] == 1 and alarms["HighVoltageWarning"] == 1
+    assert alarms["CellImbalanceAlarm"] == 2 and alarms["CellImbalanceWarning"] == 1
+    ok = ("LowVoltage", "HighTemperature", "LowTemperature", "HighTemperatureCharge",
+          "LowTemperatureCharge", "HighCurrent", "HighChargeCurrent", "BmsInternal")  # fmt: skip
+    for name in ok:
+        assert alarms[f"{name}Alarm"] == 2 and alarms[f"{name}Warning"] == 2, name
+    for name in ("General", "Contactor", "ShortCircuit"):
+        assert alarms[f"{name}Alarm"] == 0 and alarms[f"{name}Warning"] == 0, name
+    assert chars(d[0x35E]) == f"{CAN.manufacturer} {bank['name']}"[:8]  # = 0x370
+    assert d[0x35F]["BatteryModel"] == 0
+    assert d[0x35F]["FirmwareVersion"] == canbms.firmware_version()
+    assert d[0x35F]["OnlineCapacity"] == pytest.approx(bank["capacity"], abs=0.5)
+    assert chars(d[0x370]) + chars(d[0x371], 8) == f"{CAN.manufacturer} {bank['name']}"
+    assert d[0x372] == {"ModulesOnline": bank["online"], "ModulesOffline": bank["offline"],
+                        "ModulesBlockingCharge": bank["blocking_charge"],
+                        "ModulesBlockingDischarge": bank["blocking_discharge"]}  # fmt: skip
+    assert d[0x373]["MinCellVoltage"] == pytest.approx(bank["min_cell_voltage"], abs=0.0005)
+    assert d[0x373]["MaxCellVoltage"] == pytest.approx(bank["max_cell_voltage"], abs=0.0005)
+    kelvin = bank["min_temperature"] + 273.15, bank["max_temperature"] + 273.15
+    assert d[0x373]["MinCellTemperature"] == pytest.approx(kelvin[0], abs=0.5)
+    assert d[0x373]["MaxCellTemperature"] == pytest.approx(kelvin[1], abs=0.5)
+    position = {p["id"]: k + 1 for k, p in enumerate(bank["packs"])}
+    for can_id, key in ((0x374, "min_cell_id"), (0x375, "max_cell_id"),
+                        (0x376, "min_temperature_id"), (0x377, "max_temperature_id")):  # fmt: skip
+        pack, item = bank[key].split(" ")
+        assert chars(d[can_id]) == f"{position[pack]} ::{item[1:]}", key
+    assert d[0x379]["InstalledCapacity"] == pytest.approx(bank["installed_capacity"], abs=0.5)
+    assert chars(d[0x380]) + chars(d[0x381], 8) == bank["name"]
+    assert chars(d[0x382]) == canbms.FAMILY
+
+
+def test_dbc_decodes_an_arbiter_bank():
+    # a bank straight from the arbiter code: nothing online yet, every id unknown
+    from tests.test_publisher_paths import arbiter_bank
+
+    bank = arbiter_bank(Config())
+    for can_id, data in canbms.frames(bank, CAN):
+        decoded = DB.decode_message(can_id, data, decode_choices=False)
+        if 0x374 <= can_id <= 0x377:
+            assert chars(decoded) == ""
+    assert DB.decode_message(0x351, frame(bank, 0x351))["ChargeCurrentLimit"] == bank["ccl"]
+
+
+# seed 004 §5.1 candump lines and what they mean (seed §2 scaling)
+CANDUMP = [
+    (0x351, "45 02 4c 04 4c 04 00 00",
+     {"ChargeVoltageLimit": 58.1, "ChargeCurrentLimit": 110.0, "DischargeCurrentLimit": 110.0}),
+    (0x355, "59 00 64 00 00 00 00 00", {"SoC": 89, "SoH": 100}),
+    (0x356, "31 16 ce 00 3e 01 00 00",
+     {"BatteryVoltage": 56.81, "BatteryCurrent": 20.6, "BatteryTemperature": 31.8}),
+    (0x356, "31 16 d1 00 3e 01 00 00",
+     {"BatteryVoltage": 56.81, "BatteryCurrent": 20.9, "BatteryTemperature": 31.8}),
+    (0x356, "31 16 d0 00 3e 01 00 00",
+     {"BatteryVoltage": 56.81, "BatteryCurrent": 20.8, "BatteryTemperature": 31.8}),
+    (0x35A, "00 00 00 00 00 00 00 00", {"HighVoltageAlarm": 0, "CellImbalanceWarning": 0}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("can_id", "hexdata", "expected"), CANDUMP)
+def test_dbc_decodes_the_seed_candump(can_id, hexdata, expected):
+    decoded = DB.decode_message(can_id, bytes.fromhex(hexdata), decode_choices=False)
+    for name, value in expected.items():
+        assert decoded[name] == pytest.approx(value, abs=1e-9), name
+
+
+BANK_FOR_CANDUMP = {
+    0x351: {"cvl": 58.1, "ccl": 110.0, "dcl": 110.0},
+    0x355: {"soc": 89.0},
+    0x356: {"voltage": 56.81, "temperature": 31.8},
+}
+
+
+@pytest.mark.parametrize(("can_id", "hexdata", "expected"), CANDUMP[:5])
+def test_encoder_reproduces_the_seed_candump(can_id, hexdata, expected):
+    overrides = BANK_FOR_CANDUMP[can_id]
+    if can_id == 0x356:
+        overrides = overrides | {"current": expected["BatteryCurrent"]}
+    data = frame(make_bank(**overrides), can_id)
+    size = 4 if can_id == 0x355 else 6  # 0x355 bytes 4-5: our high-res SoC, 0 in the dump
+    assert data[:size] == bytes.fromhex(hexdata)[:size]

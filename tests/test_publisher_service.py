@@ -311,12 +311,8 @@ def test_can_sender_backoff_and_logs_once_per_state_change(caplog):
         sender.config = CanConfig(enabled=True, interface="virtual", channel=channel)
         caplog.clear()
         clock.now += 30.0
-        assert (
-            sender.send_all(
-                canbms.frames(make_bank(cvl=58.1, ccl=110, dcl=110, low_voltage=0.0), sender.config)
-            )
-            == 9
-        )
+        sent = canbms.frames(make_bank(cvl=58.1, ccl=110, dcl=110, low_voltage=0.0), sender.config)
+        assert sender.send_all(sent) == len(sent) == 18
         first = reader.recv(1.0)
         assert first is not None and first.arbitration_id == 0x351
         assert bytes(first.data) == bytes.fromhex("45 02 4c 04 4c 04 00 00")

@@ -4,21 +4,42 @@ Pure functions: :func:`frames` returns ``[(can_id, data), ...]`` for 11-bit iden
 multi-byte field little-endian except the 0x35F firmware version (big-endian, as the seed says).
 Every value is clamped to its field's range, never wrapped: 70000 A is sent as 6553.5 A, not 443 A,
 and a negative limit as 0. Unknown values are sent as 0 (the seed allows 0x0000 for unsupported
-0x373 fields). All frames carry 8 bytes (zero padded) like the seed's candump example.
+0x373 fields). All frames carry 8 bytes (zero padded) like the seed's candump example. Strings are
+7-bit ASCII (anything else becomes "?"), cut to the field and NUL padded ("unused characters to be
+set to 0"). :data:`DBC` describes every frame for cantools and CAN tools.
 
 Frames:
     0x351  CVL 0.1 V, CCL 0.1 A, DCL 0.1 A, discharge voltage 0.1 V (= bank low_voltage), un16
     0x355  SoC 1 %, SoH 1 % (100: the bank does not track SoH), SoC 0.01 %, un16
     0x356  voltage 0.01 V, current 0.1 A (+ = charge), temperature 0.1 degC, sn16
     0x35A  alarms (bytes 0-3) and warnings (bytes 4-7), 2-bit pairs, see :data:`PAIRS`
-    0x35E  manufacturer, 8 ASCII characters, NUL padded
+    0x35E  manufacturer, 8 ASCII characters, NUL padded; when 0x370 is sent, the same 8 bytes as
+           0x370 (the seed: "the contents of 0x35E and 0x370 must match")
     0x35F  model un16 (0: "not implemented" in the seed), firmware major/minor big-endian,
            online capacity Ah un16
+    0x370  battery name, characters 1-8  } ASCII, NUL padded: manufacturer, a space and the bank
+    0x371  battery name, characters 9-16 } ``name`` (just the manufacturer when the name is empty
+           or the same), cut to 16; both are left out when the name fits 0x35E's 8 characters
+           (the seed: "better to use 0x35E and omit 0x370 and 0x371").
     0x372  modules online, blocking charge, blocking discharge, offline (un16). "Modules OK" is
            taken as "online" (blocking ones included) because Venus shows this field as
            "N online"; the blocking counts follow in their own fields.
     0x373  min / max cell voltage [mV], min / max cell temperature [K], un16
+    0x374  id of the lowest cell voltage       } 8 ASCII characters "<pack> ::<cell>" (the
+    0x375  id of the highest cell voltage      } seed's own example is "1 ::9"): <pack> is the
+    0x376  id of the coldest temperature sensor} pack's 1-based position in bank["packs"], <cell>
+    0x377  id of the hottest temperature sensor} the cell or sensor number of the bank's id
+           ("jkbus:2 C9" -> "2 ::9", "jkbus:2 T1" -> "2 ::1"). Fits 8 characters up to 99 packs
+           and 999 cells. An unknown id (None, or a pack not in bank["packs"]) is sent as 8 NUL
+           bytes, the seed's empty string.
     0x379  installed capacity [Ah] un16 (Victron extension)
+    0x380  serial number, characters 1-8  } ASCII, NUL padded: the bank ``name`` (configured,
+    0x381  serial number, characters 9-16 } stable across restarts), cut to 16; both always sent
+           together (the seed: 0x381 completes the serial), neither when the bank has no name.
+    0x382  battery family name, 8 ASCII characters: :data:`FAMILY` ("bmsbank").
+
+Not sent yet: 0x360 (force charge) and 0x378 (energy in / out counters, which need storage that
+survives restarts).
 
 0x35A mapping (alarm pair active when any source is at level 2, warning pair at level >= 1;
 10 = OK when at least one source is present in the bank, 00 = not supported otherwise):
@@ -53,6 +74,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from bmsbank import __version__
@@ -65,6 +87,9 @@ UN16 = (0, 0xFFFF)
 SN16 = (-0x8000, 0x7FFF)
 SOH_UNKNOWN = 100  # the bank does not track state of health; 100 keeps Venus quiet
 KELVIN = 273.15
+FAMILY = "bmsbank"  #: 0x382 battery family name
+NAME_CHARS = 16  #: 0x370 + 0x371 and 0x380 + 0x381
+DBC = Path(__file__).with_name("victron_canbms.dbc")  #: the frames as a DBC file
 
 NOT_SUPPORTED, ACTIVE, OK = 0b00, 0b01, 0b10
 
@@ -147,15 +172,56 @@ def _un16(*values: int) -> bytes:
     return _pad(struct.pack(f"<{len(values)}H", *values))
 
 
+def ascii_bytes(text: str, length: int = 8) -> bytes:
+    """``text`` as 7-bit printable ASCII ("?" for anything else), cut and NUL padded to length."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean.encode("ascii")[:length].ljust(length, b"\x00")
+
+
+def battery_name(bank: Mapping[str, Any], config: CanConfig) -> str:
+    """The 0x370/0x371 battery name: "<manufacturer> <bank name>", cut to 16 characters."""
+    name = bank.get("name")
+    if not isinstance(name, str) or not name.strip() or name == config.manufacturer:
+        return config.manufacturer[:NAME_CHARS]
+    return f"{config.manufacturer} {name}"[:NAME_CHARS]
+
+
+def id_string(item_id: Any, packs: Any) -> bytes:
+    """0x374-0x377 data: "jkbus:2 C9" -> b"2 ::9" + NULs (pack = position in ``packs``, from 1).
+
+    Args:
+        item_id: a bank cell or sensor id, "<pack id> C<n>" or "<pack id> T<n>" (or None).
+        packs: the bank's ``packs`` list (rows with an ``id``).
+
+    Returns:
+        8 bytes; all NUL (the seed's empty string) when the id or its pack is unknown.
+
+    """
+    if not isinstance(item_id, str) or not isinstance(packs, Sequence):
+        return bytes(8)
+    pack, _, item = item_id.rpartition(" ")
+    ids = [row.get("id") for row in packs if isinstance(row, Mapping)]
+    if not pack or pack not in ids:
+        return bytes(8)
+    number = item[1:] if item[:1] in ("C", "T") else item
+    return ascii_bytes(f"{ids.index(pack) + 1} ::{number}")
+
+
+def _text_frames(first_id: int, text: str) -> list[Frame]:
+    """Two consecutive ids carrying up to 16 ASCII characters, the second NUL when unused."""
+    data = ascii_bytes(text, NAME_CHARS)
+    return [(first_id, data[:8]), (first_id + 1, data[8:])]
+
+
 def frames(bank: Mapping[str, Any], config: CanConfig) -> list[Frame]:
     """All CAN-bus BMS frames for one bank message.
 
     Args:
         bank: a validated bank message (see :mod:`bmsbank.services.arbiter.bank`).
-        config: the CAN section of the configuration (manufacturer name for 0x35E).
+        config: the CAN section of the configuration (manufacturer name for 0x35E and 0x370).
 
     Returns:
-        ``[(can_id, 8 data bytes), ...]``, 0x351 first.
+        ``[(can_id, 8 data bytes), ...]``, 0x351 first, then by id.
 
     """
     soc = bank.get("soc")
@@ -163,6 +229,13 @@ def frames(bank: Mapping[str, Any], config: CanConfig) -> list[Frame]:
              ("online", "blocking_charge", "blocking_discharge", "offline")]  # fmt: skip
     manufacturer = config.manufacturer.encode("ascii", "replace")[:8]
     alarms = bank.get("alarms")
+    name = battery_name(bank, config)
+    names = _text_frames(0x370, name) if len(name) > 8 else []
+    serial = bank.get("name")
+    serials = _text_frames(0x380, serial) if isinstance(serial, str) and serial else []
+    packs = bank.get("packs")
+    keys = ("min_cell_id", "max_cell_id", "min_temperature_id", "max_temperature_id")
+    ids = [(0x374 + k, id_string(bank.get(key), packs)) for k, key in enumerate(keys)]
     return [
         (0x351, _un16(
             scaled(bank.get("cvl"), 0.1, UN16), scaled(bank.get("ccl"), 0.1, UN16),
@@ -174,14 +247,19 @@ def frames(bank: Mapping[str, Any], config: CanConfig) -> list[Frame]:
             scaled(bank.get("temperature"), 0.1, SN16),
         ))),
         (0x35A, alarm_bytes(alarms if isinstance(alarms, Mapping) else {})),
-        (0x35E, manufacturer.ljust(8, b"\x00")),
+        # the seed: "the contents of 0x35E and 0x370 must match if both are implemented"
+        (0x35E, names[0][1] if names else manufacturer.ljust(8, b"\x00")),
         (0x35F, _pad(struct.pack(">HH", 0, firmware_version())
                      + struct.pack("<H", scaled(bank.get("capacity"), 1, UN16)))),
+        *names,
         (0x372, _un16(*count)),
         (0x373, _un16(
             scaled(bank.get("min_cell_voltage"), 0.001, UN16),
             scaled(bank.get("max_cell_voltage"), 0.001, UN16),
             _kelvin(bank.get("min_temperature")), _kelvin(bank.get("max_temperature")),
         )),
+        *ids,
         (0x379, _un16(scaled(bank.get("installed_capacity"), 1, UN16))),
+        *serials,
+        (0x382, ascii_bytes(FAMILY)),
     ]  # fmt: skip
