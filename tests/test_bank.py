@@ -144,6 +144,15 @@ def test_bad_states_are_counted_and_never_used(field, value):
     assert all(math.isfinite(bank[k]) for k in ("voltage", "current", "cvl", "ccl", "dcl"))
 
 
+def test_soh_is_the_lowest_a_pack_reports():
+    engine, computer = setup()
+    feed(engine, 1.0, **{"a:1": {"soh": 97.0}, "b:1": {"soh": 91.5}})
+    assert bank_at(engine, computer, 1.0)["soh"] == 91.5
+    engine, computer = setup()
+    feed(engine, 1.0)
+    assert bank_at(engine, computer, 1.0)["soh"] is None
+
+
 def test_sequence_gaps_are_counted():
     engine, _ = setup()
     engine.accept(state_msg("a", 1, seq=1), 1.0)

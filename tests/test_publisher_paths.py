@@ -200,3 +200,10 @@ def test_charge_state_time_to_go_and_time_since_full(config):
     assert v["/History/TimeSinceLastFullCharge"] == 1.5 * 86400
     v = paths.dbus_values(make_bank(time_to_go=None, days_since_full=None), config)
     assert v["/TimeToGo"] is None and v["/History/TimeSinceLastFullCharge"] is None
+
+
+def test_soh_and_averaged_current(config):
+    v = paths.dbus_values(make_bank(soh=97.04, current_avg=-12.34), config)
+    assert v["/Soh"] == 97.0 and v["/CurrentAvg"] == -12.3
+    v = paths.dbus_values(make_bank(), config)  # packs that report no SoH: unknown, not 100
+    assert v["/Soh"] is None

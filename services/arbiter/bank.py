@@ -1,22 +1,22 @@
 """Compute the bank message from the bank engine.
 
 The bank message (msgpack, topic ``b"bank"``) carries:
-    v, kind="bank", seq, time (unix [s]), mono (arbiter monotonic [s]), name (bank name),
-    topology (strings of pack ids), voltage [V] (mean of the strings), current [A, + = charge]
-    (sum), current_avg [A] (averaged), power [W], soc [%] (capacity-weighted) -- each None while no
-    string reports --, capacity [Ah] (strings reporting), installed_capacity [Ah] (last known),
-    remaining [Ah], consumed [Ah] (capacity - remaining), time_to_go [s] or None, time_to_soc
-    {"<soc %>": s or None}, temperature [°C] (mean of all sensors, or None), min_temperature /
-    max_temperature [°C] and their ids ("port:addr T2"), min_cell_voltage / max_cell_voltage [V]
-    and their ids ("port:addr C5"), cells_per_pack (cells in series of the bank), cvl [V],
-    ccl [A], dcl [A], low_voltage [V] (battery-low voltage), reasons {cvl, ccl, dcl: text},
-    charge_state ("bulk", "absorption", "float"), days_since_full (oldest pack) or None,
-    full_charge_due, allow_charge, allow_discharge (bool), online, offline, waiting (parallel
-    packs seen but not yet rejoined), blocking_charge, blocking_discharge (pack counts), alarms
-    {name: 0/1/2}, packs (per-pack summary: id, bms, online, joined, age [s] or None, voltage,
-    current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, ccl, dcl [A] and
-    ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None), days_since_full,
-    alarms (active names)), counters.
+    v, kind="bank", seq, time (unix [s]), mono (arbiter monotonic [s]), name (bank name), topology
+    (strings of pack ids), voltage [V] (mean of the strings), current [A, + = charge] (sum),
+    current_avg [A] (averaged), power [W], soc [%] (capacity-weighted) -- each None while no string
+    reports --, soh [%] (the lowest a pack reports, or None), capacity [Ah] (strings reporting),
+    installed_capacity [Ah] (last known), remaining [Ah], consumed [Ah] (capacity - remaining),
+    time_to_go [s] or None, time_to_soc {"<soc %>": s or None}, temperature [°C] (mean of all
+    sensors, or None), min_temperature / max_temperature [°C] and their ids ("port:addr T2"),
+    min_cell_voltage / max_cell_voltage [V] and their ids ("port:addr C5"), cells_per_pack (cells in
+    series of the bank), cvl [V], ccl [A], dcl [A], low_voltage [V] (battery-low voltage), reasons
+    {cvl, ccl, dcl: text}, charge_state ("bulk", "absorption", "float"), days_since_full (oldest
+    pack) or None, full_charge_due, allow_charge, allow_discharge (bool), online, offline, waiting
+    (parallel packs seen but not yet rejoined), blocking_charge, blocking_discharge (pack counts),
+    alarms {name: 0/1/2}, packs (per-pack summary: id, bms, online, joined, age [s] or None,
+    voltage, current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, ccl, dcl [A]
+    and ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None),
+    days_since_full, alarms (active names)), counters.
 
 CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
@@ -69,6 +69,7 @@ class BankComputer:
             "current_avg": finite(out["current_avg"]),
             "power": finite(out["power"]),
             "soc": finite(out["soc"]),
+            "soh": min((s["soh"] for s in online if s.get("soh") is not None), default=None),
             "capacity": capacity,
             "installed_capacity": sum(self.capacities.values()),
             "remaining": remaining,

@@ -116,6 +116,8 @@ def _measurements(bank: Mapping[str, Any]) -> dict[str, Any]:
         "/Dc/0/Power": _round(bank.get("power"), 0),
         "/Dc/0/Temperature": _round(bank.get("temperature"), 1),
         "/Soc": _round(bank.get("soc"), 1),
+        "/Soh": _round(bank.get("soh"), 1),
+        "/CurrentAvg": _round(bank.get("current_avg"), 1),
         "/TimeToGo": _round(bank.get("time_to_go"), 0),
         "/Capacity": remaining,
         "/ConsumedAmphours": None if consumed is None else 0.0 - consumed,
