@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import can
@@ -52,6 +53,10 @@ class Demo:
              "--duration", "600"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
+        # read the demo's output all along: a full pipe would block the demo's prints
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         self.started = time.monotonic()
         self.bus_address = f"unix:path={rundir}/dbus.sock"
         self.can_peer = f"{rundir}/can-peer"
@@ -64,7 +69,7 @@ class Demo:
         """The next bank message from the tap that satisfies ``pred``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.proc.stdout.read()
+            assert self.proc.poll() is None, "".join(self.output)
             if self.sub.poll(200):
                 bank = unpack(self.sub.recv_multipart()[1])
                 if pred(bank):
@@ -92,8 +97,14 @@ class Demo:
         self.ctx.term()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=60)
-        return out
+        self.proc.wait(timeout=60)
+        self.reader.join(10)
+        return "".join(self.output)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line)
 
 
 def processes_using(path: str) -> list[str]:
