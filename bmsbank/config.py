@@ -245,6 +245,18 @@ class DbusConfig:
     )
     product_id: int = _spec(0xBA44, "an integer 0-65535 (/ProductId)", lambda n: 0 <= n <= 0xFFFF)
     product_name: str = _spec("bmsbank battery bank", "a non-empty string", bool)
+    unique_id: str = _spec(
+        "",
+        'the bank\'s stable id in the settings service: letters, digits, "_" ("" = bmsbank_<name>)',
+        lambda s: s == "" or (len(s) <= 64 and s.replace("_", "a").isalnum() and s.isascii()),
+    )
+    names_file: str = _spec(
+        "/var/lib/bmsbank/names.json",
+        'file keeping custom names when there is no settings service, "" = none',
+    )
+    pack_services: bool = _spec(
+        True, "true or false: one battery service per pack (cells, alarms; never limits)"
+    )
 
 
 @dataclass(frozen=True)

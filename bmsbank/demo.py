@@ -75,7 +75,7 @@ def _demo_config(rundir: str, can: str) -> str:
         f"runtime_dir = {_toml_str(rundir)}", "", "[bank]", 'name = "demo"',
         f"state_file = {_toml_str(rundir + '/state.json')}", "",
     ]  # fmt: skip
-    lines += ["[dbus]", "enabled = true", ""]
+    lines += ["[dbus]", "enabled = true", f"names_file = {_toml_str(rundir + '/names.json')}", ""]
     lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}"]

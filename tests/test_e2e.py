@@ -172,6 +172,14 @@ async def _read_paths(address: str, paths: list[str]) -> tuple[list[str], dict]:
             )
         )
         values["__items__"] = {k: v["Value"].value for k, v in items.body[0].items()}
+        # every battery service's items, the way a Venus client scans the bus
+        values["__all__"] = {}
+        for name in names:
+            r = await bus.call(
+                Message(destination=name, path="/", interface="com.victronenergy.BusItem",
+                        member="GetItems")
+            )  # fmt: skip
+            values["__all__"][name] = {k: v["Value"].value for k, v in r.body[0].items()}
         return names, values
     finally:
         bus.disconnect()
@@ -183,7 +191,13 @@ def read_dbus(demo: Demo, paths: list[str]) -> tuple[list[str], dict]:
 
 def test_venus_client_finds_the_bank_and_reads_every_mandatory_path(demo):
     names, v = read_dbus(demo, MANDATORY)
-    assert names == [SERVICE]
+    # the bank and one service per pack, of which only the bank is a BMS (has limits)
+    assert sorted(names) == sorted([SERVICE] + [f"{SERVICE}_{p.replace(':', '_')}"
+                                                for p in demo.truth()])  # fmt: skip
+    bms = [n for n, items in v["__all__"].items() if "/Info/MaxChargeVoltage" in items]
+    assert bms == [SERVICE]
+    instances = [items["/DeviceInstance"] for items in v["__all__"].values()]
+    assert len(set(instances)) == len(instances)  # every service its own instance
     # what Victron's systemcalc needs to pick it as battery monitor and as BMS
     assert isinstance(v["/ProductId"], int) and isinstance(v["/DeviceInstance"], int)
     assert v["/Connected"] == 1
@@ -230,6 +244,12 @@ def test_dbus_values_follow_the_simulators(demo):
     cells = [c for p in packs for c in p["cells"]]
     assert v["/System/MinCellVoltage"] == pytest.approx(min(cells), abs=0.002)
     assert v["/System/MaxCellVoltage"] == pytest.approx(max(cells), abs=0.002)
+    # each pack's own service shows its cells as its simulator holds them
+    for pack, true in truth.items():
+        items = v["__all__"][f"{SERVICE}_{pack.replace(':', '_')}"]
+        shown = [items[f"/Voltages/Cell{k + 1}"] for k in range(len(true["cells"]))]
+        assert shown == pytest.approx(true["cells"], abs=0.002), pack
+        assert items["/Connected"] == 1
 
 
 def test_can_frames_decode_per_seed_004_and_agree_with_dbus(demo):

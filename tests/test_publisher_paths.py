@@ -17,12 +17,14 @@ from bmsbank.services.publisher import paths
 MANDATORY = (
     "/Mgmt/ProcessName", "/Mgmt/ProcessVersion", "/Mgmt/Connection", "/DeviceInstance",
     "/ProductId", "/ProductName", "/FirmwareVersion", "/HardwareVersion", "/Connected",
-    "/CustomName",
+    "/CustomName", "/Serial",
     "/Dc/0/Voltage", "/Dc/0/Current", "/Dc/0/Power", "/Dc/0/Temperature", "/Soc", "/Capacity",
     "/InstalledCapacity", "/ConsumedAmphours",
     "/Info/MaxChargeVoltage", "/Info/MaxChargeCurrent", "/Info/MaxDischargeCurrent",
     "/Info/BatteryLowVoltage", "/Info/ChargeLimitation", "/Info/DischargeLimitation",
-    "/Info/ChargeVoltageLimitation",
+    "/Info/ChargeVoltageLimitation", "/Info/ChargeRequest", "/Info/ChargeMode", "/Soh",
+    "/TimeToGo", "/CurrentAvg", "/Io/AllowToBalance", "/Balancing", "/History/ChargeCycles",
+    "/History/TimeSinceLastFullCharge",
     "/System/MinCellVoltage", "/System/MaxCellVoltage", "/System/MinVoltageCellId",
     "/System/MaxVoltageCellId", "/System/MinCellTemperature", "/System/MaxCellTemperature",
     "/System/NrOfCellsPerBattery", "/System/NrOfModulesOnline", "/System/NrOfModulesOffline",
@@ -207,3 +209,30 @@ def test_soh_and_averaged_current(config):
     assert v["/Soh"] == 97.0 and v["/CurrentAvg"] == -12.3
     v = paths.dbus_values(make_bank(), config)  # packs that report no SoH: unknown, not 100
     assert v["/Soh"] is None
+
+
+def test_balancing_cycles_and_charge_request(config):
+    v = paths.dbus_values(make_bank(balancing=2, cycles=41, charge_request=True), config)
+    assert (v["/Balancing"], v["/History/ChargeCycles"], v["/Info/ChargeRequest"]) == (1, 41, 1)
+    assert v["/Io/AllowToBalance"] == 1
+    v = paths.dbus_values(make_bank(balancing=0, cycles=None), config)
+    assert (v["/Balancing"], v["/History/ChargeCycles"], v["/Info/ChargeRequest"]) == (0, None, 0)
+    safe = paths.safe_values(make_bank(balancing=2), config)
+    assert safe["/Balancing"] is None  # old news once the bank is stale
+
+
+def test_safe_bank_takes_every_pack_offline(config):
+    safe = paths.safe_bank(make_bank(), config, "stale")
+    assert [row["online"] for row in safe["packs"]] == [False, False, False]
+    assert make_bank()["packs"][0]["online"] is True  # the last bank is left alone
+
+
+def test_arbiter_bank_counts_balancing_packs_and_mean_cycles():
+    from tests.factories import state_msg
+
+    engine = BankEngine.from_mapping({"strings": [["a:1"], ["a:2"]]})
+    computer = BankComputer(engine, "test", 0.0)
+    engine.accept(state_msg("a", 1, cycles=10, balancing=[1] + [0] * 15), 1.0)
+    engine.accept(state_msg("a", 2, cycles=21), 1.0)
+    bank = computer.compute(1.5)
+    assert (bank["balancing"], bank["cycles"]) == (1, 16)

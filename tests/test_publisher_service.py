@@ -32,7 +32,7 @@ NAME = "com.victronenergy.battery.test"
 STALE_AFTER = 1.5
 
 
-def write_config(tmp_path, tap: str, can_channel: str | None) -> str:
+def write_config(tmp_path, tap: str, can_channel: str | None, dbus_extra: str = "") -> str:
     can_section = (
         f'[can]\nenabled = true\ninterface = "virtual"\nchannel = "{can_channel}"\n'
         if can_channel else "[can]\nenabled = false\n"
@@ -41,7 +41,8 @@ def write_config(tmp_path, tap: str, can_channel: str | None) -> str:
     path.write_text(
         f'runtime_dir = "{tmp_path}"\nlog_level = "debug"\n'
         f"[bank]\nname = \"house\"\nstale_after = {STALE_AFTER}\n"
-        f'[dbus]\nservice = "{NAME}"\ndevice_instance = 7\n'
+        f'[dbus]\nservice = "{NAME}"\ndevice_instance = 7\nnames_file = "{tmp_path}/names.json"\n'
+        f"{dbus_extra}\n"
         f'{can_section}[zmq]\ntap = "{tap}"\n'
     )  # fmt: skip
     return str(path)
@@ -51,15 +52,16 @@ class Rig:
     """A PUB socket standing in for the arbiter, the publisher, a D-Bus client and a CAN reader."""
 
     def __init__(
-        self, tmp_path, address: str, with_can: bool = True, with_client: bool = True
-    ) -> None:
+        self, tmp_path, address: str, with_can: bool = True, with_client: bool = True,
+        dbus_extra: str = "",
+    ) -> None:  # fmt: skip
         self.with_client = with_client
         self.ctx = zmq.asyncio.Context()
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.bind("tcp://127.0.0.1:*")
         tap = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         channel = f"pubtest-{uuid.uuid4().hex}" if with_can else None
-        self.config = load(write_config(tmp_path, tap, channel))
+        self.config = load(write_config(tmp_path, tap, channel, dbus_extra))
         self.can = can.Bus(interface="virtual", channel=channel) if channel else None
         self.publisher = Publisher(self.config, dbus_address=address)
         self.client = Client(address)

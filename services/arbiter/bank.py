@@ -4,8 +4,10 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     v, kind="bank", seq, time (unix [s]), mono (arbiter monotonic [s]), name (bank name), topology
     (strings of pack ids), voltage [V] (mean of the strings), current [A, + = charge] (sum),
     current_avg [A] (averaged), power [W], soc [%] (capacity-weighted) -- each None while no string
-    reports --, soh [%] (the lowest a pack reports, or None), capacity [Ah] (strings reporting),
-    installed_capacity [Ah] (last known), remaining [Ah], consumed [Ah] (capacity - remaining),
+    reports --, soh [%] (the lowest a pack reports, or None), cycles (mean charge cycles of the
+    online packs, or None), balancing (online packs balancing a cell), capacity [Ah] (strings
+    reporting), installed_capacity [Ah] (last known), remaining [Ah], consumed [Ah] (capacity -
+    remaining),
     time_to_go [s] or None, time_to_soc {"<soc %>": s or None}, temperature [°C] (mean of all
     sensors, or None), min_temperature / max_temperature [°C] and their ids ("port:addr T2"),
     min_cell_voltage / max_cell_voltage [V] and their ids ("port:addr C5"), cells_per_pack (cells in
@@ -70,6 +72,8 @@ class BankComputer:
             "power": finite(out["power"]),
             "soc": finite(out["soc"]),
             "soh": min((s["soh"] for s in online if s.get("soh") is not None), default=None),
+            "cycles": round(sum(s["cycles"] for s in online) / len(online)) if online else None,
+            "balancing": sum(1 for s in online if any(s["balancing"])),
             "capacity": capacity,
             "installed_capacity": sum(self.capacities.values()),
             "remaining": remaining,

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,7 @@ class _Item:
     writable: bool = False
     validator: Callable[[Any], bool] | None = None
     fmt: str | None = None
+    on_set: Callable[[str, Any], None] | None = None
 
     def text(self) -> str:
         if self.value is None:
@@ -136,6 +137,11 @@ class VeService:
         """True while the service holds its name on a connected bus."""
         return self._bus is not None and self._bus.connected
 
+    @property
+    def bus(self) -> MessageBus | None:
+        """The connection while connected (to call other services on it), else None."""
+        return self._bus if self.connected else None
+
     def paths(self) -> list[str]:
         """Every leaf path, in the order they were added."""
         return list(self._items)
@@ -152,6 +158,7 @@ class VeService:
         writable: bool = False,
         validator: Callable[[Any], bool] | None = None,
         fmt: str | None = None,
+        on_set: Callable[[str, Any], None] | None = None,
     ) -> None:
         """Create (or redefine) a leaf path without emitting a signal.
 
@@ -161,6 +168,8 @@ class VeService:
             writable: whether D-Bus clients may SetValue it.
             validator: for writable paths, accepts or rejects a new value (default: same type).
             fmt: text format for GetText, for example ``"{:.2f}V"``.
+            on_set: called with (path, new value) after a client's SetValue changed the value
+                (persist it, forward it); it must not block.
 
         """
         if not path.startswith("/") or path == "/" or path.endswith("/"):
@@ -171,14 +180,19 @@ class VeService:
         nodes = ["/" + "/".join(parts[:depth]) for depth in range(len(parts))]
         if any(node in self._items for node in nodes):
             raise ValueError(f"{path} would be below a leaf path")
-        self._items[path] = _Item(normalise(value), writable, validator, fmt)
+        self._items[path] = _Item(normalise(value), writable, validator, fmt, on_set)
         for node, name in zip(nodes, parts, strict=True):
             self._children.setdefault(node, set()).add(name)
 
-    async def connect(self) -> None:
+    async def connect(self, prepare: Callable[[MessageBus], Awaitable[None]] | None = None) -> None:
         """Connect to the bus and take the service name.
 
         The address is ``bus_address``, else ``$DBUS_SYSTEM_BUS_ADDRESS``, else the system bus.
+
+        Args:
+            prepare: awaited with the connected bus before the name is taken, to fill in values
+                that must be right from the first read (the DeviceInstance claimed from the
+                settings service).
 
         Raises:
             ConnectionError: the name is owned by another process.
@@ -192,6 +206,12 @@ class VeService:
         else:
             bus = MessageBus(bus_type=BusType.SYSTEM)
         await bus.connect()
+        if prepare is not None:
+            try:
+                await prepare(bus)
+            except BaseException:
+                bus.disconnect()
+                raise
         bus.add_message_handler(self._handle)
         reply = await bus.request_name(self.service_name, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -330,6 +350,8 @@ class VeService:
             return SET_REJECTED
         if self._set(path, normalise(new)):
             log.info("%s set to %r over D-Bus", path, new)
+            if item.on_set is not None:
+                item.on_set(path, item.value)
         return SET_OK
 
     def _introspect(self, msg: Message) -> Message:

@@ -24,13 +24,23 @@ from bmsbank import __version__
 from bmsbank.config import Config
 from bmsbank.schema import ALARM, ALARMS, SCHEMA_VERSION
 
+from .identity import bus_element
+
 PROCESS_NAME = "bmsbank-publisher"
 CONNECTION = "bmsbank"
 HARDWARE_VERSION = "bmsbank virtual bank"
 
 #: Paths a D-Bus client may write, and the service then owns (bank updates leave them alone).
 WRITABLE = ("/CustomName",)
+#: Paths set once at registration from the claimed identity; bank updates leave them alone.
+OWNED = ("/DeviceInstance", "/CustomName", "/Serial")
 CUSTOM_NAME_MAX = 64
+
+
+def custom_name_ok(value: Any) -> bool:
+    """A custom name a client may set: a non-empty string of at most 64 characters."""
+    return isinstance(value, str) and 0 < len(value) <= CUSTOM_NAME_MAX
+
 
 #: Text shown by GetText / ItemsChanged for each numeric path (format with one value).
 FORMATS: dict[str, str] = {
@@ -58,6 +68,7 @@ MEASUREMENTS = (
     "/ConsumedAmphours", "/System/MinCellVoltage", "/System/MaxCellVoltage",
     "/System/MinVoltageCellId", "/System/MaxVoltageCellId", "/System/MinCellTemperature",
     "/System/MaxCellTemperature", "/System/MinTemperatureCellId", "/System/MaxTemperatureCellId",
+    "/Balancing",
 )  # fmt: skip
 
 
@@ -66,7 +77,7 @@ def alarm_path(name: str) -> str:
     return "/Alarms/" + "".join(part.capitalize() for part in name.split("_"))
 
 
-def _round(x: Any, digits: int) -> float | None:
+def rounded(x: Any, digits: int) -> float | None:
     """Round a number for publishing; None for anything unknown, NaN or infinite."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
@@ -75,7 +86,7 @@ def _round(x: Any, digits: int) -> float | None:
 
 def _limit(x: Any, digits: int) -> float:
     """Round a limit, which is never invalid: anything not finite and >= 0 becomes 0."""
-    value = _round(x, digits)
+    value = rounded(x, digits)
     return 0.0 if value is None or value < 0.0 else value
 
 
@@ -100,7 +111,13 @@ def static_values(config: Config) -> dict[str, Any]:
         "/HardwareVersion": HARDWARE_VERSION,
         "/Connected": 1,
         "/CustomName": config.bank.name,
+        "/Serial": unique_id(config),
     }
+
+
+def unique_id(config: Config) -> str:
+    """The bank's stable unique id: ``[dbus] unique_id``, else ``bmsbank_<bank name>``."""
+    return config.dbus.unique_id or "bmsbank_" + bus_element(config.bank.name)
 
 
 def _seconds(days: Any) -> float | None:
@@ -108,25 +125,25 @@ def _seconds(days: Any) -> float | None:
 
 
 def _measurements(bank: Mapping[str, Any]) -> dict[str, Any]:
-    remaining = _round(bank.get("remaining"), 1)
-    consumed = _round(bank.get("consumed"), 1)
+    remaining = rounded(bank.get("remaining"), 1)
+    consumed = rounded(bank.get("consumed"), 1)
     return {
-        "/Dc/0/Voltage": _round(bank.get("voltage"), 2),
-        "/Dc/0/Current": _round(bank.get("current"), 1),
-        "/Dc/0/Power": _round(bank.get("power"), 0),
-        "/Dc/0/Temperature": _round(bank.get("temperature"), 1),
-        "/Soc": _round(bank.get("soc"), 1),
-        "/Soh": _round(bank.get("soh"), 1),
-        "/CurrentAvg": _round(bank.get("current_avg"), 1),
-        "/TimeToGo": _round(bank.get("time_to_go"), 0),
+        "/Dc/0/Voltage": rounded(bank.get("voltage"), 2),
+        "/Dc/0/Current": rounded(bank.get("current"), 1),
+        "/Dc/0/Power": rounded(bank.get("power"), 0),
+        "/Dc/0/Temperature": rounded(bank.get("temperature"), 1),
+        "/Soc": rounded(bank.get("soc"), 1),
+        "/Soh": rounded(bank.get("soh"), 1),
+        "/CurrentAvg": rounded(bank.get("current_avg"), 1),
+        "/TimeToGo": rounded(bank.get("time_to_go"), 0),
         "/Capacity": remaining,
         "/ConsumedAmphours": None if consumed is None else 0.0 - consumed,
-        "/System/MinCellVoltage": _round(bank.get("min_cell_voltage"), 3),
-        "/System/MaxCellVoltage": _round(bank.get("max_cell_voltage"), 3),
+        "/System/MinCellVoltage": rounded(bank.get("min_cell_voltage"), 3),
+        "/System/MaxCellVoltage": rounded(bank.get("max_cell_voltage"), 3),
         "/System/MinVoltageCellId": _text(bank.get("min_cell_id")),
         "/System/MaxVoltageCellId": _text(bank.get("max_cell_id")),
-        "/System/MinCellTemperature": _round(bank.get("min_temperature"), 1),
-        "/System/MaxCellTemperature": _round(bank.get("max_temperature"), 1),
+        "/System/MinCellTemperature": rounded(bank.get("min_temperature"), 1),
+        "/System/MaxCellTemperature": rounded(bank.get("max_temperature"), 1),
         "/System/MinTemperatureCellId": _text(bank.get("min_temperature_id")),
         "/System/MaxTemperatureCellId": _text(bank.get("max_temperature_id")),
     }
@@ -135,7 +152,7 @@ def _measurements(bank: Mapping[str, Any]) -> dict[str, Any]:
 def _limits(bank: Mapping[str, Any]) -> dict[str, Any]:
     reasons = bank.get("reasons")
     reasons = reasons if isinstance(reasons, Mapping) else {}
-    low = _round(bank.get("low_voltage"), 2)
+    low = rounded(bank.get("low_voltage"), 2)
     return {
         "/Info/MaxChargeVoltage": _limit(bank.get("cvl"), 2),
         "/Info/MaxChargeCurrent": _limit(bank.get("ccl"), 1),
@@ -148,14 +165,19 @@ def _limits(bank: Mapping[str, Any]) -> dict[str, Any]:
         "/Info/ChargeMode": _text(bank.get("charge_state")) and str(bank["charge_state"]).title(),
         "/Io/AllowToCharge": 1 if bank.get("allow_charge") else 0,
         "/Io/AllowToDischarge": 1 if bank.get("allow_discharge") else 0,
+        # bmsbank never forbids balancing itself; a pack's own service shows its switch.
+        "/Io/AllowToBalance": 1,
+        "/Info/ChargeRequest": 1 if bank.get("charge_request") else 0,
     }
 
 
 def _system(bank: Mapping[str, Any]) -> dict[str, Any]:
     cells = _count(bank.get("cells_per_pack"))
     return {
-        "/InstalledCapacity": _round(bank.get("installed_capacity"), 1),
-        "/History/TimeSinceLastFullCharge": _round(_seconds(bank.get("days_since_full")), 0),
+        "/InstalledCapacity": rounded(bank.get("installed_capacity"), 1),
+        "/History/TimeSinceLastFullCharge": rounded(_seconds(bank.get("days_since_full")), 0),
+        "/History/ChargeCycles": _count(bank.get("cycles")),
+        "/Balancing": None if _count(bank.get("balancing")) is None else int(bank["balancing"] > 0),
         "/System/NrOfCellsPerBattery": cells or None,  # 0 = not reported yet
         "/System/NrOfModulesOnline": _count(bank.get("online")),
         "/System/NrOfModulesOffline": _count(bank.get("offline")),
@@ -239,7 +261,8 @@ def safe_bank(last_bank: Mapping[str, Any] | None, config: Config, why: str) -> 
         voltage=None, current=None, power=None, soc=None, temperature=None, remaining=None,
         consumed=None, min_cell_voltage=None, max_cell_voltage=None, min_cell_id=None,
         max_cell_id=None, min_temperature=None, max_temperature=None, min_temperature_id=None,
-        max_temperature_id=None,
+        max_temperature_id=None, balancing=None,
+        packs=[{**r, "online": False} for r in base.get("packs") or () if isinstance(r, Mapping)],
     )  # fmt: skip
     return base
 

@@ -33,11 +33,13 @@ import zmq.asyncio
 
 from bmsbank.config import Config
 from bmsbank.errors import MessageError
-from bmsbank.schema import TOPIC_BANK, unpack, validate_bank
+from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack, validate_bank, validate_state
 
 from . import canbms, paths
 from .can_sender import CanSender
 from .dbus_service import VeService
+from .identity import Identity, NameStore, claim, save_custom_name
+from .pack_services import PackServices
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +55,12 @@ class Counters:
     """What the publisher has done; tests and the log read them."""
 
     banks: int = 0  #: valid bank messages
+    states: int = 0  #: valid pack states (for the per-pack services)
     rejected: int = 0  #: messages that failed to unpack or validate
     stale: int = 0  #: times the bank went stale (safe state entered)
     dbus_updates: int = 0  #: update() calls that changed something
     can_cycles: int = 0  #: CAN cycles run (frames sent are counted by the CanSender)
     errors: int = 0  #: unexpected exceptions caught in a loop
-
-
-def _custom_name_ok(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= paths.CUSTOM_NAME_MAX
 
 
 class Publisher:
@@ -83,6 +82,16 @@ class Publisher:
         self.current: dict[str, Any] | None = None  #: the bank being published (real or safe)
         self.frames: list[canbms.Frame] = []
         self.ve = VeService(dbus_address, config.dbus.service) if config.dbus.enabled else None
+        self.names = NameStore(config.dbus.names_file)
+        self.identity = Identity(
+            paths.unique_id(config), config.dbus.device_instance, config.bank.name
+        )
+        self.packs = (
+            PackServices(config, dbus_address, self.names)
+            if self.ve is not None and config.dbus.pack_services
+            else None
+        )
+        self._tasks: set[asyncio.Task] = set()
         self.can = CanSender(config.can, clock) if config.can.enabled else None
         self._registered = False
         self._have_data = asyncio.Event()
@@ -92,11 +101,17 @@ class Publisher:
     # ---- input -------------------------------------------------------------------------------
 
     def accept(self, parts: list[bytes]) -> dict[str, Any] | None:
-        """Check one ZeroMQ message ``[topic, body]``; count and log it when it is not a bank."""
+        """Check one ZeroMQ message ``[topic, body]``; count and log it when it is not valid.
+
+        Returns:
+            The validated bank or state message (its ``kind`` says which), or None.
+
+        """
         try:
-            if len(parts) != 2 or parts[0] != TOPIC_BANK:
-                raise MessageError(f"expected [b'bank', body], got {len(parts)} part(s)")
-            bank = validate_bank(unpack(parts[1]))
+            if len(parts) != 2 or parts[0] not in (TOPIC_BANK, TOPIC_STATE):
+                raise MessageError(f"expected [b'bank' or b'state', body], got {len(parts)} parts")
+            body = unpack(parts[1])
+            msg = validate_bank(body) if parts[0] == TOPIC_BANK else validate_state(body)
         except MessageError as exc:
             self.counters.rejected += 1
             now = self.clock()
@@ -107,8 +122,11 @@ class Publisher:
             else:
                 log.debug("rejected bank message: %s", exc)
             return None
-        self.counters.banks += 1
-        return bank
+        if msg["kind"] == "bank":
+            self.counters.banks += 1
+        else:
+            self.counters.states += 1
+        return msg
 
     async def on_bank(self, bank: dict[str, Any]) -> None:
         """Publish a valid bank message on every output."""
@@ -131,16 +149,23 @@ class Publisher:
         bank = paths.safe_bank(self.last_bank, self.config, why)
         await self._publish(bank, paths.safe_values(self.last_bank, self.config, why))
 
+    async def on_state(self, state: dict[str, Any]) -> None:
+        """Show a valid pack state on its pack's service (when per-pack services are on)."""
+        if self.packs is not None:
+            await self.packs.on_state(state)
+
     async def _publish(self, bank: dict[str, Any], values: dict[str, Any]) -> None:
         self.current = bank
         self.frames = canbms.frames(bank, self.config.can)
         self._have_data.set()
+        if self.packs is not None:
+            await self.packs.on_bank(bank)
         if self.ve is None:
             return
         if not self._registered:
             self._register(values)
             return
-        for path in paths.WRITABLE:  # owned by the service (and its D-Bus clients) from now on
+        for path in paths.OWNED:  # set from the claimed identity and by D-Bus clients
             values.pop(path, None)
         if await self.ve.update(values):
             self.counters.dbus_updates += 1
@@ -151,9 +176,29 @@ class Publisher:
             writable = path in paths.WRITABLE
             self.ve.add_path(
                 path, value, writable=writable, fmt=paths.FORMATS.get(path),
-                validator=_custom_name_ok if writable else None,
+                validator=paths.custom_name_ok if writable else None,
+                on_set=self._renamed if writable else None,
             )  # fmt: skip
         self._registered = True
+
+    async def _claim(self, bus: Any) -> None:
+        """Before the name is taken: DeviceInstance and custom name from the settings service."""
+        assert self.ve is not None
+        self.identity = await claim(bus, self.identity, self.names)
+        await self.ve.set_value("/DeviceInstance", self.identity.instance)
+        await self.ve.set_value("/CustomName", self.identity.custom_name)
+        log.info("D-Bus identity %s: DeviceInstance %d (%s)", self.identity.unique_id,
+                 self.identity.instance,
+                 "settings service" if self.identity.via_settings else "configured")  # fmt: skip
+
+    def _renamed(self, _path: str, value: Any) -> None:
+        assert self.ve is not None
+        self.identity.custom_name = value
+        task = asyncio.get_running_loop().create_task(
+            save_custom_name(self.ve.bus, self.identity, self.names)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---- tasks -------------------------------------------------------------------------------
 
@@ -161,9 +206,11 @@ class Publisher:
         while True:
             parts = await sock.recv_multipart()
             try:
-                bank = self.accept(parts)
-                if bank is not None:
-                    await self.on_bank(bank)
+                msg = self.accept(parts)
+                if msg is not None and msg["kind"] == "bank":
+                    await self.on_bank(msg)
+                elif msg is not None:
+                    await self.on_state(msg)
             except Exception:  # a bug in one message must not stop the outputs
                 self.counters.errors += 1
                 log.exception("failed to publish a bank message")
@@ -194,7 +241,7 @@ class Publisher:
         while True:
             if not self.ve.connected:
                 try:
-                    await asyncio.wait_for(self.ve.connect(), DBUS_CONNECT_TIMEOUT)
+                    await asyncio.wait_for(self.ve.connect(self._claim), DBUS_CONNECT_TIMEOUT)
                     backoff, failing = 1.0, False
                 except Exception as exc:  # bus not there yet, name taken, daemon restarting
                     if not failing:
@@ -221,6 +268,8 @@ class Publisher:
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
+        if self.packs is not None:
+            sock.setsockopt(zmq.SUBSCRIBE, TOPIC_STATE)
         sock.connect(self.config.tap_endpoint)
         can_out = f"{self.config.can.interface} {self.config.can.channel}" if self.can else "off"
         dbus_out = self.config.dbus.service if self.ve else "off"
@@ -229,6 +278,8 @@ class Publisher:
         tasks = [asyncio.create_task(self._receive(sock)), asyncio.create_task(self._tick())]
         if self.ve is not None:
             tasks.append(asyncio.create_task(self._dbus()))
+        if self.packs is not None:
+            tasks.append(asyncio.create_task(self.packs.maintain()))
         try:
             await self._stop.wait()
         finally:
@@ -239,6 +290,8 @@ class Publisher:
             ctx.term()
             if self.ve is not None:
                 await self.ve.close()
+            if self.packs is not None:
+                await self.packs.close()
             if self.can is not None:
                 self.can.close()
             if install_signals:

@@ -1,0 +1,137 @@
+"""Map one pack's state to the paths of its own Venus battery service (pure functions, no D-Bus).
+
+A per-pack service shows what the pack's BMS reports -- cells, balancing, temperatures, alarms,
+history -- so the GUI and VRM can show every pack. It NEVER carries /Info/* (in particular not
+/Info/MaxChargeVoltage, /Info/MaxChargeCurrent, /Info/MaxDischargeCurrent): Venus takes a battery
+service with those paths as a BMS, and with several of them it may pick one pack as "the" BMS and
+charge the whole bank by that pack's limits. The bank service is the only BMS.
+
+Paths follow the Venus battery service (``/Dc/0/*``, ``/Soc``, ``/System/*``, ``/Alarms/*``) and,
+for cells, the paths dbus-serialbattery made common (``/Voltages/CellN``, ``/Balances/CellN``,
+``/Voltages/Sum``, ``/Voltages/Diff``, cell 1 first). Rounding and "unknown" follow
+:mod:`paths`. While the pack is offline (or the bank data is stale) /Connected is 0, the
+measurements are unknown and /Alarms/BmsCable is 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from bmsbank.schema import ALARM, ALARMS
+
+from .paths import FORMATS, alarm_path, rounded
+
+#: Text formats of the per-pack paths that are not in :data:`paths.FORMATS`.
+PACK_FORMATS: dict[str, str] = {
+    "/Voltages/Sum": "{:.2f}V",
+    "/Voltages/Diff": "{:.3f}V",
+    "/System/MOSTemperature": "{:.1f}C",
+}
+
+
+def fmt(path: str) -> str | None:
+    """Text format of a per-pack path (cells in mV resolution, temperatures 0.1 degC)."""
+    if path.startswith("/Voltages/Cell"):
+        return "{:.3f}V"
+    if path.startswith("/System/Temperature"):
+        return "{:.1f}C"
+    return PACK_FORMATS.get(path) or FORMATS.get(path)
+
+
+def _cells(cells: Sequence[float], balancing: Sequence[int], count: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in range(count):
+        out[f"/Voltages/Cell{k + 1}"] = rounded(cells[k], 3) if k < len(cells) else None
+        out[f"/Balances/Cell{k + 1}"] = int(balancing[k]) if k < len(balancing) else None
+    known = bool(cells)
+    out["/Voltages/Sum"] = rounded(sum(cells), 2) if known else None
+    out["/Voltages/Diff"] = rounded(max(cells) - min(cells), 3) if known else None
+    return out
+
+
+def _extremes(cells: Sequence[float], temps: Sequence[float]) -> dict[str, Any]:
+    out: dict[str, Any] = dict.fromkeys((
+        "/System/MinCellVoltage", "/System/MaxCellVoltage", "/System/MinVoltageCellId",
+        "/System/MaxVoltageCellId", "/System/MinCellTemperature", "/System/MaxCellTemperature",
+        "/System/MinTemperatureCellId", "/System/MaxTemperatureCellId",
+    ))  # fmt: skip
+    if cells:
+        low = min(range(len(cells)), key=cells.__getitem__)
+        high = max(range(len(cells)), key=cells.__getitem__)
+        out.update({
+            "/System/MinCellVoltage": rounded(cells[low], 3),
+            "/System/MaxCellVoltage": rounded(cells[high], 3),
+            "/System/MinVoltageCellId": f"C{low + 1}",
+            "/System/MaxVoltageCellId": f"C{high + 1}",
+        })  # fmt: skip
+    if temps:
+        cold = min(range(len(temps)), key=temps.__getitem__)
+        hot = max(range(len(temps)), key=temps.__getitem__)
+        out.update({
+            "/System/MinCellTemperature": rounded(temps[cold], 1),
+            "/System/MaxCellTemperature": rounded(temps[hot], 1),
+            "/System/MinTemperatureCellId": f"T{cold + 1}",
+            "/System/MaxTemperatureCellId": f"T{hot + 1}",
+        })  # fmt: skip
+    return out
+
+
+def pack_values(
+    state: Mapping[str, Any] | None, online: bool, cells: int, sensors: int
+) -> dict[str, Any]:
+    """Every path of one pack's service.
+
+    Args:
+        state: the pack's last validated state message (None before the first one).
+        online: whether the pack counts as online (the arbiter's freshness, and the bank not
+            stale); offline publishes every measurement unknown.
+        cells: number of /Voltages/CellN and /Balances/CellN paths (fixed when the service
+            registers, so paths never appear or vanish).
+        sensors: number of /System/TemperatureN paths.
+
+    Returns:
+        path -> value (int, float, str or None = invalid).
+
+    """
+    s: Mapping[str, Any] = state if state is not None and online else {}
+    volts: list[float] = list(s.get("cells") or [])
+    temps: list[float] = list(s.get("temperatures") or [])
+    capacity, remaining = rounded(s.get("capacity"), 1), rounded(s.get("remaining"), 1)
+    values: dict[str, Any] = {
+        "/Connected": 1 if online else 0,
+        "/Dc/0/Voltage": rounded(s.get("voltage"), 2),
+        "/Dc/0/Current": rounded(s.get("current"), 1),
+        "/Dc/0/Power": rounded(s.get("power"), 0),
+        "/Dc/0/Temperature": rounded(sum(temps) / len(temps), 1) if temps else None,
+        "/Soc": rounded(s.get("soc"), 1),
+        "/Soh": rounded(s.get("soh"), 1),
+        "/Capacity": remaining,
+        "/InstalledCapacity": capacity,
+        "/ConsumedAmphours": (
+            None if capacity is None or remaining is None else rounded(remaining - capacity, 1)
+        ),
+        "/System/NrOfCellsPerBattery": cells or None,
+        "/System/NrOfModulesOnline": 1 if online else 0,
+        "/System/NrOfModulesOffline": 0 if online else 1,
+        "/System/MOSTemperature": rounded(s.get("mosfet_temperature"), 1),
+        "/Io/AllowToCharge": _flag(s.get("charge_fet")),
+        "/Io/AllowToDischarge": _flag(s.get("discharge_fet")),
+        "/Balancing": 1 if any(s.get("balancing") or ()) else (0 if s else None),
+        "/History/ChargeCycles": s.get("cycles") if isinstance(s.get("cycles"), int) else None,
+    }
+    for k in range(sensors):
+        values[f"/System/Temperature{k + 1}"] = rounded(temps[k], 1) if k < len(temps) else None
+    values.update(_cells(volts, list(s.get("balancing") or []), cells))
+    values.update(_extremes(volts, temps))
+    alarms = s.get("alarms")
+    alarms = alarms if isinstance(alarms, Mapping) else {}
+    for name in ALARMS:
+        level = alarms.get(name, 0) if s else None
+        values[alarm_path(name)] = level
+    values[alarm_path("bms_cable")] = 0 if online else ALARM
+    return values
+
+
+def _flag(value: Any) -> int | None:
+    return int(value) if isinstance(value, bool) else None

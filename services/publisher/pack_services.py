@@ -1,0 +1,175 @@
+"""One Venus battery service per pack: ``<[dbus] service>_<pack>``, fed by the tap's states.
+
+A pack's service appears once its first state arrives (then its cell and sensor counts are known,
+so its paths never change afterwards) and stays while the publisher runs. Each state updates it
+with ONE ItemsChanged holding only what changed; a bank message only changes /Connected and the
+measurements when the arbiter's freshness for the pack changes. Liveness follows the arbiter: a
+pack the bank lists offline -- or every pack, while the bank itself is stale -- shows
+/Connected = 0, unknown measurements and the BmsCable alarm.
+
+Each service has its own D-Bus connection (Venus maps a connection's unique name to one service)
+and claims its own DeviceInstance as ``<bank unique id>_<pack>``; without a settings service pack
+``k`` of the configured bank (from 0) takes ``[dbus] device_instance + 1 + k``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bmsbank import __version__
+from bmsbank.config import Config
+
+from . import pack_paths, paths
+from .dbus_service import VeService
+from .identity import Identity, NameStore, bus_element, claim, save_custom_name
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MAX = 30.0  # s between connection attempts while the bus is away
+
+
+class PackService:
+    """The D-Bus service of one pack."""
+
+    def __init__(
+        self, config: Config, pack: str, index: int, state: Mapping[str, Any],
+        names: NameStore, dbus_address: str | None,
+    ) -> None:  # fmt: skip
+        self.pack = pack
+        self.state: Mapping[str, Any] = state
+        self.online = True
+        self.cells = len(state["cells"])
+        self.sensors = len(state["temperatures"])
+        self.names = names
+        uid = f"{paths.unique_id(config)}_{bus_element(pack)}"
+        name = f"{config.bank.name} {pack}"
+        self.identity = Identity(uid, min(1023, config.dbus.device_instance + 1 + index), name)
+        self.ve = VeService(dbus_address, f"{config.dbus.service}_{bus_element(pack)}")
+        self._tasks: set[asyncio.Task] = set()
+        for path, value in self._static(config).items():
+            writable = path == "/CustomName"
+            self.ve.add_path(
+                path, value, writable=writable,
+                validator=paths.custom_name_ok if writable else None,
+                on_set=self._renamed if writable else None,
+            )  # fmt: skip
+        for path, value in self.values().items():
+            self.ve.add_path(path, value, fmt=pack_paths.fmt(path))
+
+    def _static(self, config: Config) -> dict[str, Any]:
+        return {
+            "/Mgmt/ProcessName": paths.PROCESS_NAME,
+            "/Mgmt/ProcessVersion": __version__,
+            "/Mgmt/Connection": f"{paths.CONNECTION} {self.pack}",
+            "/DeviceInstance": self.identity.instance,
+            "/ProductId": int(config.dbus.product_id),
+            "/ProductName": f"bmsbank pack ({self.state['bms']})",
+            "/FirmwareVersion": __version__,
+            "/HardwareVersion": str(self.state.get("hardware") or self.state["bms"]),
+            "/CustomName": self.identity.custom_name,
+            "/Serial": self.identity.unique_id,
+        }
+
+    def values(self) -> dict[str, Any]:
+        """The pack's dynamic paths for its present state and liveness."""
+        return pack_paths.pack_values(self.state, self.online, self.cells, self.sensors)
+
+    async def connect(self) -> None:
+        """Claim the identity and take the name (raises like :meth:`VeService.connect`)."""
+        await self.ve.connect(prepare=self._claim)
+
+    async def _claim(self, bus: Any) -> None:
+        self.identity = await claim(bus, self.identity, self.names)
+        await self.ve.set_value("/DeviceInstance", self.identity.instance)
+        await self.ve.set_value("/CustomName", self.identity.custom_name)
+
+    def _renamed(self, _path: str, value: Any) -> None:
+        self.identity.custom_name = value
+        task = asyncio.get_running_loop().create_task(
+            save_custom_name(self.ve.bus, self.identity, self.names)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class PackServices:
+    """Every pack's service; see the module docstring."""
+
+    def __init__(self, config: Config, dbus_address: str | None, names: NameStore) -> None:
+        self.config = config
+        self.dbus_address = dbus_address
+        self.names = names
+        self.order = list(config.pack_ids()) or list(config.topology().ids)
+        self.services: dict[str, PackService] = {}
+        self.updates = 0  #: updates that changed something (one ItemsChanged each)
+        self._online: dict[str, bool] = {}
+        self._wake = asyncio.Event()
+
+    async def on_state(self, state: Mapping[str, Any]) -> None:
+        """Show a validated state on its pack's service (creating the service on first sight)."""
+        pack = state["pack"]
+        service = self.services.get(pack)
+        if service is None:
+            if pack not in self.order:
+                self.order.append(pack)
+            service = PackService(self.config, pack, self.order.index(pack), state, self.names,
+                                  self.dbus_address)  # fmt: skip
+            service.online = self._online.get(pack, True)
+            self.services[pack] = service
+            self._wake.set()
+            return
+        service.state = state
+        await self._update(service)
+
+    async def on_bank(self, bank: Mapping[str, Any]) -> None:
+        """Follow the bank's view of which packs are online (all offline in the safe state)."""
+        for row in bank.get("packs") or ():
+            if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
+                continue
+            online = bool(row.get("online"))
+            self._online[row["id"]] = online
+            service = self.services.get(row["id"])
+            if service is not None and service.online != online:
+                service.online = online
+                await self._update(service)
+
+    async def _update(self, service: PackService) -> None:
+        if await service.ve.update(service.values()):
+            self.updates += 1
+
+    @property
+    def signals(self) -> int:
+        """D-Bus signals sent by every pack service."""
+        return sum(s.ve.signals for s in self.services.values())
+
+    async def maintain(self) -> None:
+        """Connect services that are not on the bus, with backoff; runs until cancelled."""
+        backoff, failing = 1.0, False
+        while True:
+            down = [s for s in self.services.values() if not s.ve.connected]
+            for service in down:
+                try:
+                    await asyncio.wait_for(service.connect(), 5.0)
+                    backoff, failing = 1.0, False
+                except Exception as exc:  # bus away, name taken: retry, log once per outage
+                    if not failing:
+                        log.warning("pack service %s not registered (%s); retrying",
+                                    service.ve.service_name, exc)  # fmt: skip
+                        failing = True
+                    break
+            self._wake.clear()
+            wait = backoff if failing else 1.0
+            if failing:
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        """Release every name."""
+        for service in self.services.values():
+            await service.ve.close()

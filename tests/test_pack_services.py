@@ -1,0 +1,162 @@
+"""Per-pack battery services: discovered like Venus does, cells shown, never limits, live."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from dbus_fast import Message, Variant
+
+from bmsbank.schema import TOPIC_STATE
+from bmsbank.services.publisher.dbus_service import IFACE
+from bmsbank.services.publisher.pack_paths import pack_values
+from tests.factories import state_msg
+from tests.test_publisher_service import NAME, STALE_AFTER, Rig, bank, run
+
+PACK = f"{NAME}_usb0_1"
+CELLS = [3.301 + 0.002 * k for k in range(16)]
+
+
+def packs(*online: bool) -> list[dict]:
+    return [{"id": f"usb0:{k + 1}", "online": on} for k, on in enumerate(online)]
+
+
+async def call(rig: Rig, dest: str, path: str, member: str, sig: str = "", body=None) -> Message:
+    return await rig.client.bus.call(Message(
+        destination=dest, path=path, interface=IFACE, member=member, signature=sig,
+        body=body or [],
+    ))  # fmt: skip
+
+
+async def names(rig: Rig) -> list[str]:
+    reply = await rig.client.dbus("ListNames")
+    return [n for n in reply.body[0] if n.startswith("com.victronenergy.battery.")]
+
+
+async def value(rig: Rig, dest: str, path: str):
+    return (await call(rig, dest, path, "GetValue")).body[0]
+
+
+async def until(rig: Rig, dest: str, path: str, expected, resend=(), timeout: float = 6.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        for topic, msg in resend:
+            await rig.send(msg, topic)
+        try:
+            if await value(rig, dest, path) == expected:
+                return
+        except Exception:  # service not on the bus yet
+            pass
+        assert time.monotonic() < deadline, f"{dest}{path} never became {expected!r}"
+        await asyncio.sleep(0.1)
+
+
+def test_pack_service_discovered_with_cells_and_no_limits(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            balancing = [0] * 16
+            balancing[1] = 1
+            state = state_msg("usb0", 1, cells=CELLS, balancing=balancing, soh=97.0)
+            feed = [(b"bank", bank(packs=packs(True, True))), (TOPIC_STATE, state)]
+            await until(rig, PACK, "/Voltages/Cell16", Variant("d", 3.331), feed)
+            assert sorted(await names(rig)) == [NAME, PACK]
+            items = (await call(rig, PACK, "/", "GetItems")).body[0]
+            assert not [p for p in items if p.startswith("/Info")]  # Venus keeps one BMS
+            bank_items = (await call(rig, NAME, "/", "GetItems")).body[0]
+            assert "/Info/MaxChargeVoltage" in bank_items
+            got = {p: items[p]["Value"].value for p in items}
+            assert [got[f"/Voltages/Cell{k}"] for k in range(1, 17)] == [round(c, 3) for c in CELLS]
+            assert [got[f"/Balances/Cell{k}"] for k in range(1, 17)] == balancing
+            assert got["/Voltages/Sum"] == round(sum(CELLS), 2)
+            assert got["/Voltages/Diff"] == 0.03
+            assert got["/System/MaxVoltageCellId"] == "C16"
+            assert got["/System/Temperature2"] == 26.0
+            assert (got["/Connected"], got["/Balancing"], got["/Soh"]) == (1, 1, 97.0)
+            assert got["/DeviceInstance"] == 8  # configured 7 + 1 + position 0
+            assert got["/Alarms/BmsCable"] == 0
+            assert items["/Voltages/Cell1"]["Text"].value == "3.301V"
+            # every path read one by one agrees with GetItems
+            for path, entry in items.items():
+                assert await value(rig, PACK, path) == entry["Value"], path
+            # read-only: refused with 1 and unchanged
+            reply = await call(rig, PACK, "/Voltages/Cell1", "SetValue", "v", [Variant("d", 4.0)])
+            assert reply.body[0] == 1
+            assert await value(rig, PACK, "/Voltages/Cell1") == Variant("d", 3.301)
+
+    run(scenario())
+
+
+def test_pack_signals_only_for_changes(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            first = state_msg("usb0", 1, cells=CELLS)
+            feed = [(b"bank", bank(packs=packs(True))), (TOPIC_STATE, first)]
+            await until(rig, PACK, "/Voltages/Cell1", Variant("d", 3.301), feed)
+            owner = (await rig.client.dbus("GetNameOwner", "s", [PACK])).body[0]
+            await asyncio.sleep(0.3)
+            rig.client.signals.clear()
+            # the same reading again (new seq and clock): nothing to tell
+            await rig.send(state_msg("usb0", 1, seq=1, cells=CELLS), TOPIC_STATE)
+            cells = list(CELLS)
+            cells[2] = 3.400
+            second = state_msg("usb0", 1, seq=2, cells=cells)
+            await rig.send(second, TOPIC_STATE)
+            await until(rig, PACK, "/Voltages/Cell3", Variant("d", 3.4))
+            mine = [m for m in rig.client.signals if m.sender == owner]
+            assert [m.member for m in mine] == ["ItemsChanged"]
+            old, new = pack_values(first, True, 16, 2), pack_values(second, True, 16, 2)
+            changed = {p for p in new if new[p] != old[p]}
+            assert set(mine[0].body[0]) == changed
+            assert {"/Voltages/Cell3", "/Voltages/Sum", "/Dc/0/Voltage"} <= changed
+
+    run(scenario())
+
+
+def test_pack_liveness_follows_bank_and_staleness(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            state = state_msg("usb0", 1, cells=CELLS)
+            feed = [(b"bank", bank(packs=packs(True))), (TOPIC_STATE, state)]
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), feed)
+            # the arbiter calls the pack offline: disconnected, unknown, cable alarm
+            await until(rig, PACK, "/Connected", Variant("i", 0),
+                        [(b"bank", bank(packs=packs(False)))])  # fmt: skip
+            assert await value(rig, PACK, "/Alarms/BmsCable") == Variant("i", 2)
+            assert (await value(rig, PACK, "/Soc")).signature == "ai"
+            assert (await value(rig, PACK, "/Voltages/Cell1")).signature == "ai"
+            # back online: the last state shows again
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), [(b"bank", bank(packs=packs(True)))])
+            assert await value(rig, PACK, "/Connected") == Variant("i", 1)
+            # the bank goes silent: after stale_after every pack is offline too
+            silent = time.monotonic()
+            await until(rig, PACK, "/Connected", Variant("i", 0), timeout=STALE_AFTER + 4)
+            assert time.monotonic() - silent >= STALE_AFTER - 0.2
+            assert await value(rig, PACK, "/Alarms/BmsCable") == Variant("i", 2)
+
+    run(scenario(), timeout=25)
+
+
+def test_pack_services_can_be_turned_off(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False,
+                       dbus_extra="pack_services = false") as rig:  # fmt: skip
+            state = state_msg("usb0", 1, cells=CELLS)
+            await rig.until("/Soc", Variant("d", 81.3), bank(packs=packs(True)))
+            for _ in range(5):
+                await rig.send(state, TOPIC_STATE)
+                await asyncio.sleep(0.1)
+            assert await names(rig) == [NAME]
+            assert rig.publisher.packs is None
+
+    run(scenario())
+
+
+def test_pack_values_shape():
+    state = state_msg("usb0", 1, cells=CELLS[:4], temperatures=[20.0])
+    values = pack_values(state, True, 4, 1)
+    assert not [p for p in values if p.startswith("/Info")]
+    assert values["/ConsumedAmphours"] == -40.0
+    assert values["/System/MinTemperatureCellId"] == "T1"
+    offline = pack_values(state, False, 4, 1)
+    assert set(offline) == set(values)  # the same paths, whatever the state
+    assert offline["/Voltages/Cell1"] is None and offline["/Connected"] == 0
