@@ -35,6 +35,7 @@ STALE_AFTER = 1.5
 def write_config(tmp_path, tap: str, can_channel: str | None) -> str:
     can_section = (
         f'[can]\nenabled = true\ninterface = "virtual"\nchannel = "{can_channel}"\n'
+        f'energy_file = "{tmp_path}/energy.json"\n'
         if can_channel else "[can]\nenabled = false\n"
     )  # fmt: skip
     path = tmp_path / "bmsbank.toml"
