@@ -143,7 +143,7 @@ class CanOutput:
         if self.stale and not stale and self.config.on_stale == "silent":
             self.resend_all()  # the GX saw the battery vanish: tell it everything again
         self.stale = stale
-        self.energy.add(dict(bank))
+        self.energy.add(bank)
         request = self.force.update(bank.get("soc"), now) if self.force.enabled else None
         self.frames = canbms.frames(bank, self.config, force_charge=request,
                                     energy=self.energy.totals)  # fmt: skip

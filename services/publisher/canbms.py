@@ -269,6 +269,53 @@ def _text_frames(first_id: int, text: str) -> list[Frame]:
     return [(first_id, data[:8]), (first_id + 1, data[8:])]
 
 
+def _measurements(bank: Mapping[str, Any]) -> list[Frame]:
+    """0x351, 0x355, 0x356, 0x35A, 0x372, 0x373 and 0x374-0x377: what changes all the time."""
+    soc = bank.get("soc")
+    count = [_count(bank.get(k)) for k in
+             ("online", "blocking_charge", "blocking_discharge", "offline")]  # fmt: skip
+    alarms = bank.get("alarms")
+    packs = bank.get("packs")
+    keys = ("min_cell_id", "max_cell_id", "min_temperature_id", "max_temperature_id")
+    return [
+        (0x351, _un16(
+            scaled(bank.get("cvl"), 0.1, UN16), scaled(bank.get("ccl"), 0.1, UN16),
+            scaled(bank.get("dcl"), 0.1, UN16), scaled(bank.get("low_voltage"), 0.1, UN16),
+        )),
+        (0x355, _un16(scaled(soc, 1, UN16), soh_value(bank.get("soh")), scaled(soc, 0.01, UN16))),
+        (0x356, _pad(struct.pack(
+            "<3h", scaled(bank.get("voltage"), 0.01, SN16), scaled(bank.get("current"), 0.1, SN16),
+            scaled(bank.get("temperature"), 0.1, SN16),
+        ))),
+        (0x35A, alarm_bytes(alarms if isinstance(alarms, Mapping) else {})),
+        (0x372, _un16(*count)),
+        (0x373, _un16(
+            scaled(bank.get("min_cell_voltage"), 0.001, UN16),
+            scaled(bank.get("max_cell_voltage"), 0.001, UN16),
+            _kelvin(bank.get("min_temperature")), _kelvin(bank.get("max_temperature")),
+        )),
+        *[(0x374 + k, id_string(bank.get(key), packs)) for k, key in enumerate(keys)],
+    ]  # fmt: skip
+
+
+def _identity(bank: Mapping[str, Any], config: CanConfig) -> list[Frame]:
+    """0x35E, 0x35F, 0x370/0x371, 0x379, 0x380/0x381 and 0x382: who the battery is."""
+    manufacturer = config.manufacturer.encode("ascii", "replace")[:8]
+    name = battery_name(bank, config)
+    names = _text_frames(0x370, name) if len(name) > 8 else []
+    serial = bank.get("name")
+    return [
+        # the seed: "the contents of 0x35E and 0x370 must match if both are implemented"
+        (0x35E, names[0][1] if names else manufacturer.ljust(8, b"\x00")),
+        (0x35F, _pad(struct.pack(">HH", 0, firmware_version())
+                     + struct.pack("<H", scaled(bank.get("capacity"), 1, UN16)))),
+        *names,
+        (0x379, _un16(scaled(bank.get("installed_capacity"), 1, UN16))),
+        *(_text_frames(0x380, serial) if isinstance(serial, str) and serial else []),
+        (0x382, ascii_bytes(FAMILY)),
+    ]  # fmt: skip
+
+
 def frames(
     bank: Mapping[str, Any],
     config: CanConfig,
@@ -285,47 +332,12 @@ def frames(
         energy: (energy in, energy out) [Wh] for 0x378; None leaves 0x378 out.
 
     Returns:
-        ``[(can_id, 8 data bytes), ...]``, 0x351 first, then by id.
+        ``[(can_id, 8 data bytes), ...]`` by id, so 0x351 (the lowest) comes first.
 
     """
-    soc = bank.get("soc")
-    count = [_count(bank.get(k)) for k in
-             ("online", "blocking_charge", "blocking_discharge", "offline")]  # fmt: skip
-    manufacturer = config.manufacturer.encode("ascii", "replace")[:8]
-    alarms = bank.get("alarms")
-    name = battery_name(bank, config)
-    names = _text_frames(0x370, name) if len(name) > 8 else []
-    serial = bank.get("name")
-    serials = _text_frames(0x380, serial) if isinstance(serial, str) and serial else []
-    packs = bank.get("packs")
-    keys = ("min_cell_id", "max_cell_id", "min_temperature_id", "max_temperature_id")
-    ids = [(0x374 + k, id_string(bank.get(key), packs)) for k, key in enumerate(keys)]
-    return [
-        (0x351, _un16(
-            scaled(bank.get("cvl"), 0.1, UN16), scaled(bank.get("ccl"), 0.1, UN16),
-            scaled(bank.get("dcl"), 0.1, UN16), scaled(bank.get("low_voltage"), 0.1, UN16),
-        )),
-        (0x355, _un16(scaled(soc, 1, UN16), soh_value(bank.get("soh")), scaled(soc, 0.01, UN16))),
-        (0x356, _pad(struct.pack(
-            "<3h", scaled(bank.get("voltage"), 0.01, SN16), scaled(bank.get("current"), 0.1, SN16),
-            scaled(bank.get("temperature"), 0.1, SN16),
-        ))),
-        (0x35A, alarm_bytes(alarms if isinstance(alarms, Mapping) else {})),
-        # the seed: "the contents of 0x35E and 0x370 must match if both are implemented"
-        (0x35E, names[0][1] if names else manufacturer.ljust(8, b"\x00")),
-        (0x35F, _pad(struct.pack(">HH", 0, firmware_version())
-                     + struct.pack("<H", scaled(bank.get("capacity"), 1, UN16)))),
-        *([] if force_charge is None else [(0x360, force_charge_bytes(force_charge))]),
-        *names,
-        (0x372, _un16(*count)),
-        (0x373, _un16(
-            scaled(bank.get("min_cell_voltage"), 0.001, UN16),
-            scaled(bank.get("max_cell_voltage"), 0.001, UN16),
-            _kelvin(bank.get("min_temperature")), _kelvin(bank.get("max_temperature")),
-        )),
-        *ids,
-        *([] if energy is None else [(0x378, energy_bytes(*energy))]),
-        (0x379, _un16(scaled(bank.get("installed_capacity"), 1, UN16))),
-        *serials,
-        (0x382, ascii_bytes(FAMILY)),
-    ]  # fmt: skip
+    out = _measurements(bank) + _identity(bank, config)
+    if force_charge is not None:
+        out.append((0x360, force_charge_bytes(force_charge)))
+    if energy is not None:
+        out.append((0x378, energy_bytes(*energy)))
+    return sorted(out, key=lambda f: f[0])

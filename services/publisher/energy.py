@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .canbms import ENERGY_UNITS, ENERGY_WH
@@ -59,7 +60,7 @@ class EnergyCounter:
         """(energy in, energy out) [Wh]."""
         return self.energy_in, self.energy_out
 
-    def add(self, bank: dict[str, Any]) -> None:
+    def add(self, bank: Mapping[str, Any]) -> None:
         """Integrate up to this bank message (``mono`` [s], ``voltage`` [V], ``current`` [A])."""
         mono = _finite(bank.get("mono"))
         voltage, current = _finite(bank.get("voltage")), _finite(bank.get("current"))
