@@ -274,6 +274,32 @@ class CanConfig:
         "up to 8 ASCII characters (frame 0x35E)",
         lambda s: 0 < len(s) <= 8 and s.isascii(),
     )
+    on_stale: str = _spec(
+        "safe",
+        'CAN output while bank data is stale: "safe" (default: keep sending CCL = DCL = 0, the '
+        'last CVL and a BMS-cable alarm, like D-Bus, so the GX shows why) or "silent" (send '
+        "nothing; the GX stops charge and discharge itself 3 s after the last 0x351)",
+        lambda s: s in ("safe", "silent"),
+    )
+    force_charge_soc: float = _spec(
+        0.0,
+        "SoC % below which the bank asks for a charge (frame 0x360), 0 = off (0x360 not sent)",
+        lambda x: 0.0 <= x < 100.0,
+    )
+    force_charge_after: float = _spec(
+        3600.0,
+        "seconds >= 0 the SoC must stay below force_charge_soc before the request",
+        _non_negative,
+    )
+    force_charge_release: float = _spec(
+        30.0,
+        "SoC % at which the force-charge request ends, above force_charge_soc",
+        lambda x: 0.0 < x <= 100.0,
+    )
+    energy_file: str = _spec(
+        "/var/lib/bmsbank/energy.json",
+        'file keeping the energy in/out counters (frame 0x378) across restarts, "" = none',
+    )
 
 
 @dataclass(frozen=True)
@@ -447,6 +473,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             raise ConfigError(key, source, f"unknown key; expected one of {known}")
     config = Config(**values)
     _check_cell_voltages(config.bank, source)
+    _check_force_charge(config.can, source)
     config.topology()  # checks strings and packs against the ports
     return config
 
@@ -465,6 +492,16 @@ def _check_cell_voltages(bank: BankConfig, source: str) -> None:
             "bank.soc_reset_voltage", source,
             f"0 (off) or at least cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
             f"got {bank.soc_reset_voltage:g}",
+        )  # fmt: skip
+
+
+def _check_force_charge(can: CanConfig, source: str) -> None:
+    """The force-charge request must end above the SoC that starts it (when the rule is on)."""
+    if can.force_charge_soc and can.force_charge_release <= can.force_charge_soc:
+        raise ConfigError(
+            "can.force_charge_release", source,
+            f"a SoC % above force_charge_soc ({can.force_charge_soc:g} %), "
+            f"got {can.force_charge_release:g}",
         )  # fmt: skip
 
 

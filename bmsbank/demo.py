@@ -78,7 +78,8 @@ def _demo_config(rundir: str, can: str) -> str:
     lines += ["[dbus]", "enabled = true", f"names_file = {_toml_str(rundir + '/names.json')}", ""]
     lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
     if interface != "none":
-        lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}"]
+        lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}",
+                  f"energy_file = {_toml_str(rundir + '/energy.json')}"]  # fmt: skip
     for name, bms, addresses, *_ in DEMO_PORTS:
         lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(_link(rundir, name))}",
                   f'bms = "{bms}"', f"addresses = {addresses}"]  # fmt: skip

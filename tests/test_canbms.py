@@ -315,9 +315,18 @@ def test_ascii_bytes_is_7_bit_printable():
 # ---- the DBC file -----------------------------------------------------------------------------
 
 
+BMS_MESSAGES = [m for m in DB.messages if m.senders == ["BMS"]]
+
+
+def every_frame(bank):
+    """Every frame the encoder can send, 0x360 and 0x378 included (they are optional args)."""
+    return canbms.frames(bank, CAN, force_charge=True, energy=(12345.6, 789.0))
+
+
 def test_dbc_describes_every_frame_we_send():
-    sent = canbms.frames(make_bank(), CAN)
-    assert {i for i, _ in sent} == {m.frame_id for m in DB.messages}
+    # 0x360 and 0x378 are only sent when asked for (force-charge rule on, an energy counter)
+    sent = every_frame(make_bank())
+    assert {i for i, _ in sent} == {m.frame_id for m in BMS_MESSAGES}
     for can_id, data in sent:
         assert DB.get_message_by_frame_id(can_id).length == len(data)
 
@@ -329,15 +338,15 @@ def chars(decoded: dict, first: int = 0) -> str:
 def test_dbc_decodes_every_frame_as_the_bank():
     bank = make_bank(alarms=dict.fromkeys(ALARMS, 0) | {"high_cell_voltage": 2, "low_soc": 1,
                                                         "cell_imbalance": 1})  # fmt: skip
-    sent = canbms.frames(bank, CAN)
+    sent = every_frame(dict(bank, soh=87.4))
     d = {i: DB.decode_message(i, data, decode_choices=False) for i, data in sent}
-    assert len(d) == len(DB.messages)
+    assert len(d) == len(BMS_MESSAGES)
     assert d[0x351]["ChargeVoltageLimit"] == pytest.approx(bank["cvl"], abs=0.05)
     assert d[0x351]["ChargeCurrentLimit"] == pytest.approx(bank["ccl"], abs=0.05)
     assert d[0x351]["DischargeCurrentLimit"] == pytest.approx(bank["dcl"], abs=0.05)
     assert d[0x351]["DischargeVoltage"] == pytest.approx(bank["low_voltage"], abs=0.05)
     assert d[0x355]["SoC"] == pytest.approx(bank["soc"], abs=0.5)
-    assert d[0x355]["SoH"] == 100
+    assert d[0x355]["SoH"] == 87
     assert d[0x355]["SoCHighRes"] == pytest.approx(bank["soc"], abs=0.005)
     assert d[0x356]["BatteryVoltage"] == pytest.approx(bank["voltage"], abs=0.005)
     assert d[0x356]["BatteryCurrent"] == pytest.approx(bank["current"], abs=0.05)
@@ -369,6 +378,8 @@ def test_dbc_decodes_every_frame_as_the_bank():
                         (0x376, "min_temperature_id"), (0x377, "max_temperature_id")):  # fmt: skip
         pack, item = bank[key].split(" ")
         assert chars(d[can_id]) == f"{position[pack]} ::{item[1:]}", key
+    assert d[0x360]["ForceCharge"] == 0xFF
+    assert d[0x378] == {"EnergyIn": 12300, "EnergyOut": 700}  # whole 100 Wh units
     assert d[0x379]["InstalledCapacity"] == pytest.approx(bank["installed_capacity"], abs=0.5)
     assert chars(d[0x380]) + chars(d[0x381], 8) == bank["name"]
     assert chars(d[0x382]) == canbms.FAMILY
@@ -423,3 +434,69 @@ def test_encoder_reproduces_the_seed_candump(can_id, hexdata, expected):
     data = frame(make_bank(**overrides), can_id)
     size = 4 if can_id == 0x355 else 6  # 0x355 bytes 4-5: our high-res SoC, 0 in the dump
     assert data[:size] == bytes.fromhex(hexdata)[:size]
+
+
+# ---- 0x355 SoH, 0x360 force charge, 0x372 unknown counts, 0x378 energy --------------------------
+
+
+@pytest.mark.parametrize(
+    ("soh", "raw"), [(87.4, 87), (99.5, 100), (0.0, 0), (None, 100), (math.nan, 100), (150.0, 100)]
+)
+def test_0x355_soh_is_the_banks_or_100_when_unknown(soh, raw):
+    bank = dict(make_bank(soc=89.0), soh=soh)
+    assert struct.unpack("<4H", frame(bank, 0x355)) == (89, raw, 8900, 0)
+
+
+def test_0x355_soh_missing_from_the_bank_is_100():
+    bank = make_bank()
+    bank.pop("soh", None)
+    assert struct.unpack("<H", frame(bank, 0x355)[2:4]) == (100,)
+
+
+def test_0x360_force_charge_byte():
+    # seed: "To force charging of the battery, send 0xFF in the first byte. Any other value
+    # indicates that battery charging should not be forced."
+    on = dict(canbms.frames(make_bank(), CAN, force_charge=True))[0x360]
+    off = dict(canbms.frames(make_bank(), CAN, force_charge=False))[0x360]
+    assert on == b"\xff" + bytes(7) and off == bytes(8)
+    assert 0x360 not in dict(canbms.frames(make_bank(), CAN))  # rule off: frame not sent
+    assert DB.decode_message(0x360, on, decode_choices=True)["ForceCharge"] == "force charge"
+
+
+def test_0x360_and_0x378_sit_in_id_order():
+    ids = [i for i, _ in every_frame(make_bank())]
+    assert ids[0] == 0x351 and ids[1:] == sorted(ids[1:])
+
+
+def test_0x372_unknown_count_is_not_supported():
+    # seed: "Send 0xFFFF for fields that are not supported"
+    bank = dict(make_bank(online=2, offline=1), blocking_charge=None)
+    bank.pop("blocking_discharge")
+    assert struct.unpack("<4H", frame(bank, 0x372)) == (2, 0xFFFF, 0xFFFF, 1)
+
+
+@pytest.mark.parametrize(
+    ("wh", "units"),
+    [
+        (0.0, 0), (99.99, 0), (100.0, 1), (1234.5, 12), (None, 0), (-5.0, 0), (math.inf, 0),
+        (2**32 * 100.0 - 0.5, 2**32 - 1),  # the largest value the un32 holds
+        (2**32 * 100.0 + 250.0, 2),  # past it: rolled over to zero and counting again
+    ],
+)  # fmt: skip
+def test_0x378_energy_units(wh, units):
+    assert canbms.energy_units(wh) == units
+    data = canbms.energy_bytes(wh, 1000.0)
+    assert struct.unpack("<2I", data) == (units, 10)
+
+
+def test_0x378_energy_in_and_out_little_endian():
+    data = dict(canbms.frames(make_bank(), CAN, energy=(0x01020304 * 100.0, 25_600.0)))[0x378]
+    assert data == bytes([4, 3, 2, 1, 0, 1, 0, 0])
+
+
+def test_dbc_decodes_the_gx_keepalive_and_identification():
+    # seed §3: 0x305 is 8 zero bytes; 0x307 is 12 34 56 78 'V' 'I' 'C' 00
+    assert DB.decode_message(0x305, bytes(8)) == {"KeepAlive": 0}
+    ident = DB.decode_message(0x307, bytes.fromhex("12345678") + b"VIC\x00")
+    assert bytes(ident[f"Char{k}"] for k in (4, 5, 6)) == b"VIC"
+    assert [ident[f"Byte{k}"] for k in range(4)] == [0x12, 0x34, 0x56, 0x78]

@@ -65,6 +65,19 @@ def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
         ("[bank]\nstale_after = 'ten'\n", "bank.stale_after", "seconds > 0"),
         ("[bank]\nccl_cell_table = [[3.5, 2.0]]\n", "bank.ccl_cell_table", "fraction 0-1"),
         ("[can]\nbitrate = 125000\n", "can.bitrate", "250000 or 500000"),
+        ("[can]\non_stale = 'quiet'\n", "can.on_stale", '"safe"'),
+        ("[can]\nforce_charge_soc = 100\n", "can.force_charge_soc", "0 = off"),
+        ("[can]\nforce_charge_after = -1\n", "can.force_charge_after", "seconds >= 0"),
+        (
+            "[can]\nforce_charge_soc = 20\nforce_charge_release = 20\n",
+            "can.force_charge_release",
+            "above force_charge_soc (20 %), got 20",
+        ),
+        (
+            "[can]\nforce_charge_soc = 35\n",  # the default release (30 %) is below it
+            "can.force_charge_release",
+            "above force_charge_soc (35 %)",
+        ),
         ("[dbus]\nservice = 'com.example.x'\n", "dbus.service", "com.victronenergy.battery."),
         ("colour = 'red'\n", "colour", "unknown key"),
         ("[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'nope'\n", "ports[0].bms", "one of"),
@@ -111,3 +124,17 @@ def test_example_config_is_valid():
 def test_docs_config_lists_every_key_with_its_default():
     with open("docs/CONFIG.md", encoding="utf-8") as fh:
         assert config.reference() in fh.read(), "regenerate the table in docs/CONFIG.md"
+
+
+def test_can_output_keys(tmp_path):
+    c = config.load(write(tmp_path, "[can]\n"))
+    assert c.can.on_stale == "safe" and c.can.force_charge_soc == 0.0  # force charge off
+    assert c.can.energy_file == "/var/lib/bmsbank/energy.json"
+    text = (
+        "[can]\non_stale = 'silent'\nforce_charge_soc = 10\nforce_charge_after = 600\n"
+        "force_charge_release = 25\nenergy_file = ''\nbitrate = 250000\n"
+    )
+    c = config.load(write(tmp_path, text))
+    assert (c.can.on_stale, c.can.force_charge_soc, c.can.force_charge_after) == ("silent", 10, 600)
+    assert c.can.force_charge_release == 25.0 and isinstance(c.can.force_charge_release, float)
+    assert c.can.energy_file == "" and c.can.bitrate == 250000

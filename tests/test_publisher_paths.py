@@ -211,12 +211,11 @@ def test_soh_and_averaged_current(config):
     assert v["/Soh"] is None
 
 
-def test_balancing_cycles_and_charge_request(config):
-    v = paths.dbus_values(make_bank(balancing=2, cycles=41, charge_request=True), config)
-    assert (v["/Balancing"], v["/History/ChargeCycles"], v["/Info/ChargeRequest"]) == (1, 41, 1)
-    assert v["/Io/AllowToBalance"] == 1
+def test_balancing_and_cycles(config):
+    v = paths.dbus_values(make_bank(balancing=2, cycles=41), config)
+    assert (v["/Balancing"], v["/History/ChargeCycles"], v["/Io/AllowToBalance"]) == (1, 41, 1)
     v = paths.dbus_values(make_bank(balancing=0, cycles=None), config)
-    assert (v["/Balancing"], v["/History/ChargeCycles"], v["/Info/ChargeRequest"]) == (0, None, 0)
+    assert (v["/Balancing"], v["/History/ChargeCycles"]) == (0, None)
     safe = paths.safe_values(make_bank(balancing=2), config)
     assert safe["/Balancing"] is None  # old news once the bank is stale
 

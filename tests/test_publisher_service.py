@@ -32,9 +32,12 @@ NAME = "com.victronenergy.battery.test"
 STALE_AFTER = 1.5
 
 
-def write_config(tmp_path, tap: str, can_channel: str | None, dbus_extra: str = "") -> str:
+def write_config(
+    tmp_path, tap: str, can_channel: str | None, dbus_extra: str = "", can_extra: str = ""
+) -> str:
     can_section = (
         f'[can]\nenabled = true\ninterface = "virtual"\nchannel = "{can_channel}"\n'
+        f'energy_file = "{tmp_path}/energy.json"\n{can_extra}\n'
         if can_channel else "[can]\nenabled = false\n"
     )  # fmt: skip
     path = tmp_path / "bmsbank.toml"
@@ -53,7 +56,7 @@ class Rig:
 
     def __init__(
         self, tmp_path, address: str, with_can: bool = True, with_client: bool = True,
-        dbus_extra: str = "",
+        dbus_extra: str = "", can_extra: str = "",
     ) -> None:  # fmt: skip
         self.with_client = with_client
         self.ctx = zmq.asyncio.Context()
@@ -61,7 +64,7 @@ class Rig:
         self.pub.bind("tcp://127.0.0.1:*")
         tap = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
         channel = f"pubtest-{uuid.uuid4().hex}" if with_can else None
-        self.config = load(write_config(tmp_path, tap, channel, dbus_extra))
+        self.config = load(write_config(tmp_path, tap, channel, dbus_extra, can_extra))
         self.can = can.Bus(interface="virtual", channel=channel) if channel else None
         self.publisher = Publisher(self.config, dbus_address=address)
         self.client = Client(address)
@@ -398,3 +401,33 @@ def test_process_publishes_and_stops_on_sigterm(tmp_path, dbus_address):
 def _no_system_bus(monkeypatch):
     # The in-process publisher gets the private bus explicitly; never reach for a real one.
     monkeypatch.delenv("DBUS_SYSTEM_BUS_ADDRESS", raising=False)
+
+
+def test_can_port_state_and_force_charge_on_dbus(tmp_path, dbus_address):
+    async def scenario():
+        extra = "force_charge_soc = 20.0\nforce_charge_after = 1.0\nforce_charge_release = 30.0"
+        async with Rig(tmp_path, dbus_address, can_extra=extra) as rig:
+            low = bank(soc=15.0)
+            await rig.until("/Soc", Variant("d", 15.0), low)
+            assert await rig.value("/CanBms/Listening") == Variant("i", 0)  # no GX yet
+            await rig.until("/CanBms/Up", Variant("i", 1), low)
+            # the GX's keep-alive arrives: an inverter is listening
+            rig.can.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
+            await rig.until("/CanBms/Listening", Variant("i", 1), low)
+            # low SoC for longer than force_charge_after: charge request on D-Bus and in 0x360
+            await rig.until("/Info/ChargeRequest", Variant("i", 1), low)
+            got = await rig.frames(1.5)
+            assert [bytes(m.data)[0] for m in got if m.arbitration_id == 0x360][-1] == 0xFF
+            await rig.until("/Info/ChargeRequest", Variant("i", 0), bank(soc=31.0))
+
+    run(scenario(), timeout=25)
+
+
+def test_can_paths_unknown_without_can(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            await rig.until("/Soc", Variant("d", 50.0), bank(soc=50.0))
+            assert (await rig.value("/CanBms/Listening")).signature == "ai"
+            assert await rig.value("/Info/ChargeRequest") == Variant("i", 0)
+
+    run(scenario())

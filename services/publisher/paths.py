@@ -167,7 +167,7 @@ def _limits(bank: Mapping[str, Any]) -> dict[str, Any]:
         "/Io/AllowToDischarge": 1 if bank.get("allow_discharge") else 0,
         # bmsbank never forbids balancing itself; a pack's own service shows its switch.
         "/Io/AllowToBalance": 1,
-        "/Info/ChargeRequest": 1 if bank.get("charge_request") else 0,
+        "/Info/ChargeRequest": 0,  # the publisher sets it from the force-charge rule ([can])
     }
 
 

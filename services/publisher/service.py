@@ -5,9 +5,10 @@ One asyncio loop runs three tasks:
 * receive: a SUB socket on the arbiter's tap (topic ``bank``); each message is unpacked and
   validated with :mod:`bmsbank.schema`; a bad one is rejected, counted and logged (at most one
   warning a minute), never allowed to crash the loop or reach an output.
-* tick (every 1.0 s, on a fixed schedule): the staleness check, then the latest CAN frames.
-  0x351 goes out every second whatever the arbiter's timing, as the seed asks (Venus stops
-  charge and discharge after 3 s without it).
+* tick (every 1.0 s, on a fixed schedule): the staleness check, then the CAN frames due
+  (:class:`~.can_output.CanOutput`: 0x351 and the measurements every second whatever the
+  arbiter's timing, as the seed asks, since Venus stops charge and discharge after 3 s without
+  0x351; identity frames every 10 s) and a read of the GX's keep-alives.
 * dbus: connects (with backoff 1 s doubling to 30 s while the bus is not there yet) once the
   first bank or the stale state exists, then keeps the connection, reconnecting if it drops.
 
@@ -36,8 +37,10 @@ from bmsbank.errors import MessageError
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack, validate_bank, validate_state
 
 from . import canbms, paths
+from .can_output import CanOutput
 from .can_sender import CanSender
 from .dbus_service import VeService
+from .energy import MAX_GAP
 from .identity import Identity, NameStore, claim, save_custom_name
 from .pack_services import PackServices
 
@@ -93,6 +96,10 @@ class Publisher:
         )
         self._tasks: set[asyncio.Task] = set()
         self.can = CanSender(config.can, clock) if config.can.enabled else None
+        self.can_output = (
+            CanOutput(config.can, max_gap=max(MAX_GAP, 3 * config.bank.interval))
+            if config.can.enabled else None
+        )  # fmt: skip
         self._registered = False
         self._have_data = asyncio.Event()
         self._stop = asyncio.Event()
@@ -156,7 +163,9 @@ class Publisher:
 
     async def _publish(self, bank: dict[str, Any], values: dict[str, Any]) -> None:
         self.current = bank
-        self.frames = canbms.frames(bank, self.config.can)
+        if self.can_output is not None:
+            self.frames = self.can_output.update(bank, self.clock(), stale=self.stale)
+        values.update(self._can_values())
         self._have_data.set()
         if self.packs is not None:
             await self.packs.on_bank(bank)
@@ -221,10 +230,10 @@ class Publisher:
         while True:
             try:
                 await self.check_stale()
-                if self.can is not None and self.frames:
-                    # python-can send may block (socketcan queue full): keep the loop free.
-                    await asyncio.to_thread(self.can.send_all, list(self.frames))
-                    self.counters.can_cycles += 1
+                if self.can is not None:
+                    await self._can_cycle()
+                    if self._registered and self.ve is not None:
+                        await self.ve.update(self._can_values())
             except Exception:
                 self.counters.errors += 1
                 log.exception("publisher cycle failed")
@@ -233,6 +242,31 @@ class Publisher:
             if next_at < now:  # fell behind (suspended host): restart the schedule
                 next_at = now + CAN_PERIOD
             await asyncio.sleep(next_at - now)
+
+    def _can_values(self) -> dict[str, Any]:
+        """D-Bus paths of the CAN port: force-charge request, adapter up, GX listening."""
+        out, can_bus = self.can_output, self.can
+        return {
+            "/Info/ChargeRequest": int(out is not None and out.force.active),
+            "/CanBms/Up": None if can_bus is None else int(bool(can_bus.up)),
+            "/CanBms/Listening": None if can_bus is None else int(can_bus.listening),
+        }
+
+    async def _can_cycle(self) -> None:
+        """Send the CAN frames due (and read keep-alives) off the loop; save energy when due."""
+        assert self.can is not None
+        out, now = self.can_output, self.clock()
+        frames = out.due(now) if out is not None else []
+        # python-can send may block (socketcan queue full): keep the loop free.
+        sent = await asyncio.to_thread(self.can.send_all, frames)
+        if frames:
+            self.counters.can_cycles += 1
+        if out is None:
+            return
+        if sent < len(frames):
+            out.resend_all()  # the bus failed: everything again once it is back
+        if out.save_due(now):
+            await asyncio.to_thread(out.store.save, out.energy.totals)
 
     async def _dbus(self) -> None:
         assert self.ve is not None
@@ -294,6 +328,8 @@ class Publisher:
                 await self.packs.close()
             if self.can is not None:
                 self.can.close()
+            if self.can_output is not None:
+                self.can_output.save()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
