@@ -50,30 +50,13 @@ def _cells(cells: Sequence[float], balancing: Sequence[int], count: int) -> dict
     return out
 
 
-def _extremes(cells: Sequence[float], temps: Sequence[float]) -> dict[str, Any]:
-    out: dict[str, Any] = dict.fromkeys((
-        "/System/MinCellVoltage", "/System/MaxCellVoltage", "/System/MinVoltageCellId",
-        "/System/MaxVoltageCellId", "/System/MinCellTemperature", "/System/MaxCellTemperature",
-        "/System/MinTemperatureCellId", "/System/MaxTemperatureCellId",
-    ))  # fmt: skip
-    if cells:
-        low = min(range(len(cells)), key=cells.__getitem__)
-        high = max(range(len(cells)), key=cells.__getitem__)
-        out.update({
-            "/System/MinCellVoltage": rounded(cells[low], 3),
-            "/System/MaxCellVoltage": rounded(cells[high], 3),
-            "/System/MinVoltageCellId": f"C{low + 1}",
-            "/System/MaxVoltageCellId": f"C{high + 1}",
-        })  # fmt: skip
-    if temps:
-        cold = min(range(len(temps)), key=temps.__getitem__)
-        hot = max(range(len(temps)), key=temps.__getitem__)
-        out.update({
-            "/System/MinCellTemperature": rounded(temps[cold], 1),
-            "/System/MaxCellTemperature": rounded(temps[hot], 1),
-            "/System/MinTemperatureCellId": f"T{cold + 1}",
-            "/System/MaxTemperatureCellId": f"T{hot + 1}",
-        })  # fmt: skip
+def _min_max(values: Sequence[float], kind: str, tag: str, digits: int) -> dict[str, Any]:
+    """``/System/MinCell<kind>``, ``/System/MaxCell<kind>`` and their ids ("C3", "T1")."""
+    out: dict[str, Any] = {}
+    for end, pick in (("Min", min), ("Max", max)):
+        k = pick(range(len(values)), key=values.__getitem__) if values else None
+        out[f"/System/{end}Cell{kind}"] = None if k is None else rounded(values[k], digits)
+        out[f"/System/{end}{kind}CellId"] = None if k is None else f"{tag}{k + 1}"
     return out
 
 
@@ -123,7 +106,8 @@ def pack_values(
     for k in range(sensors):
         values[f"/System/Temperature{k + 1}"] = rounded(temps[k], 1) if k < len(temps) else None
     values.update(_cells(volts, list(s.get("balancing") or []), cells))
-    values.update(_extremes(volts, temps))
+    values.update(_min_max(volts, "Voltage", "C", 3))
+    values.update(_min_max(temps, "Temperature", "T", 1))
     alarms = s.get("alarms")
     alarms = alarms if isinstance(alarms, Mapping) else {}
     for name in ALARMS:
