@@ -370,6 +370,8 @@ def test_poller_control_survives_malformed_requests_and_honours_expiry() -> None
 
     def execute(pack_id: str, action: str, value: Any) -> str | None:
         done.append((pack_id, action, value))
+        if action == "discharge":
+            raise RuntimeError("a plugin defect")
         return None if action == "charge" else "jbd does not like that"
 
     poller = PollerControl(f"ipc://{rundir}/control.ipc", "p", "jbd", ["p:1"], context, 0.2)
@@ -386,23 +388,25 @@ def test_poller_control_survives_malformed_requests_and_honours_expiry() -> None
             [TOPIC_CONTROL, pack({**good, "id": "k2", "expires": time.time() - 1})],
             [TOPIC_CONTROL, pack(good)],
             [TOPIC_CONTROL, pack({**good, "id": "k3", "action": "balance"})],
+            [TOPIC_CONTROL, pack({**good, "id": "k4", "action": "discharge"})],
         ):
             router.send_multipart([identity, *parts])
         results = []
         deadline = time.monotonic() + WAIT
-        while len(results) < 4 and time.monotonic() < deadline:
+        while len(results) < 5 and time.monotonic() < deadline:
             poller.wait(0.1, execute, lambda: False)
             while router.poll(0):
                 _, topic, body = router.recv_multipart()
                 if topic == TOPIC_CONTROL_RESULT:
                     results.append(validate_control_result(unpack(body)))
         assert [(r["id"], r["ok"]) for r in results] == [
-            ("k1", False), ("k2", False), ("k1", True), ("k3", False)]  # fmt: skip
+            ("k1", False), ("k2", False), ("k1", True), ("k3", False), ("k4", False)]  # fmt: skip
         assert results[0]["error"].startswith("malformed request: value")
         assert results[1]["error"] == "request expired before the poller could carry it out"
         assert results[3]["error"] == "jbd does not like that"
-        assert done == [("p:1", "charge", False), ("p:1", "balance", False)]
-        assert (poller.rejected, poller.expired, poller.done) == (3, 1, 2)
+        assert results[4]["error"] == "internal error in the poller: RuntimeError: a plugin defect"
+        assert [a for _, a, _ in done] == ["charge", "balance", "discharge"]
+        assert (poller.rejected, poller.expired, poller.done) == (3, 1, 3)
     finally:
         poller.close()
         router.close(0)

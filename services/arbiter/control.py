@@ -128,7 +128,11 @@ class ControlRouter:
             except zmq.Again:
                 break
             handled += 1
-            self.handle(parts, now)
+            try:
+                self.handle(parts, now)
+            except Exception:  # whatever a peer sends, the arbiter keeps serving the bank
+                self.counters.rejected += 1
+                log.exception("control-channel message could not be handled")
         return handled
 
     def handle(self, parts: list[bytes], now: float) -> None:

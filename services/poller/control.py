@@ -123,7 +123,11 @@ class PollerControl:
             return
         pid, action, value = request["pack"], request["action"], request["value"]
         log.info("[%s] control %s %s=%r", self.port, pid, action, value)
-        error = execute(pid, action, value)
+        try:
+            error = execute(pid, action, value)
+        except Exception as exc:  # a defect in one plugin's write must not stop the polling
+            log.exception("[%s] control %s %s: unexpected error", self.port, pid, action)
+            error = f"internal error in the poller: {type(exc).__name__}: {exc}"
         self.done += 1
         if error:
             log.warning("[%s] control %s %s failed: %s", self.port, pid, action, error)
