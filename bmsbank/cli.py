@@ -204,6 +204,27 @@ def cmd_supervisor_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_control(sub: Any) -> None:
+    """The ``control`` subcommand's arguments."""
+    from bmsbank.schema import CONTROL_ACTIONS
+
+    k = sub.add_parser(
+        "control",
+        help="change something on one pack (charge, discharge, balance, reset_soc)",
+        description="Ask the arbiter to have the pack's poller write to its BMS. Exit code 0: "
+        "the BMS acknowledged; 1: refused or failed (the reason is printed); 2: usage error.",
+    )
+    k.add_argument("pack", help='pack id "port:address", e.g. rs485:3')
+    k.add_argument("action", choices=list(CONTROL_ACTIONS))
+    k.add_argument("value", help="on/off (true/false) for charge, discharge, balance; "
+                   "true for reset_soc")  # fmt: skip
+    k.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+    k.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
+    k.add_argument("--endpoint", help="control endpoint (overrides the config)")
+    k.add_argument("--timeout", type=float, default=6.0, help="seconds to wait (default 6)")
+    k.set_defaults(func=cmd_control)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     p = argparse.ArgumentParser(prog=PROG, description="Many BMS, one battery bank for Victron.")
@@ -236,23 +257,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--topic", action="append", choices=["state", "bank"])
             s.add_argument("--count", type=int, help="stop after N messages")
 
-    from bmsbank.schema import CONTROL_ACTIONS
-
-    k = sub.add_parser(
-        "control",
-        help="change something on one pack (charge, discharge, balance, reset_soc)",
-        description="Ask the arbiter to have the pack's poller write to its BMS. Exit code 0: "
-        "the BMS acknowledged; 1: refused or failed (the reason is printed); 2: usage error.",
-    )
-    k.add_argument("pack", help='pack id "port:address", e.g. rs485:3')
-    k.add_argument("action", choices=list(CONTROL_ACTIONS))
-    k.add_argument("value", help="on/off (true/false) for charge, discharge, balance; "
-                   "true for reset_soc")  # fmt: skip
-    k.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
-    k.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
-    k.add_argument("--endpoint", help="control endpoint (overrides the config)")
-    k.add_argument("--timeout", type=float, default=6.0, help="seconds to wait (default 6)")
-    k.set_defaults(func=cmd_control)
+    _add_control(sub)
 
     c = sub.add_parser("decode", help="decode captured frames (hex, in arrival order)")
     c.add_argument("bms", help="plugin name, e.g. jbd or jkpb")
