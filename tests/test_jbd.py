@@ -628,6 +628,18 @@ def test_first_write_guesses_the_lock_from_the_state(plugin: Plugin) -> None:
     assert link.sent == [mos_request(MOS_CHARGE_OFF | MOS_DISCHARGE_OFF)]
 
 
+def test_remembered_lock_is_dropped_when_the_bms_shows_none(plugin: Plugin) -> None:
+    link, _, _ = sim_link()
+    before = {"basic": plugin.parse(basic_frame())[1]}
+    plugin.control(link, 1, "discharge", False, before)
+    plugin.control(link, 1, "charge", False, before)  # no newer 0x03 yet: the lock is kept
+    locked = {"basic": plugin.parse(basic_frame(fets=0, protection=1 << 12))[1]}
+    plugin.control(link, 1, "charge", True, locked)  # newer 0x03 with bit 12: still kept
+    restarted = {"basic": plugin.parse(basic_frame(fets=3))[1]}  # bit 12 gone: no lock left
+    plugin.control(link, 1, "charge", False, restarted)
+    assert [f[5] for f in link.sent] == [0x02, 0x03, 0x02, 0x01]
+
+
 def test_fet_off_stops_current_and_shows_in_the_state(plugin: Plugin) -> None:
     link, sim, pack = sim_link(current=12.0)
     plugin.control(link, 1, "charge", False, {})

@@ -41,9 +41,11 @@ Writes (``controls``), request ``DD 5A <reg> <len> <data> <chk> 77``, acknowledg
   dbus-serialbattery bms/lltjbd.py (``write_charge_discharge_mos``) and esphome-jbd-bms
   jbd_bms.cpp (``change_mosfet_status``); PulseView captures ``DD 5A E1 02 00 01 FF 1C 77``
   (charge off) etc. in esphome-jbd-bms tests/components/jbd_bms/write_command_test.cpp. The BMS
-  flags a software lock with protection bit 12. The plugin remembers the bits it wrote per pack;
-  before its first write it assumes the FETs that are off while bit 12 is set are the locked
-  ones (the 0x03 frame does not say which FET is locked).
+  flags a software lock with protection bit 12. The plugin remembers the bits it wrote per pack
+  and keeps them while no newer 0x03 has been read or bit 12 is still set; a newer 0x03 without
+  bit 12 means the locks are gone (a BMS restart, the app), so it starts from none. Before its
+  first write it assumes the FETs that are off while bit 12 is set are the locked ones (the
+  0x03 frame does not say which FET is locked).
 - balance: bit 2 "balance_en" of the EEPROM register 0x2D "func_config" (bms-tools
   JBD_REGISTER_MAP.md, mirrored in FurTrader/OverkillSolarBMS
   Comm_Protocol_Documentation/JBD_REGISTER_MAP.md; lltjbd.py ``FUNC_BALANCE_EN``): enter factory
@@ -222,7 +224,8 @@ class JbdPlugin(Plugin):
 
     def __init__(self) -> None:
         super().__init__()
-        self._locks: dict[int, int] = {}  #: 0xE1 bits this plugin last wrote, per address
+        #: per address: the 0xE1 bits this plugin last wrote, and the 0x03 part read before it
+        self._locks: dict[int, tuple[int, Mapping[str, Any] | None]] = {}
 
     def queries(self, address: int) -> Sequence[Query]:
         """Ask for basic info and cells every cycle, the model once (JBD ignores ``address``)."""
@@ -309,18 +312,27 @@ class JbdPlugin(Plugin):
         """
         if action in ("charge", "discharge"):
             bit = MOS_CHARGE_OFF if action == "charge" else MOS_DISCHARGE_OFF
-            locks = self._locks.get(address)
-            if locks is None:
-                locks = software_locks(parts.get("basic"))
+            basic = parts.get("basic")
+            locks = self._locks_in_force(address, basic)
             locks = locks & ~bit if value else locks | bit
             self._write(link, REG_MOS, mos_request(locks))
-            self._locks[address] = locks
+            self._locks[address] = (locks, basic)
         elif action == "balance":
             self._set_balancer(link, bool(value))
         elif action == "reset_soc":
             self._write(link, REG_COMMAND, write_request(REG_COMMAND, FORCE_SOC_RESET))
         else:
             super().control(link, address, action, value, parts)
+
+    def _locks_in_force(self, address: int, basic: Mapping[str, Any] | None) -> int:
+        """The 0xE1 bits to keep: remembered while nothing newer says they are gone."""
+        known = self._locks.get(address)
+        if known is None:
+            return software_locks(basic)
+        locks, seen = known
+        if basic is None or basic is seen or basic["protection"] >> SOFTWARE_LOCK_BIT & 1:
+            return locks
+        return 0
 
     def _set_balancer(self, link: ControlLink, enabled: bool) -> None:
         """Change bit 2 of 0x2D in factory mode; always try to leave factory mode."""
