@@ -1,4 +1,4 @@
-"""The ``bmsbank`` command line: demo, status, tap, decode, limits, simulate, supervisor-config."""
+"""The ``bmsbank`` command line: demo, status, tap, control, decode, limits, simulate, ..."""
 
 from __future__ import annotations
 
@@ -71,6 +71,45 @@ def cmd_tap(args: argparse.Namespace) -> int:
             seen += 1
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+#: words the CLI takes for a control value
+ON_WORDS = ("on", "true", "1", "yes", "enable", "enabled", "allow")
+OFF_WORDS = ("off", "false", "0", "no", "disable", "disabled", "block")
+
+
+def control_value(action: str, text: str) -> bool:
+    """The value of ``bmsbank control PACK ACTION VALUE`` (raises ValueError with a hint)."""
+    word = text.strip().lower()
+    if word in ON_WORDS:
+        return True
+    if word in OFF_WORDS and action != "reset_soc":
+        return False
+    hint = "true" if action == "reset_soc" else "on or off"
+    raise ValueError(f"{action} takes {hint}, got {text!r}")
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Send one control request to the arbiter and print its result."""
+    from bmsbank import control
+
+    try:
+        value = control_value(args.action, args.value)
+    except ValueError as exc:
+        return runtime.fail(PROG, exc, 2)
+    endpoint = args.endpoint
+    if not endpoint:
+        endpoint = configuration.load(args.config, args.runtime_dir).control_endpoint
+    try:
+        result = control.request(endpoint, args.pack, args.action, value, args.timeout)
+    except ValueError as exc:
+        return runtime.fail(PROG, exc, 2)
+    shown = "on" if value is True and args.action != "reset_soc" else "off" if not value else ""
+    what = f"{args.pack} {args.action}" + (f" {shown}" if shown else "")
+    if not result["ok"]:
+        return runtime.fail(PROG, f"{what}: {result['error']}", 1)
+    print(f"{what}: ok")
     return 0
 
 
@@ -165,6 +204,27 @@ def cmd_supervisor_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_control(sub: Any) -> None:
+    """The ``control`` subcommand's arguments."""
+    from bmsbank.schema import CONTROL_ACTIONS
+
+    k = sub.add_parser(
+        "control",
+        help="change something on one pack (charge, discharge, balance, reset_soc)",
+        description="Ask the arbiter to have the pack's poller write to its BMS. Exit code 0: "
+        "the BMS acknowledged; 1: refused or failed (the reason is printed); 2: usage error.",
+    )
+    k.add_argument("pack", help='pack id "port:address", e.g. rs485:3')
+    k.add_argument("action", choices=list(CONTROL_ACTIONS))
+    k.add_argument("value", help="on/off (true/false) for charge, discharge, balance; "
+                   "true for reset_soc")  # fmt: skip
+    k.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+    k.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
+    k.add_argument("--endpoint", help="control endpoint (overrides the config)")
+    k.add_argument("--timeout", type=float, default=6.0, help="seconds to wait (default 6)")
+    k.set_defaults(func=cmd_control)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     p = argparse.ArgumentParser(prog=PROG, description="Many BMS, one battery bank for Victron.")
@@ -196,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
         else:
             s.add_argument("--topic", action="append", choices=["state", "bank"])
             s.add_argument("--count", type=int, help="stop after N messages")
+
+    _add_control(sub)
 
     c = sub.add_parser("decode", help="decode captured frames (hex, in arrival order)")
     c.add_argument("bms", help="plugin name, e.g. jbd or jkpb")

@@ -308,6 +308,9 @@ class ZmqConfig:
 
     states: str = _spec("", "a ZeroMQ endpoint the arbiter binds for states (empty = default)")
     tap: str = _spec("", "a ZeroMQ endpoint the arbiter binds for the tap (empty = default)")
+    control: str = _spec(
+        "", "a ZeroMQ endpoint the arbiter binds for control requests (empty = default)"
+    )
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,11 @@ class Config:
     def tap_endpoint(self) -> str:
         """Where the arbiter publishes states and banks (read-only for everyone else)."""
         return self.zmq.tap or f"ipc://{self.runtime_dir}/tap.ipc"
+
+    @property
+    def control_endpoint(self) -> str:
+        """Where the arbiter takes control requests and pollers connect to carry them out."""
+        return self.zmq.control or f"ipc://{self.runtime_dir}/control.ipc"
 
     def port(self, name: str) -> PortConfig:
         """The port called ``name`` (raises ConfigError when there is none)."""

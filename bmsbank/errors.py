@@ -49,3 +49,7 @@ class LinkTimeout(TransportError):
 
 class MessageError(BmsBankError):
     """A ZeroMQ message does not validate against the schema; it is rejected and counted."""
+
+
+class ControlError(BmsBankError):
+    """A control request was refused or failed; the message says why and goes to the requester."""

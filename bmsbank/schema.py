@@ -16,6 +16,21 @@ Two kinds of messages travel as two-part ZeroMQ messages ``[topic, msgpack(body)
 ``bank`` (arbiter -> publisher and tap, topic ``b"bank"``): see
 :mod:`bmsbank.services.arbiter.bank`.
 
+The control channel, the only path backwards (ROUTER/DEALER, topics below; see
+:mod:`bmsbank.services.arbiter.control`):
+
+``control`` (requester -> arbiter -> owning poller, topic ``b"control"``): v, kind="control",
+    id (1-64 characters chosen by the requester, echoed back), pack (pack id "port:address"),
+    action (one of :data:`CONTROL_ACTIONS`), value (``charge``/``discharge``/``balance``: bool,
+    true = allowed/enabled; ``reset_soc``: true, "re-synchronise the SoC the BMS's own way"),
+    optional timeout (the requester's patience [s], 0-60) and expires (unix time [s] after which
+    a poller must not carry the request out; set by the arbiter).
+``control_result`` (poller -> arbiter -> requester, topic ``b"control_result"``): v,
+    kind="control_result", id, pack, action (echoed; "" when the request had none valid),
+    ok (bool), error (None when ok, else a sentence for a human).
+``hello`` (poller -> arbiter, topic ``b"hello"``, every few seconds): v, kind="hello", port,
+    bms (plugin name), packs (the pack ids the poller owns).
+
 A receiver validates every message with :func:`validate_state` / :func:`validate_bank` and counts
 the ones it rejects: NaN, infinities, wrong types and values outside physical bounds never reach
 the limits.
@@ -24,6 +39,7 @@ the limits.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +50,9 @@ from bmsbank.errors import MessageError
 SCHEMA_VERSION = 1
 TOPIC_STATE = b"state"
 TOPIC_BANK = b"bank"
+TOPIC_CONTROL = b"control"
+TOPIC_CONTROL_RESULT = b"control_result"
+TOPIC_HELLO = b"hello"
 
 #: Alarm names, in Venus /Alarms/<Name> spelling after snake_case -> CamelCase.
 ALARMS = (
@@ -220,3 +239,168 @@ def unpack(data: bytes) -> Any:
         return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise MessageError(f"not a msgpack message: {exc}") from exc
+
+
+# -- control channel ---------------------------------------------------------------------------
+#: action -> the value it takes: "bool" (true = allowed/enabled) or "true" (a trigger)
+CONTROL_ACTIONS: dict[str, str] = {
+    "charge": "bool",  # the charge FET may conduct
+    "discharge": "bool",  # the discharge FET may conduct
+    "balance": "bool",  # the cell balancer is enabled
+    "reset_soc": "true",  # the BMS re-synchronises its SoC its own way (no family takes a target)
+}
+#: largest control, control_result or hello body accepted from the wire [bytes]
+MAX_CONTROL_BYTES = 4096
+MAX_CONTROL_TIMEOUT = 60.0  # s
+MAX_ERROR_LENGTH = 256
+MAX_HELLO_PACKS = 256
+PACK_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}:(\d{1,3})$")
+_CONTROL_KEYS = {"v", "kind", "id", "pack", "action", "value", "timeout", "expires"}
+_RESULT_KEYS = {"v", "kind", "id", "pack", "action", "ok", "error"}
+
+
+def is_pack_id(x: Any) -> bool:
+    """Whether ``x`` is a pack id: "port:address" with a port name and an address 0-255."""
+    match = PACK_ID_RE.match(x) if isinstance(x, str) else None
+    return match is not None and int(match.group(1)) <= 255
+
+
+def _pack_id(msg: Mapping, key: str = "pack") -> str:
+    pid = msg.get(key)
+    if not isinstance(pid, str) or not is_pack_id(pid):
+        raise MessageError(f'{key}: expected a pack id "port:address", got {pid!r}')
+    return pid
+
+
+def _only(msg: Mapping, keys: set[str], kind: str) -> None:
+    extra = set(msg) - keys
+    if extra:
+        raise MessageError(f"{kind}: unknown field(s) {sorted(map(str, extra))[:4]}")
+
+
+def _control_value(action: str, value: Any) -> None:
+    if CONTROL_ACTIONS[action] == "bool" and not isinstance(value, bool):
+        raise MessageError(f"value: {action} takes true or false, got {value!r}")
+    if CONTROL_ACTIONS[action] == "true" and value is not True:
+        raise MessageError(f"value: {action} takes true (no BMS family takes a SoC), got {value!r}")
+
+
+def validate_control(msg: Any) -> dict:
+    """Check a decoded control request and return it unchanged.
+
+    Raises:
+        MessageError: naming the first field that is missing, of the wrong type, unknown or
+            outside its range (an unknown action, a value the action does not take, NaN).
+
+    """
+    if not isinstance(msg, dict):
+        raise MessageError("control: expected a map")
+    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "control":
+        raise MessageError(f"control: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
+    _only(msg, _CONTROL_KEYS, "control")
+    _string(msg, "id")
+    _pack_id(msg)
+    action = msg.get("action")
+    if action not in CONTROL_ACTIONS:
+        raise MessageError(f"action: expected one of {', '.join(CONTROL_ACTIONS)}, got {action!r}")
+    _control_value(action, msg.get("value"))
+    if msg.get("timeout") is not None:
+        _number(msg, "timeout", 0.0, MAX_CONTROL_TIMEOUT)
+        if msg["timeout"] <= 0:
+            raise MessageError("timeout: must be above 0 s")
+    if msg.get("expires") is not None:
+        _number(msg, "expires", 0.0, 1.0e11)
+    return msg
+
+
+def validate_control_result(msg: Any) -> dict:
+    """Check a decoded control result and return it unchanged.
+
+    ``id``, ``pack`` and ``action`` may be empty strings: the arbiter answers a request too
+    malformed to echo them. ``error`` is None exactly when ``ok`` is true.
+
+    Raises:
+        MessageError: naming the first field that fails.
+
+    """
+    if not isinstance(msg, dict):
+        raise MessageError("control_result: expected a map")
+    kind = msg.get("kind")
+    if msg.get("v") != SCHEMA_VERSION or kind != "control_result":
+        raise MessageError(f"control_result: unsupported schema {msg.get('v')!r}/{kind!r}")
+    _only(msg, _RESULT_KEYS, "control_result")
+    for key in ("id", "pack"):
+        if not isinstance(msg.get(key), str) or len(msg[key]) > 64:
+            raise MessageError(f"{key}: expected a string of at most 64 characters")
+    if msg["pack"]:
+        _pack_id(msg)
+    if msg.get("action") not in (*CONTROL_ACTIONS, ""):
+        raise MessageError(f'action: expected one of {", ".join(CONTROL_ACTIONS)} or ""')
+    ok, error = msg.get("ok"), msg.get("error")
+    if not isinstance(ok, bool):
+        raise MessageError("ok: expected a boolean")
+    if ok and error is not None:
+        raise MessageError("error: must be null when ok is true")
+    if not ok:
+        _string(msg, "error", MAX_ERROR_LENGTH)
+    return msg
+
+
+def validate_hello(msg: Any) -> dict:
+    """Check a decoded hello (a poller announcing its port and packs) and return it unchanged.
+
+    Raises:
+        MessageError: naming the first field that fails (a pack on another port included).
+
+    """
+    if not isinstance(msg, dict):
+        raise MessageError("hello: expected a map")
+    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "hello":
+        raise MessageError(f"hello: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
+    port = _string(msg, "port", 32)
+    _string(msg, "bms", 32)
+    packs = msg.get("packs")
+    if not isinstance(packs, list) or len(packs) > MAX_HELLO_PACKS:
+        raise MessageError(f"packs: expected a list of at most {MAX_HELLO_PACKS} pack ids")
+    for i, pid in enumerate(packs):
+        if _pack_id({"pack": pid}, "pack").rsplit(":", 1)[0] != port:
+            raise MessageError(f"packs[{i}]: {pid!r} is not on port {port!r}")
+    return msg
+
+
+def control_request(
+    request_id: str, pack_id: str, action: str, value: Any, timeout: float | None = None
+) -> dict[str, Any]:
+    """A control request body (validated).
+
+    Raises:
+        MessageError: the arguments do not make a valid request.
+
+    """
+    msg = {"v": SCHEMA_VERSION, "kind": "control", "id": request_id, "pack": pack_id,
+           "action": action, "value": value}  # fmt: skip
+    if timeout is not None:
+        msg["timeout"] = timeout
+    return validate_control(msg)
+
+
+def control_result(request: Mapping, ok: bool, error: str | None = None) -> dict[str, Any]:
+    """The result of ``request`` (ids, pack and action echoed when they are valid strings).
+
+    An error longer than the schema allows is cut, so a result can always be built.
+    """
+
+    def echo(key: str) -> str:
+        x = request.get(key)
+        return x if isinstance(x, str) and len(x) <= 64 else ""
+
+    action = request.get("action")
+    return {
+        "v": SCHEMA_VERSION,
+        "kind": "control_result",
+        "id": echo("id"),
+        "pack": echo("pack") if is_pack_id(echo("pack")) else "",
+        "action": action if isinstance(action, str) and action in CONTROL_ACTIONS else "",
+        "ok": ok,
+        "error": None if ok else (error or "failed")[:MAX_ERROR_LENGTH],
+    }

@@ -2,8 +2,9 @@
 
 A plugin's test module defines ``class TestXxx(PluginContract)`` with captured frames (each with a
 comment saying where it comes from and what it decodes to) and inherits these generic checks:
-registration, framing of captured replies, corruption handling, noise between frames, fuzzing, and a
-round trip through the plugin's own simulator.
+registration, framing of captured replies, corruption handling, noise between frames, fuzzing, a
+round trip through the plugin's own simulator, and its control actions: each one it declares is
+acknowledged by its simulator, each other one is refused with "<bms> does not support <action>".
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bmsbank.errors import FrameError
-from bmsbank.schema import validate_state
+from bmsbank.errors import ControlError, FrameError, LinkTimeout
+from bmsbank.schema import CONTROL_ACTIONS, validate_state
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin
 from bmsbank.services.poller.simulators.battery import BatteryModel
@@ -81,6 +82,23 @@ def extract_all(plugin: Plugin, data: bytes, address: int | None = None):
         if frame is None:
             return frames, errors, stats
         frames.append(frame)
+
+
+class SimLink:
+    """A ``ControlLink`` wired straight into a simulator (no pty): byte-level tests of writes."""
+
+    def __init__(self, sim: Any, timeout: float = 0.5) -> None:
+        self.sim = sim
+        self.timeout = timeout
+        self.sent: list[bytes] = []
+
+    def exchange(self, request: bytes, extract: Any) -> bytes:
+        self.sent.append(request)
+        buf = bytearray(b"".join(self.sim.feed(request)))
+        frame = extract(buf)
+        if frame is None:
+            raise LinkTimeout("truncated" if buf else "timeout")
+        return frame
 
 
 class PluginContract:
@@ -180,6 +198,25 @@ class PluginContract:
                 plugin.parse(frame)
             except FrameError:
                 pass
+
+    # -- control actions --------------------------------------------------------------------
+    def test_controls_are_known_actions(self, plugin: Plugin) -> None:
+        assert plugin.controls <= set(CONTROL_ACTIONS)
+        assert plugins.controls(self.plugin_name) == plugin.controls
+
+    @pytest.mark.parametrize("action", list(CONTROL_ACTIONS))
+    def test_each_action_is_acknowledged_or_refused(self, plugin: Plugin, action: str) -> None:
+        models = self.make_models()
+        address = self.sim_address()
+        link = SimLink(simulators.create(self.plugin_name, models))
+        value = True if CONTROL_ACTIONS[action] == "true" else False
+        if action in plugin.controls:
+            plugin.control(link, address, action, value, {})
+            assert link.sent, "a supported action writes to the BMS"
+        else:
+            with pytest.raises(ControlError, match=f"{plugin.name} does not support {action}"):
+                plugin.control(link, address, action, value, {})
+            assert not link.sent
 
     # -- simulator round trip ---------------------------------------------------------------
     def make_models(self) -> dict[int, BatteryModel]:

@@ -45,6 +45,9 @@ def test_good_config_is_typed(tmp_path):
     assert c.ports[0].addresses == [1]  # the plugin's default address
     assert c.pack_ids() == ["ttyUSB0:1", "rs485:1", "rs485:2", "rs485:15"]
     assert c.states_endpoint == "ipc:///tmp/x/states.ipc"
+    assert c.control_endpoint == "ipc:///tmp/x/control.ipc"
+    other = config.parse({"zmq": {"control": "tcp://127.0.0.1:5999"}}, "test")
+    assert other.control_endpoint == "tcp://127.0.0.1:5999"
 
 
 def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):

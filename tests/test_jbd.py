@@ -8,16 +8,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmsbank.errors import FrameError
+from bmsbank.errors import ControlError, FrameError, LinkTimeout
 from bmsbank.native.frames import negsum16
 from bmsbank.schema import ALARMS, validate_state
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin
-from bmsbank.services.poller.plugins.jbd import PROTECTION_ALARMS, JbdPlugin, pack_frame
+from bmsbank.services.poller.plugins.jbd import (
+    FET_CHARGE,
+    MOS_CHARGE_OFF,
+    MOS_DISCHARGE_OFF,
+    PROTECTION_ALARMS,
+    JbdPlugin,
+    ack,
+    mos_request,
+    pack_frame,
+    read_request,
+    software_locks,
+    write_request,
+)
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.jbd import JbdSimulator
 from bmsbank.state import make_state
-from tests.plugin_contract import Captured, PluginContract, extract_all
+from tests.plugin_contract import Captured, PluginContract, SimLink, extract_all
 
 ESPHOME_UART = "syssi/esphome-jbd-bms docs/pdus/JBD-SP04S034-L4S-200A-B-U.txt"
 ESPHOME_16S = "syssi/esphome-jbd-bms docs/pdus/JBD-SP25S003-L16S-100A-100A-B.txt"
@@ -497,9 +509,9 @@ def test_simulator_buffers_partial_and_skips_garbage() -> None:
     (reply,) = sim.feed(request[6:])
     assert reply[:2] == b"\xdd\x04"
     noise = b"\x00\xdd\x13" + bytes.fromhex("dda50300fffe77")  # bad check value: ignored
-    write = bytes.fromhex("dd5ae1020001ff1c77")  # a write is not a read request: ignored
+    write = bytes.fromhex("dd5ae1020001ff1c77")  # charge FET off: acknowledged in turn
     replies = sim.feed(noise + write + request + bytes.fromhex("dda50300fffd77"))
-    assert [r[1] for r in replies] == [0x04, 0x03]
+    assert [r[1] for r in replies] == [0xE1, 0x04, 0x03]
 
 
 def test_simulator_refuses_unknown_register(plugin: Plugin) -> None:
@@ -541,3 +553,163 @@ def test_simulator_follows_model_changes(plugin: Plugin) -> None:
     assert second["temperatures"] == pytest.approx([-5.0])
     assert second["soc"] == 12.0 and second["remaining"] == pytest.approx(12.0)
     assert second["voltage"] == pytest.approx(pack.voltage, abs=0.01)
+
+
+# -- writes (control channel) ------------------------------------------------------------------
+ESPHOME_WRITES = "syssi/esphome-jbd-bms tests/components/jbd_bms/write_command_test.cpp"
+
+
+@pytest.mark.parametrize(
+    "frame,expected",
+    [
+        # PulseView captures of register 0xE1 (MOS control), ESPHOME_WRITES: both on, charge off,
+        # discharge off, both off.
+        (mos_request(0), "dd 5a e1 02 00 00 ff 1d 77"),
+        (mos_request(MOS_CHARGE_OFF), "dd 5a e1 02 00 01 ff 1c 77"),
+        (mos_request(MOS_DISCHARGE_OFF), "dd 5a e1 02 00 02 ff 1b 77"),
+        (mos_request(3), "dd 5a e1 02 00 03 ff 1a 77"),
+        # force SoC reset, register 0x0A = 0x0100 (ESPHOME_WRITES, ButtonCommandTest)
+        (write_request(0x0A, b"\x01\x00"), "dd 5a 0a 02 01 00 ff f3 77"),
+        # factory mode in / out: registers 0x00 = 56 78, 0x01 = 28 28 (store) or 00 00
+        # (dbus-serialbattery bms/lltjbd.py CMD_ENTER_FACTORY_MODE, CMD_EXIT_AND_SAVE_FACTORY_MODE,
+        # CMD_EXIT_FACTORY_MODE; bms-tools JBD_REGISTER_MAP.md "Enter/Exit factory Mode")
+        (write_request(0x00, b"\x56\x78"), "dd 5a 00 02 56 78 ff 30 77"),
+        (write_request(0x01, b"\x28\x28"), "dd 5a 01 02 28 28 ff ad 77"),
+        (write_request(0x01, b"\x00\x00"), "dd 5a 01 02 00 00 ff fd 77"),
+        (read_request(0x2D), "dd a5 2d 00 ff d3 77"),
+        # the write acknowledgement: "DD E1 00 00 -- chk 77" (Jiabaida V19 protocol section 4);
+        # no data, so the check value is 0x10000 - 0 = 0x0000
+        (ack(0xE1), "dd e1 00 00 00 00 77"),
+        (ack(0xE1, 0x80), "dd e1 80 00 ff 80 77"),
+    ],
+    ids=[
+        "mos-on",
+        "mos-chg-off",
+        "mos-dsg-off",
+        "mos-off",
+        "soc",
+        "factory-in",
+        "factory-save",
+        "factory-discard",
+        "read-2d",
+        "ack",
+        "refusal",
+    ],  # fmt: skip
+)
+def test_write_frames_byte_exact(frame: bytes, expected: str) -> None:
+    assert frame.hex(" ") == expected
+
+
+def sim_link(**model: Any) -> tuple[SimLink, JbdSimulator, BatteryModel]:
+    sim, pack = make_sim(**model)
+    return SimLink(sim), sim, pack
+
+
+def test_charge_and_discharge_keep_each_others_lock(plugin: Plugin) -> None:
+    link, sim, pack = sim_link()
+    plugin.control(link, 1, "charge", False, {})
+    plugin.control(link, 1, "discharge", False, {})
+    plugin.control(link, 1, "charge", True, {})
+    assert [f[5] for f in link.sent] == [0x01, 0x03, 0x02]
+    assert pack.charge_fet and not pack.discharge_fet
+    state = _sim_state(plugin, sim)
+    assert state["charge_fet"] and not state["discharge_fet"]
+    assert not any(state["alarms"].values())  # the software lock (bit 12) raises no alarm
+
+
+def test_first_write_guesses_the_lock_from_the_state(plugin: Plugin) -> None:
+    # Discharge FET off while protection bit 12 (software lock) is set: assume it is locked, and
+    # keep it locked when switching the charge FET off.
+    basic = plugin.parse(basic_frame(fets=FET_CHARGE, protection=1 << 12))[1]
+    assert software_locks(basic) == MOS_DISCHARGE_OFF
+    assert software_locks(plugin.parse(basic_frame(fets=FET_CHARGE))[1]) == 0  # a protection
+    link, _, _ = sim_link()
+    plugin.control(link, 1, "charge", False, {"basic": basic})
+    assert link.sent == [mos_request(MOS_CHARGE_OFF | MOS_DISCHARGE_OFF)]
+
+
+def test_remembered_lock_is_dropped_when_the_bms_shows_none(plugin: Plugin) -> None:
+    link, _, _ = sim_link()
+    before = {"basic": plugin.parse(basic_frame())[1]}
+    plugin.control(link, 1, "discharge", False, before)
+    plugin.control(link, 1, "charge", False, before)  # no newer 0x03 yet: the lock is kept
+    locked = {"basic": plugin.parse(basic_frame(fets=0, protection=1 << 12))[1]}
+    plugin.control(link, 1, "charge", True, locked)  # newer 0x03 with bit 12: still kept
+    restarted = {"basic": plugin.parse(basic_frame(fets=3))[1]}  # bit 12 gone: no lock left
+    plugin.control(link, 1, "charge", False, restarted)
+    assert [f[5] for f in link.sent] == [0x02, 0x03, 0x02, 0x01]
+
+
+def test_fet_off_stops_current_and_shows_in_the_state(plugin: Plugin) -> None:
+    link, sim, pack = sim_link(current=12.0)
+    plugin.control(link, 1, "charge", False, {})
+    state = _sim_state(plugin, sim)
+    assert not state["charge_fet"] and state["current"] == 0.0
+    assert pack.snapshot()["current"] == 0.0
+
+
+def test_balancer_off_is_a_factory_mode_sequence(plugin: Plugin) -> None:
+    link, sim, pack = sim_link(cells=8, soc=99.0, imbalance=0.05)
+    assert any(_sim_state(plugin, sim)["balancing"])
+    plugin.control(link, 1, "balance", False, {})
+    config = 0x0011  # the simulator's other func_config bits (switch, LED) are kept
+    assert link.sent == [
+        write_request(0x00, b"\x56\x78"),
+        read_request(0x2D),
+        write_request(0x2D, config.to_bytes(2, "big")),
+        write_request(0x01, b"\x28\x28"),
+    ]
+    assert not pack.balancer and not sim.factory
+    assert not any(_sim_state(plugin, sim)["balancing"])
+    plugin.control(link, 1, "balance", False, {})  # already off: nothing stored
+    assert link.sent[-1] == write_request(0x01, b"\x00\x00") and len(link.sent) == 7
+    plugin.control(link, 1, "balance", True, {})
+    assert pack.balancer and link.sent[-2] == write_request(0x2D, b"\x00\x15")
+
+
+def test_refused_write_is_a_control_error(plugin: Plugin) -> None:
+    link, sim, _ = sim_link()
+    sim.write = lambda register, data: ack(register, 0x80)  # type: ignore[method-assign]
+    with pytest.raises(ControlError, match="refused register 0xE1"):
+        plugin.control(link, 1, "charge", False, {})
+    with pytest.raises(ControlError, match="refused register 0x00"):
+        plugin.control(link, 1, "balance", False, {})
+    assert link.sent[-1] == write_request(0x00, b"\x56\x78")  # nothing after the refusal
+
+
+def test_failure_inside_factory_mode_leaves_it_without_storing(plugin: Plugin) -> None:
+    link, sim, pack = sim_link()
+    real = sim.write
+
+    def flaky(register: int, data: bytes) -> bytes:
+        return b"" if register == 0x2D else real(register, data)  # the 0x2D write is lost
+
+    sim.write = flaky  # type: ignore[method-assign]
+    with pytest.raises(LinkTimeout):
+        plugin.control(link, 1, "balance", False, {})
+    assert link.sent[-1] == write_request(0x01, b"\x00\x00")
+    assert pack.balancer and not sim.factory
+
+
+def test_reset_soc_clears_the_drift(plugin: Plugin) -> None:
+    link, sim, pack = sim_link(soc=60.0, soc_error=15.0)
+    assert _sim_state(plugin, sim)["soc"] == 75.0
+    plugin.control(link, 1, "reset_soc", True, {})
+    assert link.sent == [bytes.fromhex("dd5a0a020100fff377")]
+    assert _sim_state(plugin, sim)["soc"] == 60.0 and pack.soc_error == 0.0
+
+
+def test_write_reply_for_another_register_is_skipped(plugin: Plugin) -> None:
+    link, sim, _ = sim_link()
+    late = pack_frame(0x04, 0x00, b"\x0d\x05")  # a late read reply before the ack
+    real = sim.feed
+    sim.feed = lambda data: [late, *real(data)]  # type: ignore[method-assign]
+    plugin.control(link, 1, "charge", False, {})  # no error: the 0xE1 ack is found after it
+
+
+def test_simulator_refuses_eeprom_access_outside_factory_mode() -> None:
+    sim, _ = make_sim()
+    assert sim.feed(read_request(0x2D)) == [ack(0x2D, 0x80)]
+    assert sim.feed(write_request(0x2D, b"\x00\x00")) == [ack(0x2D, 0x80)]
+    assert sim.feed(write_request(0x01, b"\x28\x28")) == [ack(0x01, 0x80)]
+    assert sim.feed(write_request(0x0A, b"\x07\x00")) == [ack(0x0A, 0x80)]  # not simulated

@@ -6,16 +6,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmsbank.errors import FrameError
+from bmsbank.errors import ControlError, FrameError, LinkTimeout
 from bmsbank.native.frames import sum8
 from bmsbank.schema import ALARMS, validate_state
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin
 from bmsbank.services.poller.plugins.jkpb import ALARM_BITS, JkPbPlugin, ack, trigger
+from bmsbank.services.poller.plugins.jkpb_control import (
+    SWITCH_REGISTERS,
+    ack_of,
+    decode_write,
+    exception_reply,
+    write_ack,
+    write_switch,
+)
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.jkpb import JkPbSimulator
 from bmsbank.state import make_state
-from tests.plugin_contract import Captured, PluginContract, extract_all
+from tests.plugin_contract import Captured, PluginContract, SimLink, extract_all
 
 SERIALBATTERY = "mr-manuel/venus-os_dbus-serialbattery tests/bms/test_jkbms_pb.py"
 AIOBMSBLE = "patman15/aiobmsble tests/bms/test_jikong_bms.py"
@@ -654,3 +662,84 @@ def test_chunked_replies_give_the_same_frames(data: st.DataObject) -> None:
             frames.append(frame)
     assert frames == [STATUS] * 3
     assert stats.noise_bytes == len(garbage)
+
+
+# -- writes (control channel) ------------------------------------------------------------------
+ESPHOME_SWITCHES = "syssi/esphome-jk-bms components/jk_rs485_bms/switch/__init__.py"
+
+
+def test_switch_writes_match_captures() -> None:
+    # ESPHOME_SWITCHES, balancer switch of the pack at address 2 (comments beside CONF_BALANCING):
+    # off "02.10.10.78.00.02.04.00.00.00.00.37.A9", on "...00.00.00.01.F6.69"
+    assert write_switch(2, 0x1078, False).hex(" ") == "02 10 10 78 00 02 04 00 00 00 00 37 a9"
+    assert write_switch(2, 0x1078, True).hex(" ") == "02 10 10 78 00 02 04 00 00 00 01 f6 69"
+    # the same layout for the other switches (JKBMS-PB.md: BatChargeEN 0x0070, BatDisChargeEN
+    # 0x0074 from base 0x1000), CRC cross-checked with the textbook CRC
+    for register in (0x1070, 0x1074):
+        frame = write_switch(3, register, False)
+        assert frame[:4] == bytes((3, 0x10, register >> 8, register & 0xFF))
+        assert crc16_reference(frame[:11]).to_bytes(2, "little") == frame[11:]
+    assert SWITCH_REGISTERS == {"charge": 0x1070, "discharge": 0x1074, "balance": 0x1078}
+    assert decode_write(write_switch(2, 0x1078, True)) == (2, 0x1078, 1)
+    assert decode_write(write_switch(2, 0x1078, True)[:-1] + b"\x00") is None
+
+
+def test_write_ack_is_the_standard_fc16_response() -> None:
+    frame = write_ack(2, 0x1078)
+    assert frame[:6].hex(" ") == "02 10 10 78 00 02"
+    assert crc16_reference(frame[:6]).to_bytes(2, "little") == frame[6:]
+    refusal = exception_reply(2, 2)
+    assert refusal[:3].hex(" ") == "02 90 02"
+    assert crc16_reference(refusal[:3]).to_bytes(2, "little") == refusal[3:]
+
+
+def test_ack_extractor_skips_echo_and_noise_and_waits() -> None:
+    take_ack = ack_of(2, 0x1070)
+    request, expected = write_switch(2, 0x1070, False), write_ack(2, 0x1070)
+    buf = bytearray(request + b"\x00\x55\xaa" + expected[:5])
+    assert take_ack(buf) is None  # the echo and noise are no ack; the ack is not complete yet
+    buf += expected[5:] + b"\x00"
+    assert take_ack(buf) == expected and buf == bytearray(b"\x00")
+    assert take_ack(bytearray(write_ack(3, 0x1070))) is None  # another pack's ack: not ours
+    with pytest.raises(ControlError, match="pack 2 refused the write of 0x1070"):
+        take_ack(bytearray(request + exception_reply(2, 2)))
+    assert take_ack(bytearray(b"\x02\x90\x02\x00\x00")) is None  # bad CRC: not a refusal
+
+
+@pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
+def test_switches_reach_only_their_pack(plugin: Plugin, echo: bool) -> None:
+    sim = bus(echo=echo)
+    link = SimLink(sim)
+    plugin.control(link, 2, "charge", False, {})
+    plugin.control(link, 2, "discharge", False, {})
+    plugin.control(link, 3, "balance", False, {})
+    assert link.sent == [write_switch(2, 0x1070, False), write_switch(2, 0x1074, False),
+                         write_switch(3, 0x1078, False)]  # fmt: skip
+    two = state_of(plugin, sim.feed(trigger(2, 0x1620))[-1], address=2)
+    assert not two["charge_fet"] and not two["discharge_fet"] and two["current"] == 0.0
+    assert all(state_of(plugin, sim.feed(trigger(a, 0x1620))[-1], address=a)["charge_fet"]
+               for a in (1, 3))  # fmt: skip
+    assert not sim.packs[3].balancer and sim.packs[1].balancer
+    settings_2 = take(plugin, sim.feed(trigger(2, 0x161E))[-1], 2)
+    assert [int.from_bytes(settings_2[i : i + 4], "little") for i in (118, 122, 126)] == [0, 0, 1]
+
+
+def test_balancer_off_clears_the_balancing_flags(plugin: Plugin) -> None:
+    model = BatteryModel(cells=16, soc=99.0, imbalance=0.05)
+    sim = JkPbSimulator({4: model})
+    assert sum(state_of(plugin, sim.feed(trigger(4, 0x1620))[0], address=4)["balancing"]) == 2
+    plugin.control(SimLink(sim), 4, "balance", False, {})
+    assert sum(state_of(plugin, sim.feed(trigger(4, 0x1620))[0], address=4)["balancing"]) == 0
+
+
+def test_simulator_write_edge_cases(plugin: Plugin) -> None:
+    sim = bus()
+    request = write_switch(1, 0x1070, False)
+    assert sim.feed(request[:12]) == []  # a write waits for its last byte
+    assert sim.feed(request[12:]) == [write_ack(1, 0x1070)]
+    assert sim.feed(write_switch(9, 0x1070, False)) == []  # no pack at 9: silence
+    assert sim.feed(write_switch(1, 0x1084, False)) == [exception_reply(1, 2)]
+    with pytest.raises(ControlError, match="Modbus exception 2"):
+        ack_of(1, 0x1084)(bytearray(sim.feed(write_switch(1, 0x1084, False))[0]))
+    with pytest.raises(LinkTimeout):
+        plugin.control(SimLink(sim), 9, "charge", True, {})

@@ -7,7 +7,16 @@ import math
 import pytest
 
 from bmsbank.errors import MessageError
-from bmsbank.schema import pack, unpack, validate_state
+from bmsbank.schema import (
+    control_request,
+    control_result,
+    pack,
+    unpack,
+    validate_control,
+    validate_control_result,
+    validate_hello,
+    validate_state,
+)
 from tests.factories import state_msg
 
 
@@ -57,3 +66,116 @@ def test_invalid_fields_are_rejected(field, value):
 def test_not_msgpack_is_a_message_error():
     with pytest.raises(MessageError):
         unpack(b"\xc1garbage")
+
+
+# -- control channel ---------------------------------------------------------------------------
+def control_msg(**over):
+    msg = {"v": 1, "kind": "control", "id": "req-1", "pack": "rs485:3", "action": "charge",
+           "value": False}  # fmt: skip
+    msg.update(over)
+    return msg
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"action": "discharge", "value": True},
+        {"action": "balance", "value": False},
+        {"action": "reset_soc", "value": True},
+        {"timeout": 2.5},
+        {"expires": 1.7e9},
+        {"pack": "usb-0.a_B:255", "id": "x" * 64},
+    ],
+    ids=["charge", "discharge", "balance", "reset_soc", "timeout", "expires", "longest"],
+)
+def test_valid_control_requests(over):
+    msg = control_msg(**over)
+    assert validate_control(unpack(pack(msg))) == msg
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"v": 2}, "control"),
+        ({"kind": "state"}, "control"),
+        ({"id": ""}, "id"),
+        ({"id": "x" * 65}, "id"),
+        ({"id": 7}, "id"),
+        ({"pack": "rs485"}, "pack"),
+        ({"pack": "rs485:256"}, "pack"),
+        ({"pack": "a b:1"}, "pack"),
+        ({"pack": None}, "pack"),
+        ({"action": "explode"}, "action"),
+        ({"action": None}, "action"),
+        ({"value": 0}, "value"),
+        ({"value": "off"}, "value"),
+        ({"value": None}, "value"),
+        ({"action": "reset_soc", "value": 50}, "value"),
+        ({"action": "reset_soc", "value": False}, "value"),
+        ({"timeout": math.nan}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": 61}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"expires": math.inf}, "expires"),
+        ({"extra": 1}, "control"),
+    ],
+    ids=lambda x: repr(x)[:40],
+)
+def test_malformed_control_requests_are_rejected(over, field):
+    with pytest.raises(MessageError) as err:
+        validate_control(control_msg(**over))
+    assert str(err.value).startswith(field)
+
+
+def test_control_request_must_be_a_map():
+    for thing in ([1, 2], "control", None, 3):
+        with pytest.raises(MessageError, match="expected a map"):
+            validate_control(thing)
+
+
+def test_control_result_echoes_what_it_can():
+    ok = control_result(control_msg(), True)
+    assert validate_control_result(ok) == {
+        "v": 1, "kind": "control_result", "id": "req-1", "pack": "rs485:3", "action": "charge",
+        "ok": True, "error": None,
+    }  # fmt: skip
+    junk = control_result({"id": ["x"], "pack": "nope", "action": "fly"}, False, "e" * 999)
+    assert validate_control_result(junk)["id"] == "" and junk["pack"] == junk["action"] == ""
+    assert len(junk["error"]) == 256
+    built = control_request("a", "p:1", "balance", True, timeout=1.0)
+    assert validate_control(built)["timeout"] == 1.0
+    with pytest.raises(MessageError):
+        control_request("a", "p:1", "balance", "yes")
+
+
+@pytest.mark.parametrize(
+    "over,field",
+    [
+        ({"ok": 1}, "ok"),
+        ({"ok": True, "error": "but"}, "error"),
+        ({"ok": False, "error": None}, "error"),
+        ({"ok": False, "error": ""}, "error"),
+        ({"ok": False, "error": "x" * 257}, "error"),
+        ({"action": "fly"}, "action"),
+        ({"pack": "p:999"}, "pack"),
+        ({"id": 3}, "id"),
+        ({"kind": "control"}, "control_result"),
+        ({"surprise": 1}, "control_result"),
+    ],
+    ids=lambda x: repr(x)[:40],
+)
+def test_malformed_control_results_are_rejected(over, field):
+    msg = {**control_result(control_msg(), True), **over}
+    with pytest.raises(MessageError) as err:
+        validate_control_result(msg)
+    assert str(err.value).startswith(field)
+
+
+def test_hello_names_port_and_its_packs():
+    hello = {"v": 1, "kind": "hello", "port": "rs485", "bms": "jkpb", "packs": ["rs485:1"]}
+    assert validate_hello(hello) is hello
+    for over in ({"packs": ["usb0:1"]}, {"packs": "rs485:1"}, {"port": ""}, {"bms": 5},
+                 {"packs": [f"rs485:{i % 256}" for i in range(257)]}):  # fmt: skip
+        with pytest.raises(MessageError):
+            validate_hello({**hello, **over})

@@ -22,10 +22,13 @@ def free_tcp() -> str:
 
 @contextlib.contextmanager
 def running_arbiter(**bank: object) -> Iterator[tuple[Arbiter, zmq.Context, str, str]]:
-    """An arbiter in a thread on loopback tcp: yields (arbiter, context, states, tap)."""
-    states, tap = free_tcp(), free_tcp()
+    """An arbiter in a thread on loopback tcp: yields (arbiter, context, states, tap).
+
+    Its control endpoint (also loopback tcp) is ``arbiter.config.control_endpoint``.
+    """
+    states, tap, control = free_tcp(), free_tcp(), free_tcp()
     bank = {"interval": 0.2, "state_file": "", **bank}
-    cfg = parse({"bank": bank, "zmq": {"states": states, "tap": tap}}, "test")
+    cfg = parse({"bank": bank, "zmq": {"states": states, "tap": tap, "control": control}}, "test")
     ctx = zmq.Context()
     arbiter = Arbiter(cfg, ctx)
     stop = threading.Event()

@@ -2,6 +2,10 @@
 
 One process per port. A missing port is retried with exponential backoff and logged once per state
 change; a malformed or missing reply is counted per link and never stops the loop.
+
+Control requests (:mod:`bmsbank.services.poller.control`) are carried out between two requests of
+the poll cycle, never inside a request/reply exchange: the poller calls ``between()`` after each
+exchange, and :meth:`Poller.control` uses the same serial link, gaps and timeout.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import zmq
 
 from bmsbank.config import Config, PortConfig
-from bmsbank.errors import FrameError, LinkTimeout, MessageError, TransportError
+from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
 from bmsbank.schema import TOPIC_STATE, pack, validate_state
 from bmsbank.services.poller import plugins
@@ -60,6 +64,12 @@ class Poller:
         self.backoff = BACKOFF_MIN
         self.changes = ChangeLog(log, f"[{port.name}] ")
         self._last_io = 0.0
+        #: called between two exchanges of a poll cycle (the control channel's slot)
+        self.between: Callable[[], object] = lambda: None
+
+    def pack_ids(self) -> list[str]:
+        """Ids of the packs this poller owns, "port:address"."""
+        return [f"{self.port.name}:{a}" for a in self.links]
 
     # -- one cycle ---------------------------------------------------------------------------
     def poll_once(self) -> float:
@@ -74,13 +84,16 @@ class Poller:
             for link in self.links.values():
                 self._poll_pack(link)
         except TransportError as exc:
-            for link in self.links.values():
-                link.stats.port_errors += 1
-            self.transport.close()
-            self.changes.set("port", "lost", logging.WARNING, str(exc))
+            self._lose_port(exc)
             return self.backoff
         self.cycle += 1
         return self.port.interval
+
+    def _lose_port(self, exc: TransportError) -> None:
+        for link in self.links.values():
+            link.stats.port_errors += 1
+        self.transport.close()
+        self.changes.set("port", "lost", logging.WARNING, str(exc))
 
     def _open(self) -> bool:
         try:
@@ -105,6 +118,7 @@ class Poller:
             if not self._due(link, q):
                 continue
             result = self._exchange(link, q)
+            self.between()
             if result is None:
                 if q.required:
                     self.changes.set(str(link.address), "silent", logging.WARNING, "no valid reply")
@@ -165,6 +179,54 @@ class Poller:
             return fields
         return None
 
+    # -- control ------------------------------------------------------------------------------
+    def control(self, pack_id: str, action: str, value: Any) -> str | None:
+        """Carry out a control action on one of this port's packs.
+
+        Returns:
+            None when the BMS acknowledged, else why not (for the requester: "jbd does not
+            support reset_soc", "pack rs485:3 did not acknowledge within 0.5 s", ...).
+
+        """
+        name = self.port.name
+        link = next((k for a, k in self.links.items() if f"{name}:{a}" == pack_id), None)
+        if link is None:
+            return f"pack {pack_id} is not polled on port {name}"
+        if action not in self.plugin.controls:
+            return f"{self.plugin.name} does not support {action}"
+        if not self.transport.is_open:
+            return f"port {name} is not open ({self.port.device})"
+        try:
+            self.plugin.control(self, link.address, action, value, link.parts)
+        except ControlError as exc:
+            return str(exc)
+        except LinkTimeout:
+            return f"pack {pack_id} did not acknowledge within {self.timeout:g} s"
+        except FrameError as exc:
+            link.stats.count(exc.kind)
+            return f"pack {pack_id} sent a bad acknowledgement: {exc.reason}"
+        except TransportError as exc:
+            self._lose_port(exc)
+            return f"port {name} failed: {exc}"
+        return None
+
+    def exchange(self, request: bytes, extract: Callable[[bytearray], bytes | None]) -> bytes:
+        """Send one control request and return its reply (the plugins' ``ControlLink``).
+
+        Waits the command gap first, like a poll request; waits ``timeout`` for the reply.
+
+        Raises:
+            LinkTimeout, FrameError, TransportError: as ``SerialTransport.receive``.
+
+        """
+        self._wait_gap()
+        self.transport.drain()
+        try:
+            self.transport.send(request)
+            return self.transport.receive(extract, self.timeout)
+        finally:
+            self._last_io = time.monotonic()
+
     def _wait_gap(self) -> None:
         wait = self._last_io + self.gap - time.monotonic()
         if wait > 0:
@@ -197,12 +259,28 @@ def zmq_sender(config: Config, context: zmq.Context) -> tuple[zmq.Socket, Callab
     return sock, send
 
 
-def run(config: Config, port_name: str, stop: Callable[[], bool] = lambda: False) -> None:
-    """Poll ``port_name`` until ``stop()`` is true (or SystemExit from a signal)."""
+def run(
+    config: Config,
+    port_name: str,
+    stop: Callable[[], bool] = lambda: False,
+    hello_interval: float | None = None,
+) -> None:
+    """Poll ``port_name`` until ``stop()`` is true (or SystemExit from a signal).
+
+    Control requests are served between the exchanges of a cycle and while waiting for the next;
+    the poller says hello to the arbiter every ``hello_interval`` seconds (default 5).
+    """
+    from bmsbank.services.poller.control import HELLO_INTERVAL, PollerControl
+
     port = config.port(port_name)
     context: zmq.Context = zmq.Context.instance()
     sock, send = zmq_sender(config, context)
     poller = Poller(port, send)
+    control = PollerControl(
+        config.control_endpoint, port.name, poller.plugin.name, poller.pack_ids(), context,
+        hello_interval or HELLO_INTERVAL,
+    )  # fmt: skip
+    poller.between = lambda: control.service(poller.control)
     log.info(
         "[%s] polling %s (%s) at %s every %.1f s",
         port.name,
@@ -215,9 +293,8 @@ def run(config: Config, port_name: str, stop: Callable[[], bool] = lambda: False
         while not stop():
             started = time.monotonic()
             delay = poller.poll_once()
-            remaining = started + delay - time.monotonic()
-            if remaining > 0:
-                time.sleep(remaining)
+            control.wait(started + delay - time.monotonic(), poller.control, stop)
     finally:
         poller.close()
+        control.close()
         sock.close()

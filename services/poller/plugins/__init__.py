@@ -16,8 +16,8 @@ REGISTRY: dict[str, str] = {
 }
 
 
-def load(name: str) -> Plugin:
-    """Instantiate the plugin registered as ``name``.
+def plugin_class(name: str) -> type[Plugin]:
+    """The class of the plugin registered as ``name`` (imports its module, builds nothing).
 
     Raises:
         KeyError: no plugin of that name (the message lists the known ones).
@@ -28,5 +28,26 @@ def load(name: str) -> Plugin:
     except KeyError:
         raise KeyError(f"unknown BMS {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
     module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls()
+    cls: type[Plugin] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def load(name: str) -> Plugin:
+    """Instantiate the plugin registered as ``name``.
+
+    Raises:
+        KeyError: no plugin of that name (the message lists the known ones).
+
+    """
+    return plugin_class(name)()
+
+
+def controls(name: str) -> frozenset[str]:
+    """Control actions the BMS family ``name`` supports (empty for an unknown name).
+
+    The publisher uses it with a state's ``bms`` field to decide which writable paths a pack gets.
+    """
+    try:
+        return plugin_class(name).controls
+    except KeyError:
+        return frozenset()

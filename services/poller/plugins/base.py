@@ -4,15 +4,20 @@ A plugin is data plus a few hooks: framing constants, request bytes per query, f
 ``bmsbank.native.frames`` compiles once, and the mapping from decoded parts to state fields. It is
 transport-independent (the same plugin serves UART, RS485 and, later, BLE) and never computes
 derived values (power, min/max cell, delta): :func:`bmsbank.state.derive` does, for every BMS.
+
+Writes (the control channel) are declared as data too: ``controls`` names the actions of
+:data:`bmsbank.schema.CONTROL_ACTIONS` the family supports, and :meth:`Plugin.control` builds the
+write frame(s), exchanges them over a :class:`ControlLink` the poller provides and checks the
+BMS's acknowledgement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from bmsbank.errors import FrameError
+from bmsbank.errors import ControlError, FrameError
 from bmsbank.native.frames import BAD, FRAME, REASONS, FieldTable, Scanner
 from bmsbank.native.spec import Field, Framing
 from bmsbank.schema import ALARM
@@ -87,6 +92,24 @@ class LinkStats:
         return dict(self.__dict__)
 
 
+class ControlLink(Protocol):
+    """The serial link as a plugin sees it while carrying out a control request."""
+
+    #: seconds the link waits for an acknowledgement
+    timeout: float
+
+    def exchange(self, request: bytes, extract: Callable[[bytearray], bytes | None]) -> bytes:
+        """Send ``request`` and return the reply ``extract`` takes out of the received bytes.
+
+        Raises:
+            LinkTimeout: nothing (or only part of a reply) arrived within ``timeout``.
+            FrameError: ``extract`` found a corrupt reply.
+            TransportError: the port failed.
+
+        """
+        ...
+
+
 class Plugin:
     """Base class of a BMS protocol plugin. Subclasses set the class attributes and hooks."""
 
@@ -110,6 +133,8 @@ class Plugin:
     framing: ClassVar[Framing]
     #: reply part -> where its fields are; compiled once into ``self.tables``
     layouts: ClassVar[Mapping[str, Layout]] = {}
+    #: control actions (keys of ``bmsbank.schema.CONTROL_ACTIONS``) this family carries out
+    controls: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self.scanner = Scanner(self.framing)
@@ -175,6 +200,31 @@ class Plugin:
     def parse(self, frame: bytes) -> tuple[str, dict[str, Any]]:
         """Decode one reply frame into ``(part, fields)``; raises FrameError on bad content."""
         raise NotImplementedError
+
+    # -- writes ---------------------------------------------------------------------------
+    def control(
+        self,
+        link: ControlLink,
+        address: int,
+        action: str,
+        value: Any,
+        parts: Mapping[str, Mapping[str, Any]],
+    ) -> None:
+        """Carry out ``action`` with ``value`` on the pack at ``address`` and check the ack.
+
+        Args:
+            link: the serial link (the poller's, between two requests of its poll cycle).
+            address: the pack's address.
+            action: an action of ``controls``.
+            value: the request's value (see ``bmsbank.schema.CONTROL_ACTIONS``).
+            parts: the pack's latest decoded reply parts (read-modify-write context).
+
+        Raises:
+            ControlError: the action is not supported or the BMS refused it.
+            LinkTimeout, FrameError, TransportError: from the link.
+
+        """
+        raise ControlError(f"{self.name} does not support {action}")
 
     def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Build the plugin's state fields from the decoded parts of one poll cycle.

@@ -34,6 +34,9 @@ frame (+ pad) + ack. Facts and their public sources (repository + path):
 - No wake-up burst: serialbattery PR #425 sent one for firmware >= 15.36; JKBMS-PB.md and the
   current jkbms_pb.py dropped it after logic-analyser captures showed single triggers answered and
   the wake-up's own reply leaking into the next read as the cause of cross-talk.
+
+Writes (``controls``: charge, discharge, balance; no reset_soc) and their sources:
+:mod:`bmsbank.services.poller.plugins.jkpb_control`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from bmsbank.errors import FrameError
 from bmsbank.native.frames import BAD, crc16_modbus, sum8
 from bmsbank.native.spec import Field, Framing
 from bmsbank.services.poller.plugins.base import (
+    ControlLink,
     Layout,
     LinkStats,
     Plugin,
@@ -52,6 +56,7 @@ from bmsbank.services.poller.plugins.base import (
     alarms_from_bits,
     require,
 )
+from bmsbank.services.poller.plugins.jkpb_control import SWITCH_REGISTERS, ack_of, write_switch
 
 HEADER = b"\x55\xaa\xeb\x90"
 FRAME_LENGTH = 300
@@ -220,6 +225,7 @@ class JkPbPlugin(Plugin):
     )
     #: settings change rarely; re-read every 60 cycles (once a minute at 1 s) for the limits
     settings_every: ClassVar[int] = 60
+    controls: ClassVar[frozenset[str]] = frozenset(SWITCH_REGISTERS)
     layouts: ClassVar[Mapping[str, Layout]] = {
         CELL_INFO: Layout(CELL_FIELDS, 0, FRAME_LENGTH),
         SETTINGS: Layout(SETTINGS_FIELDS, 0, FRAME_LENGTH),
@@ -330,6 +336,15 @@ class JkPbPlugin(Plugin):
         if part == CELL_INFO:
             cell_info_hook(fields)
         return part, fields
+
+    def control(self, link: ControlLink, address: int, action: str, value: Any,
+                parts: Mapping[str, Mapping[str, Any]]) -> None:  # fmt: skip
+        """Write the switch of ``action``, wait for the FC16 ack (ControlError on a refusal)."""
+        register = SWITCH_REGISTERS.get(action)
+        if register is None:
+            super().control(link, address, action, value, parts)
+            return
+        link.exchange(write_switch(address, register, bool(value)), ack_of(address, register))
 
     def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """Map cell info (required), settings and device info (optional) to state fields.

@@ -42,9 +42,10 @@ class BatteryModel:
     imbalance: float = 0.0  #: V added linearly across the cells (last cell highest)
     resistance: float = 0.0005  #: Ω per cell
     cycles: int = 12
-    charge_fet: bool = True
-    discharge_fet: bool = True
-    balancer: bool = True
+    charge_fet: bool = True  #: the charge FET conducts (a write can switch it off)
+    discharge_fet: bool = True  #: the discharge FET conducts
+    balancer: bool = True  #: the balancer is enabled (no balancing flags when off)
+    soc_error: float = 0.0  #: % the BMS's own counted SoC is off the true one (drift)
     faults: set[str] = field(default_factory=set)  #: alarm names forced active (schema.ALARMS)
 
     def step(self, dt: float) -> None:
@@ -60,6 +61,15 @@ class BatteryModel:
         if self.current < 0 and not self.discharge_fet:
             return 0.0
         return self.current
+
+    @property
+    def bms_soc(self) -> float:
+        """The SoC the BMS reports [%]: the true one plus its drift (``soc_error``)."""
+        return min(100.0, max(0.0, self.soc + self.soc_error))
+
+    def resync_soc(self) -> None:
+        """The BMS re-synchronises its counted SoC (a "reset SoC" command): no more drift."""
+        self.soc_error = 0.0
 
     @property
     def cell_voltages(self) -> list[float]:

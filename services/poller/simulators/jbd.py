@@ -1,8 +1,21 @@
-"""A simulated LLT/JBD BMS: answers read requests byte-exactly from a :class:`BatteryModel`.
+"""A simulated LLT/JBD BMS: answers requests byte-exactly from a :class:`BatteryModel`.
 
 Replies are encoded with the plugin's own field tables (the inverse of its decoding) and framed
 with its :func:`~bmsbank.services.poller.plugins.jbd.pack_frame`, so only the captured frames in
 tests/test_jbd.py tie both to the real wire format.
+
+Writes are acknowledged ``DD <reg> 00 00 00 00 77`` as the Jiabaida protocol describes and applied
+to the model (sources in the plugin's docstring):
+
+- 0xE1 MOS control: bit 0 / bit 1 of the second data byte switch the charge / discharge FET off;
+  while any bit is set, protection bit 12 (software lock) is reported.
+- 0x0A ``01 00`` force SoC reset: the model's SoC drift is cleared
+  (:meth:`BatteryModel.resync_soc`).
+- factory mode: 0x00 ``56 78`` enters it; 0x2D (func_config) is readable and writable only then
+  (status 0x80 otherwise, as this simulator models EEPROM access); 0x01 ``28 28`` leaves it and
+  stores a written func_config (bit 2 = the balancer), ``00 00`` leaves it discarding the write.
+
+Anything else is refused with status 0x80.
 """
 
 from __future__ import annotations
@@ -12,17 +25,33 @@ from bmsbank.native.spec import encode
 from bmsbank.services.poller.plugins.jbd import (
     BASIC_FIELDS,
     CELL_FIELDS,
+    DATA_AT,
     END,
+    EXIT_DISCARD,
+    EXIT_SAVE,
+    FACTORY_KEY,
     FET_CHARGE,
     FET_DISCHARGE,
+    FORCE_SOC_RESET,
+    FUNC_BALANCE_EN,
+    MOS_CHARGE_OFF,
+    MOS_DISCHARGE_OFF,
+    OVERHEAD,
     PROTECTION_ALARMS,
     READ,
     REG_BASIC,
     REG_CELLS,
+    REG_COMMAND,
+    REG_ENTER_FACTORY,
+    REG_EXIT_FACTORY,
+    REG_FUNC_CONFIG,
     REG_HARDWARE,
+    REG_MOS,
+    SOFTWARE_LOCK_BIT,
     START,
     STATUS_ERROR,
     STATUS_OK,
+    WRITE,
     JbdPlugin,
     pack_frame,
 )
@@ -35,10 +64,11 @@ ALARM_BITS: dict[str, int] = {
 }
 SOFTWARE_VERSION = 0x21  # shown as 2.1 by the JBD app
 PRODUCTION_DATE = (24 << 9) | (3 << 5) | 15  # 2024-03-15: year-2000 << 9 | month << 5 | day
+FUNC_SWITCH, FUNC_LED_EN = 0x0001, 0x0010  # func_config bits besides the balancer (simulated)
 
 
 def is_request_prefix(buf: bytes | bytearray) -> bool:
-    """Tell whether ``buf`` (shorter than a request) may still grow into a read request."""
+    """Tell whether ``buf`` (shorter than a read request) may still grow into one."""
     expected = (START, READ, None, 0)
     return all(e is None or b == e for b, e in zip(buf, expected, strict=False))
 
@@ -53,6 +83,21 @@ def is_read_request(req: bytes | bytearray) -> bool:
     )
 
 
+def request_length(buf: bytes | bytearray) -> int:
+    """Length of the request (read or write) at the head of ``buf``: 0 = none, -1 = need more."""
+    if buf[0] != START:
+        return 0
+    if len(buf) < 4:
+        return -1 if all(b in (READ, WRITE) for b in buf[1:2]) else 0
+    if buf[1] not in (READ, WRITE):
+        return 0
+    n = buf[3] + OVERHEAD
+    if len(buf) < n:
+        return -1
+    check = int.from_bytes(buf[n - 3 : n - 1], "big")
+    return n if buf[n - 1] == END and negsum16(buf, 2, n - 3) == check else 0
+
+
 class JbdSimulator:
     """One JBD board (JBD UART has no address; the key of ``packs`` is nominal)."""
 
@@ -63,6 +108,11 @@ class JbdSimulator:
         if len(packs) != 1:
             raise ValueError(f"a JBD bus carries exactly one pack, got {len(packs)}")
         self.packs = packs
+        self.factory = False  #: in factory mode (EEPROM registers accessible)
+        self.mos_lock = 0  #: the 0xE1 bits in force
+        self.func_config = FUNC_SWITCH | FUNC_LED_EN | FUNC_BALANCE_EN * self.model.balancer
+        self._staged: int | None = None  #: func_config written in factory mode, not yet stored
+        self.writes: list[tuple[int, bytes]] = []  #: (register, data) of every accepted write
         self._buf = bytearray()
 
     @property
@@ -71,7 +121,7 @@ class JbdSimulator:
         return next(iter(self.packs.values()))
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Take bytes from the poller; answer every complete read request, keep a partial one."""
+        """Take bytes from the poller; answer every complete request, keep a partial one."""
         self._buf += data
         replies: list[bytes] = []
         while self._buf:
@@ -80,16 +130,18 @@ class JbdSimulator:
                 self._buf.clear()
                 break
             del self._buf[:start]
-            if len(self._buf) < REQUEST_LENGTH:
-                if is_request_prefix(self._buf):
-                    break
+            n = request_length(self._buf)
+            if n < 0:
+                break
+            if n == 0:
                 del self._buf[:1]
                 continue
-            if is_read_request(self._buf[:REQUEST_LENGTH]):
-                replies.append(self.reply(self._buf[2]))
-                del self._buf[:REQUEST_LENGTH]
+            request = bytes(self._buf[:n])
+            del self._buf[:n]
+            if request[1] == READ:
+                replies.append(self.reply(request[2]))
             else:
-                del self._buf[:1]
+                replies.append(self.write(request[2], request[DATA_AT:-3]))
         return replies
 
     def reply(self, register: int) -> bytes:
@@ -101,13 +153,47 @@ class JbdSimulator:
             return pack_frame(REG_CELLS, STATUS_OK, encode(CELL_FIELDS, mv))
         if register == REG_HARDWARE:
             return pack_frame(REG_HARDWARE, STATUS_OK, self.hardware.encode("ascii"))
+        if register == REG_FUNC_CONFIG and self.factory:
+            config = self.func_config if self._staged is None else self._staged
+            return pack_frame(REG_FUNC_CONFIG, STATUS_OK, config.to_bytes(2, "big"))
         return pack_frame(register, STATUS_ERROR)
+
+    def write(self, register: int, data: bytes) -> bytes:
+        """Apply a write to the model; return the ack (status 0x80 when refused)."""
+        accepted = self._apply(register, data)
+        if accepted:
+            self.writes.append((register, data))
+        return pack_frame(register, STATUS_OK if accepted else STATUS_ERROR)
+
+    def _apply(self, register: int, data: bytes) -> bool:
+        m = self.model
+        if register == REG_MOS and len(data) == 2:
+            self.mos_lock = data[1] & (MOS_CHARGE_OFF | MOS_DISCHARGE_OFF)
+            m.charge_fet = not self.mos_lock & MOS_CHARGE_OFF
+            m.discharge_fet = not self.mos_lock & MOS_DISCHARGE_OFF
+            return True
+        if register == REG_COMMAND and data == FORCE_SOC_RESET:
+            m.resync_soc()
+            return True
+        if register == REG_ENTER_FACTORY and data == FACTORY_KEY:
+            self.factory = True
+            return True
+        if register == REG_EXIT_FACTORY and data in (EXIT_SAVE, EXIT_DISCARD) and self.factory:
+            if data == EXIT_SAVE and self._staged is not None:
+                self.func_config = self._staged
+                m.balancer = bool(self.func_config & FUNC_BALANCE_EN)
+            self.factory, self._staged = False, None
+            return True
+        if register == REG_FUNC_CONFIG and self.factory and len(data) == 2:
+            self._staged = int.from_bytes(data, "big")
+            return True
+        return False
 
     def basic_payload(self) -> bytes:
         """Encode the 0x03 payload from the model's current values."""
         m = self.model
         balance = sum(flag << i for i, flag in enumerate(m.balancing[:32]))
-        protection = 0
+        protection = (1 << SOFTWARE_LOCK_BIT) if self.mos_lock else 0
         for name in m.active_alarms:
             if name in ALARM_BITS:
                 protection |= 1 << ALARM_BITS[name]
@@ -123,7 +209,7 @@ class JbdSimulator:
             "balance_high": balance >> 16,
             "protection": protection,
             "software_version": SOFTWARE_VERSION,
-            "soc": round(m.soc),
+            "soc": round(m.bms_soc),
             "fet_status": fets,
             "cell_count": m.cells,
             "ntc_count": len(m.temperatures),

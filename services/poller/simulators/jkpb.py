@@ -8,6 +8,12 @@ plugin's own field tables, its sum8, then the FC16 ack, built with the plugin's
 each recognised trigger in front of its reply, like a half-duplex CH341 adapter. Triggers for an
 address without a pack get silence, garbage is skipped; only the captured frames in
 tests/test_jkpb.py tie both the plugin and this simulator to the real wire format.
+
+Writes of the settings switches (standard FC16, two registers; see
+:mod:`~bmsbank.services.poller.plugins.jkpb_control`) are applied to the model - charge
+(0x1070) and discharge (0x1074) open or close the FET, balance (0x1078) the balancer - and
+acknowledged with the standard FC16 response; other registers get the Modbus exception 2
+(illegal data address). The settings frame reports the three switches.
 """
 
 from __future__ import annotations
@@ -36,6 +42,15 @@ from bmsbank.services.poller.plugins.jkpb import (
     ack,
     decode_trigger,
 )
+from bmsbank.services.poller.plugins.jkpb_control import (
+    ILLEGAL_ADDRESS,
+    SWITCH_REGISTERS,
+    WRITE_LENGTH,
+    decode_write,
+    exception_reply,
+    is_write_prefix,
+    write_ack,
+)
 from bmsbank.services.poller.simulators.battery import (
     CELL_OVER_VOLTAGE,
     CELL_UNDER_VOLTAGE,
@@ -55,6 +70,8 @@ EXTRA_CELL_FIELDS = (
     Field("mosfet_repeat", 254, "s16le", scale=0.1),
 )
 MOSFET_REPEAT_BIT = 3
+#: settings switches the plugin does not decode (BatChargeEN, BatDisChargeEN; 1 = on)
+SWITCH_FIELDS = (Field("charge_switch", 118, "u32le"), Field("discharge_switch", 122, "u32le"))
 CHARGE_LIMIT, DISCHARGE_LIMIT = 100.0, 150.0  # A, the simulated CurBatCOC / CurBatDcOC
 DEVICE = {"model": "JK_PB2A16S20P", "hardware_version": "19A", "software_version": "19.27"}
 
@@ -74,22 +91,42 @@ class JkPbSimulator:
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Take bytes from the poller; answer every complete trigger for a present pack."""
+        """Take bytes from the poller; answer every complete trigger or write for a present pack."""
         self._buf += data
         replies: list[bytes] = []
         while len(self._buf) >= REQUEST_LENGTH:
-            found = decode_trigger(self._buf[:REQUEST_LENGTH])
-            if found is None:
-                del self._buf[:1]  # garbage, or a partial trigger that never completed
+            write = decode_write(self._buf[:WRITE_LENGTH])
+            trigger = decode_trigger(self._buf[:REQUEST_LENGTH])
+            if write is not None:
+                request, reply = bytes(self._buf[:WRITE_LENGTH]), self.write(*write)
+            elif trigger is not None:
+                request, reply = bytes(self._buf[:REQUEST_LENGTH]), self.reply(*trigger)
+            elif is_write_prefix(self._buf):
+                break  # the rest of a write is still on its way
+            else:
+                del self._buf[:1]  # garbage, or a partial request that never completed
                 continue
-            request = bytes(self._buf[:REQUEST_LENGTH])
-            del self._buf[:REQUEST_LENGTH]
-            reply = self.reply(*found)
+            del self._buf[: len(request)]
             if self.echo:
                 reply = request + reply
             if reply:
                 replies.append(reply)
         return replies
+
+    def write(self, address: int, register: int, value: int) -> bytes:
+        """Apply a switch write to the pack at ``address``; its ack (b"" when nobody answers)."""
+        model = self.packs.get(address)
+        if model is None:
+            return b""
+        if register == SWITCH_REGISTERS["charge"]:
+            model.charge_fet = value != 0
+        elif register == SWITCH_REGISTERS["discharge"]:
+            model.discharge_fet = value != 0
+        elif register == SWITCH_REGISTERS["balance"]:
+            model.balancer = value != 0
+        else:
+            return exception_reply(address, ILLEGAL_ADDRESS)
+        return write_ack(address, register)
 
     def reply(self, address: int, register: int) -> bytes:
         """Answer ``register`` as the pack at ``address`` would (b"" when nobody answers)."""
@@ -100,7 +137,7 @@ class JkPbSimulator:
         if part == CELL_INFO:
             payload = encode(CELL_FIELDS + EXTRA_CELL_FIELDS, self.cell_info(model))
         elif part == SETTINGS:
-            payload = encode(SETTINGS_FIELDS, self.settings(model, address))
+            payload = encode(SETTINGS_FIELDS + SWITCH_FIELDS, self.settings(model, address))
         else:
             payload = self.device_info(address)
         pad = b"\x00" if self.padding else b""
@@ -142,7 +179,7 @@ class JkPbSimulator:
             "alarm_bits": alarms,
             "balance_current": 0.0,
             "balancing_action": 1 if any(m.balancing) else 0,
-            "soc": round(m.soc),
+            "soc": round(m.bms_soc),
             "remaining": m.remaining,
             "capacity": m.capacity,
             "cycles": m.cycles,
@@ -162,6 +199,8 @@ class JkPbSimulator:
             "discharge_current_limit": DISCHARGE_LIMIT,
             "cell_count": m.cells,
             "balancer_enabled": int(m.balancer),
+            "charge_switch": int(m.charge_fet),
+            "discharge_switch": int(m.discharge_fet),
             "capacity": m.capacity,
             "device_address": address,
         }
