@@ -18,7 +18,7 @@ import time
 import can
 import pytest
 import zmq
-from dbus_fast import BusType, Message, MessageType  # noqa: F401
+from dbus_fast import BusType, Message, MessageType, Variant  # noqa: F401
 from dbus_fast.aio import MessageBus
 
 from bmsbank.schema import TOPIC_BANK, unpack
@@ -139,7 +139,9 @@ def demo(tmp_path_factory):
     assert processes_using(rundir) == [], "the demo left processes behind"
 
 
-async def _read_paths(address: str, paths: list[str]) -> tuple[list[str], dict]:
+async def _read_paths(
+    address: str, paths: list[str], service: str = SERVICE
+) -> tuple[list[str], dict]:
     bus = await MessageBus(bus_address=address).connect()
     try:
         reply = await bus.call(
@@ -155,7 +157,7 @@ async def _read_paths(address: str, paths: list[str]) -> tuple[list[str], dict]:
         for path in paths:
             r = await bus.call(
                 Message(
-                    destination=SERVICE,
+                    destination=service,
                     path=path,
                     interface="com.victronenergy.BusItem",
                     member="GetValue",
@@ -185,15 +187,15 @@ async def _read_paths(address: str, paths: list[str]) -> tuple[list[str], dict]:
         bus.disconnect()
 
 
-def read_dbus(demo: Demo, paths: list[str]) -> tuple[list[str], dict]:
-    return asyncio.run(_read_paths(demo.bus_address, paths))
+def read_dbus(demo: Demo, paths: list[str], service: str = SERVICE) -> tuple[list[str], dict]:
+    return asyncio.run(_read_paths(demo.bus_address, paths, service))
 
 
-def dbus_until(demo: Demo, expected: dict, timeout: float = 5.0) -> bool:
+def dbus_until(demo: Demo, expected: dict, timeout: float = 5.0, service: str = SERVICE) -> bool:
     """Read the paths until they hold the expected values; fail with what they hold."""
     deadline = time.monotonic() + timeout
     while True:
-        _, v = read_dbus(demo, list(expected))
+        _, v = read_dbus(demo, list(expected), service)
         got = {p: v[p] for p in expected}
         if got == expected:
             return True
@@ -345,3 +347,39 @@ def test_killed_poller_goes_offline_and_comes_back(demo):
     assert time.monotonic() - t2 <= 20.0 + 2.0
     new_pid = int(demo.supervisorctl("pid", "poller-jkbus").strip())
     assert new_pid != pid
+
+
+async def _set_value(address: str, service: str, path: str, value: Variant) -> int:
+    bus = await MessageBus(bus_address=address).connect()
+    try:
+        reply = await bus.call(Message(
+            destination=service, path=path, interface="com.victronenergy.BusItem",
+            member="SetValue", signature="v", body=[value],
+        ))  # fmt: skip
+        return reply.body[0]
+    finally:
+        bus.disconnect()
+
+
+def set_value(demo: Demo, service: str, path: str, value: Variant) -> int:
+    return asyncio.run(_set_value(demo.bus_address, service, path, value))
+
+
+def test_dbus_writes_reach_the_bms_and_show(demo):
+    pack = f"{SERVICE}_jkbus_2"
+    assert set_value(demo, pack, "/Io/ForceChargingOff", Variant("i", 1)) == 0
+    # publisher -> arbiter -> poller -> JK PB simulator; the answer and the effect come back
+    assert dbus_until(demo, {"/Control/LastResult": "charge off: done"}, 15, pack)
+    assert dbus_until(demo, {"/Io/AllowToCharge": 0}, 10, pack)
+    bank = demo.bank(lambda b: b["blocking_charge"] == 1)
+    assert bank["ccl"] == 0.0  # a pack that cannot charge blocks bank charge
+    assert set_value(demo, pack, "/Io/ForceChargingOff", Variant("i", 0)) == 0
+    assert dbus_until(demo, {"/Control/LastResult": "charge on: done"}, 15, pack)
+    assert dbus_until(demo, {"/Io/AllowToCharge": 1}, 10, pack)
+    demo.bank(lambda b: b["blocking_charge"] == 0)
+    # a JBD pack can re-sync its SoC; a JK PB pack does not offer it (read-only: 1)
+    jbd = f"{SERVICE}_jbd2_1"
+    assert set_value(demo, jbd, "/Settings/ResetSoc", Variant("i", 1)) == 0
+    assert dbus_until(demo, {"/Control/LastResult": "reset SoC: done", "/Settings/ResetSoc": 0},
+                      15, jbd)  # fmt: skip
+    assert set_value(demo, pack, "/Settings/ResetSoc", Variant("i", 1)) == 1

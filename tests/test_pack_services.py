@@ -160,3 +160,32 @@ def test_pack_values_shape():
     offline = pack_values(state, False, 4, 1)
     assert set(offline) == set(values)  # the same paths, whatever the state
     assert offline["/Voltages/Cell1"] is None and offline["/Connected"] == 0
+
+
+def test_pack_switches_validated_and_reverted_when_nobody_answers(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            state = state_msg("usb0", 1, cells=CELLS)  # a JBD pack: every control offered
+            jk = dict(state_msg("usb0", 2, cells=CELLS), bms="jkpb")  # no SoC reset on JK PB
+            feed = [(b"bank", bank(packs=packs(True, True))), (TOPIC_STATE, state),
+                    (TOPIC_STATE, jk)]  # fmt: skip
+            jk_name = f"{NAME}_usb0_2"
+            await until(rig, PACK, "/Io/ForceChargingOff", Variant("i", 0), feed)
+            await until(rig, jk_name, "/Io/ForceChargingOff", Variant("i", 0), feed)
+            assert (await value(rig, jk_name, "/Settings/ResetSoc")).signature == "ai"
+            reply = await call(rig, jk_name, "/Settings/ResetSoc", "SetValue", "v",
+                               [Variant("i", 1)])  # fmt: skip
+            assert reply.body[0] == 1  # not offered for this family: read-only
+            for bad in (Variant("i", 2), Variant("s", "1"), Variant("d", 1.0)):
+                reply = await call(rig, PACK, "/Io/ForceChargingOff", "SetValue", "v", [bad])
+                assert reply.body[0] == 2, bad
+            # a valid write is taken at once; with no arbiter to carry it out it goes back
+            reply = await call(rig, PACK, "/Io/ForceChargingOff", "SetValue", "v",
+                               [Variant("i", 1)])  # fmt: skip
+            assert reply.body[0] == 0
+            assert await value(rig, PACK, "/Io/ForceChargingOff") == Variant("i", 1)
+            await until(rig, PACK, "/Io/ForceChargingOff", Variant("i", 0), timeout=10)
+            result = (await value(rig, PACK, "/Control/LastResult")).value
+            assert result.startswith("charge off: failed: ") and "arbiter" in result
+
+    run(scenario(), timeout=30)

@@ -7,6 +7,9 @@ measurements when the arbiter's freshness for the pack changes. Liveness follows
 pack the bank lists offline -- or every pack, while the bank itself is stale -- shows
 /Connected = 0, unknown measurements and the BmsCable alarm.
 
+Per-pack switches (charge, discharge, balancing off; SoC reset) are written on the pack's service
+and carried out through the control channel: see :mod:`pack_controls`.
+
 Each service has its own D-Bus connection (Venus maps a connection's unique name to one service)
 and claims its own DeviceInstance as ``<bank unique id>_<pack>``; without a settings service pack
 ``k`` of the configured bank (from 0) takes ``[dbus] device_instance + 1 + k``.
@@ -21,10 +24,12 @@ from typing import Any
 
 from bmsbank import __version__
 from bmsbank.config import Config
+from bmsbank.control import ControlClient
 
 from . import pack_paths, paths
 from .dbus_service import VeService
 from .identity import Identity, NameStore, bus_element, claim, save_custom_name
+from .pack_controls import PackControls, Requester
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ class PackService:
 
     def __init__(
         self, config: Config, pack: str, index: int, state: Mapping[str, Any],
-        names: NameStore, dbus_address: str | None,
+        names: NameStore, dbus_address: str | None, requester: Requester,
     ) -> None:  # fmt: skip
         self.pack = pack
         self.state: Mapping[str, Any] = state
@@ -58,6 +63,8 @@ class PackService:
             )  # fmt: skip
         for path, value in self.values().items():
             self.ve.add_path(path, value, fmt=pack_paths.fmt(path))
+        self.controls = PackControls(pack, state["bms"], self.ve, requester)
+        self.controls.add_paths()
 
     def _static(self, config: Config) -> dict[str, Any]:
         return {
@@ -105,6 +112,7 @@ class PackServices:
         self.order = list(config.pack_ids()) or list(config.topology().ids)
         self.services: dict[str, PackService] = {}
         self.updates = 0  #: updates that changed something (one ItemsChanged each)
+        self.control: ControlClient | None = None  #: set by the publisher while it runs
         self._online: dict[str, bool] = {}
         self._wake = asyncio.Event()
 
@@ -116,7 +124,7 @@ class PackServices:
             if pack not in self.order:
                 self.order.append(pack)
             service = PackService(self.config, pack, self.order.index(pack), state, self.names,
-                                  self.dbus_address)  # fmt: skip
+                                  self.dbus_address, self.request)  # fmt: skip
             service.online = self._online.get(pack, True)
             self.services[pack] = service
             self._wake.set()
@@ -135,6 +143,12 @@ class PackServices:
             if service is not None and service.online != online:
                 service.online = online
                 await self._update(service)
+
+    async def request(self, pack: str, action: str, value: Any) -> dict[str, Any]:
+        """Send one control request (what a pack's writable switch does); never raises."""
+        if self.control is None:
+            return {"ok": False, "error": "the control channel is not running"}
+        return await self.control.request(pack, action, value)
 
     async def _update(self, service: PackService) -> None:
         if await service.ve.update(service.values()):

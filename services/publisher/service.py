@@ -33,6 +33,7 @@ import zmq
 import zmq.asyncio
 
 from bmsbank.config import Config
+from bmsbank.control import ControlClient
 from bmsbank.errors import MessageError
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack, validate_bank, validate_state
 
@@ -314,6 +315,7 @@ class Publisher:
             tasks.append(asyncio.create_task(self._dbus()))
         if self.packs is not None:
             tasks.append(asyncio.create_task(self.packs.maintain()))
+            self.packs.control = ControlClient(self.config.control_endpoint, ctx)
         try:
             await self._stop.wait()
         finally:
@@ -321,6 +323,9 @@ class Publisher:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             sock.close(linger=0)
+            if self.packs is not None and self.packs.control is not None:
+                await self.packs.control.aclose()
+                self.packs.control = None
             ctx.term()
             if self.ve is not None:
                 await self.ve.close()
