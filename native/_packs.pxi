@@ -238,8 +238,7 @@ cdef class PackRules:
         ``ccl``, ``cw``, ``dcl``, ``dw`` are cut in place; the sensor figures go into ``q``.
         """
         cdef Py_ssize_t nt = len(temps), c, itmin, itmax
-        cdef double tmin, tmax, tsum, x, a, lo, hi
-        cdef int rule
+        cdef double tmin, tmax, tsum, x
         tmin = tmax = NAN
         itmin = itmax = -1
         tsum = 0.0
@@ -253,22 +252,10 @@ cdef class PackRules:
                 tmin, itmin = x, c
             if itmax < 0 or x > tmax:
                 tmax, itmax = x, c
-            lo, hi = self.charge_window[0], self.charge_window[1]
-            if x < lo or x > hi:
-                a, rule = 0.0, R_TEMPERATURE_WINDOW
-            else:
-                a = _fraction(x, &self.tables[T_CCL_TEMPERATURE], self.linear) * top_c
-                rule = R_TEMPERATURE_TABLE
-            if a < ccl[0]:
-                ccl[0], cw[0] = a, reason(rule, k, c, x, a)
-            lo, hi = self.discharge_window[0], self.discharge_window[1]
-            if x < lo or x > hi:
-                a, rule = 0.0, R_TEMPERATURE_WINDOW
-            else:
-                a = _fraction(x, &self.tables[T_DCL_TEMPERATURE], self.linear) * top_d
-                rule = R_TEMPERATURE_TABLE
-            if a < dcl[0]:
-                dcl[0], dw[0] = a, reason(rule, k, c, x, a)
+            _sensor_limit(x, self.charge_window, &self.tables[T_CCL_TEMPERATURE], self.linear,
+                          top_c, k, c, ccl, cw)  # fmt: skip
+            _sensor_limit(x, self.discharge_window, &self.tables[T_DCL_TEMPERATURE], self.linear,
+                          top_d, k, c, dcl, dw)  # fmt: skip
         q.min_temperature = tmin
         q.min_temperature_index = itmin
         q.max_temperature = tmax
@@ -276,6 +263,24 @@ cdef class PackRules:
         q.temperature_sum = tsum
         q.temperatures = nt
         return 0
+
+
+cdef inline void _sensor_limit(
+    double x, double* window, Table* table, bint linear, double top, Py_ssize_t k,
+    Py_ssize_t c, double* limit, Why* why,
+) noexcept:
+    """Cut ``limit`` (and ``why``) to what sensor ``c`` at ``x`` degC allows.
+
+    0 A outside ``window``, else ``table``'s fraction of ``top``.
+    """
+    cdef double a
+    cdef int rule
+    if x < window[0] or x > window[1]:
+        a, rule = 0.0, R_TEMPERATURE_WINDOW
+    else:
+        a, rule = _fraction(x, table, linear) * top, R_TEMPERATURE_TABLE
+    if a < limit[0]:
+        limit[0], why[0] = a, reason(rule, k, c, x, a)
 
 
 cdef int _cell_figures(object cells, double limit, Pack* q) except -1:

@@ -151,27 +151,26 @@ class PackRules:
                 tmin, itmin = x, c
             if itmax < 0 or x > tmax:
                 tmax, itmax = x, c
-            lo, hi = self.charge_window
-            if x < lo or x > hi:
-                a, rule = 0.0, "temperature_window"
-            else:
-                a, rule = (
-                    fraction(x, self.tables["ccl_temperature_table"], self.linear) * top_c,
-                    ("temperature_table"),
-                )
-            if a < ccl:
-                ccl, cw = a, reason(rule, k, c, x, a)
-            lo, hi = self.discharge_window
-            if x < lo or x > hi:
-                a, rule = 0.0, "temperature_window"
-            else:
-                a, rule = (
-                    fraction(x, self.tables["dcl_temperature_table"], self.linear) * top_d,
-                    ("temperature_table"),
-                )
-            if a < dcl:
-                dcl, dw = a, reason(rule, k, c, x, a)
+            ccl, cw = _sensor_limit(x, self.charge_window, self.tables["ccl_temperature_table"],
+                                    self.linear, top_c, k, c, ccl, cw)  # fmt: skip
+            dcl, dw = _sensor_limit(x, self.discharge_window, self.tables["dcl_temperature_table"],
+                                    self.linear, top_d, k, c, dcl, dw)  # fmt: skip
         return ccl, cw, dcl, dw, [tmin, itmin, tmax, itmax, tsum, len(temps)]
+
+
+def _sensor_limit(
+    x: float, window: Sequence[float], table: Sequence[Sequence[float]], linear: bool, top: float,
+    k: int, c: int, limit: float, why: tuple,
+) -> tuple[float, tuple]:  # fmt: skip
+    """Cut ``limit`` to what sensor ``c`` at ``x`` degC allows; returns (limit, reason).
+
+    0 A outside ``window``, else ``table``'s fraction of ``top``.
+    """
+    if x < window[0] or x > window[1]:
+        a, rule = 0.0, "temperature_window"
+    else:
+        a, rule = fraction(x, table, linear) * top, "temperature_table"
+    return (a, reason(rule, k, c, x, a)) if a < limit else (limit, why)
 
 
 def _cell_figures(cells: Sequence[float], limit: float) -> tuple:
