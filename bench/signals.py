@@ -3,11 +3,15 @@
 A feeder stands in for the pollers: every second it pushes one state per pack (16 packs of 16
 cells; every reading moves the current and a cell or two, as live packs do) to a real
 :class:`Arbiter` (in a thread), whose bank goes through the tap to a real :class:`Publisher`
-with per-pack services on. A monitor connection counts every BusItem signal by sender.
+(with per-pack services on, then off). ``dbus-monitor``, in its own process, records every
+BusItem signal with its sender.
 
-Printed: signals per second in all, and per service per update -- the bank service per bank
-message, the pack services per state -- against the target of at most 1 (the incumbent Venus
-driver sends about 24 per update), plus the mean number of paths per ItemsChanged.
+Printed, for a run with per-pack services and one without: signals per second in all, and per
+service per update -- the bank service per bank message, the pack services per state -- against
+the target of at most 1 (the incumbent Venus driver sends about 24 per update), the mean number
+of paths per ItemsChanged, and the CPU time per pack-update of this process (feeder, arbiter and
+publisher together) and of the dbus-daemon. The difference between the two runs is what the
+per-pack services cost.
 
     .venv/bin/python bench/signals.py [--seconds 20] [--packs 16]
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import subprocess
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 
 import zmq
-from dbus_fast import Message, MessageType
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from bmsbank.config import load
@@ -57,12 +62,12 @@ def where(k: int) -> tuple[str, int]:
     return f"rs485_{k // PER_BUS}", k % PER_BUS + 1
 
 
-def write_config(tmp: Path, packs: int) -> str:
+def write_config(tmp: Path, packs: int, pack_services: bool) -> str:
     path = tmp / "bench.toml"
     text = (
         f'runtime_dir = "{tmp}"\nlog_level = "warning"\n'
         f'[bank]\nname = "bench"\nstate_file = ""\ninterval = 1.0\n'
-        f'[dbus]\nnames_file = ""\n'
+        f'[dbus]\nnames_file = ""\npack_services = {str(pack_services).lower()}\n'
     )
     for bus in range((packs + PER_BUS - 1) // PER_BUS):
         count = min(PER_BUS, packs - bus * PER_BUS)
@@ -102,57 +107,97 @@ class Feeder:
             self.sent += 1
 
 
-async def count_signals(address: str, seconds: float, feeder: Feeder, publisher: Publisher,
-                        services: int) -> dict:  # fmt: skip
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time [s] of process ``pid`` (from /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Monitor:
+    """``dbus-monitor`` in its own process, writing every BusItem signal to a file.
+
+    Counting in a separate process keeps the cost of decoding the signals out of this process's
+    CPU figure.
+    """
+
+    def __init__(self, address: str, out: Path) -> None:
+        self.out = out
+        self.fh = out.open("w")
+        rule = f"type='signal',interface='{IFACE}'"
+        self.proc = subprocess.Popen(["dbus-monitor", "--address", address, rule],
+                                     stdout=self.fh, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self.fh.close()
+
+    def signals(self, since: float, until: float) -> list[tuple[str, int]]:
+        """(sender, number of paths) of every signal sent between two wall-clock times."""
+        out: list[tuple[str, int]] = []
+        keep = False
+        for line in self.out.read_text().splitlines():
+            if line.startswith("signal "):
+                fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+                keep = since <= float(fields["time"]) <= until
+                if keep:
+                    out.append((fields["sender"], 0))
+            elif keep and line.lstrip().startswith('string "/'):
+                sender, paths = out[-1]
+                out[-1] = (sender, paths + 1)
+        return out
+
+
+async def name_owner(address: str, name: str) -> str:
     bus = await MessageBus(bus_address=address).connect()
-    by_sender: dict[str, int] = {}
-    paths_per_signal: list[int] = []
+    try:
+        return (await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="GetNameOwner", signature="s", body=[name],
+        ))).body[0]  # fmt: skip
+    finally:
+        bus.disconnect()
 
-    def on_message(msg: Message) -> None:
-        if msg.message_type is MessageType.SIGNAL and msg.interface == IFACE:
-            by_sender[msg.sender] = by_sender.get(msg.sender, 0) + 1
-            paths_per_signal.append(len(msg.body[0]))
 
-    bus.add_message_handler(on_message)
-    await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-        body=[f"type='signal',interface='{IFACE}'"],
-    ))  # fmt: skip
+async def count_signals(address: str, seconds: float, feeder: Feeder, publisher: Publisher,
+                        services: int, bus_pid: int, monitor: Monitor) -> dict:  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # warm up: every service on the bus
         feeder.cycle()
         await asyncio.sleep(1.0)
         packs = publisher.packs
-        if publisher.ve and publisher.ve.connected and packs and len(packs.services) == services:
-            if all(s.ve.connected for s in packs.services.values()):
-                break
+        ready = packs is None or (
+            len(packs.services) == services and all(s.ve.connected for s in packs.services.values())
+        )
+        if publisher.ve and publisher.ve.connected and ready:
+            break
     await asyncio.sleep(1.0)
-    owner = (await bus.call(Message(
-        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus", member="GetNameOwner", signature="s",
-        body=[publisher.config.dbus.service],
-    ))).body[0]  # fmt: skip
-    by_sender.clear()
-    paths_per_signal.clear()
-    banks0, states0 = publisher.counters.banks, publisher.counters.states
+    owner = await name_owner(address, publisher.config.dbus.service)
+    banks0, states0, sent0 = publisher.counters.banks, publisher.counters.states, feeder.sent
+    cpu0, bus0, wall0 = time.process_time(), cpu_seconds(bus_pid), time.time()
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         feeder.cycle()
         await asyncio.sleep(1.0)
     await asyncio.sleep(0.5)
     elapsed = time.monotonic() - start
-    bus.disconnect()
-    bank_signals = by_sender.pop(owner, 0)
+    cpu, bus_cpu = time.process_time() - cpu0, cpu_seconds(bus_pid) - bus0
+    await asyncio.sleep(0.5)  # let dbus-monitor write what it has
+    signals = monitor.signals(wall0, wall0 + elapsed)
+    bank_signals = sum(1 for sender, _ in signals if sender == owner)
     return {
         "elapsed": elapsed, "banks": publisher.counters.banks - banks0,
         "states": publisher.counters.states - states0, "bank_signals": bank_signals,
-        "pack_signals": sum(by_sender.values()), "senders": len(by_sender) + 1,
-        "paths": sum(paths_per_signal) / max(1, len(paths_per_signal)),
+        "pack_signals": len(signals) - bank_signals, "senders": len({s for s, _ in signals}),
+        "paths": sum(n for _, n in signals) / max(1, len(signals)),
+        "cpu": cpu, "bus_cpu": bus_cpu, "updates": feeder.sent - sent0,
     }  # fmt: skip
 
 
-async def run(config_path: str, address: str, seconds: float, packs: int) -> dict:
+async def run(
+    config_path: str, address: str, seconds: float, packs: int, bus_pid: int, monitor: Monitor
+) -> dict:
     config = load(config_path)
     arbiter = Arbiter(config, zmq.Context.instance())
     stop = threading.Event()
@@ -162,7 +207,7 @@ async def run(config_path: str, address: str, seconds: float, packs: int) -> dic
     task = asyncio.create_task(publisher.run(install_signals=False))
     feeder = Feeder(config.states_endpoint, packs)
     try:
-        return await count_signals(address, seconds, feeder, publisher, packs)
+        return await count_signals(address, seconds, feeder, publisher, packs, bus_pid, monitor)
     finally:
         publisher.stop()
         await task
@@ -172,34 +217,42 @@ async def run(config_path: str, address: str, seconds: float, packs: int) -> dic
         feeder.sock.close(0)
 
 
+def report(r: dict, packs: int, pack_services: bool) -> None:
+    """Print one run's figures."""
+    total = r["bank_signals"] + r["pack_signals"]
+    print(f"{packs} packs x {CELLS} cells, per-pack services {'on' if pack_services else 'off'}, "
+          f"{r['elapsed']:.1f} s: {r['banks']} banks, {r['updates']} pack-updates, "
+          f"{r['senders']} services signalling")  # fmt: skip
+    print(f"  signals per second (all services)   {total / r['elapsed']:8.1f}")
+    print(f"  bank service: signals per bank      {r['bank_signals'] / max(1, r['banks']):8.2f}"
+          "   (target <= 1; incumbent ~24 per update)")  # fmt: skip
+    if pack_services:
+        print(f"  pack services: signals per state    "
+              f"{r['pack_signals'] / max(1, r['states']):8.2f}   (target <= 1)")  # fmt: skip
+    print(f"  paths per ItemsChanged (mean)       {r['paths']:8.1f}")
+    per = 1000.0 / max(1, r["updates"])
+    print(f"  CPU per pack-update [ms]: this process (feeder, arbiter, publisher) "
+          f"{r['cpu'] * per:.3f}, dbus-daemon {r['bus_cpu'] * per:.3f}")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--packs", type=int, default=16)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bmsbench", dir="/tmp"))
-    proc, address = start_bus(tmp)
-    try:
-        r = asyncio.run(run(write_config(tmp, args.packs), address, args.seconds, args.packs))
-    finally:
-        proc.terminate()
-        proc.wait(5)
-        shutil.rmtree(tmp, ignore_errors=True)
-    total = r["bank_signals"] + r["pack_signals"]
-    print(
-        f"{args.packs} packs x {CELLS} cells, {r['elapsed']:.1f} s: "
-        f"{r['banks']} banks, {r['states']} states, {r['senders']} services signalling"
-    )
-    print(f"signals per second (all services)   {total / r['elapsed']:8.1f}")
-    print(
-        f"bank service: signals per bank      {r['bank_signals'] / max(1, r['banks']):8.2f}"
-        "   (target <= 1; incumbent ~24 per update)"
-    )
-    print(
-        f"pack services: signals per state    {r['pack_signals'] / max(1, r['states']):8.2f}"
-        "   (target <= 1)"
-    )
-    print(f"paths per ItemsChanged (mean)       {r['paths']:8.1f}")
+    for pack_services in (True, False):
+        tmp = Path(tempfile.mkdtemp(prefix="bmsbench", dir="/tmp"))
+        proc, address = start_bus(tmp)
+        monitor = Monitor(address, tmp / "signals.txt")
+        try:
+            config = write_config(tmp, args.packs, pack_services)
+            r = asyncio.run(run(config, address, args.seconds, args.packs, proc.pid, monitor))
+        finally:
+            monitor.stop()
+            proc.terminate()
+            proc.wait(5)
+            shutil.rmtree(tmp, ignore_errors=True)
+        report(r, args.packs, pack_services)
     return 0
 
 

@@ -189,3 +189,19 @@ def test_pack_switches_validated_and_reverted_when_nobody_answers(tmp_path, dbus
             assert result.startswith("charge off: failed: ") and "arbiter" in result
 
     run(scenario(), timeout=30)
+
+
+def test_a_burst_of_states_is_handled_whole(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            feed = [(b"bank", bank(packs=packs(True))), (TOPIC_STATE, state_msg("usb0", 1))]
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), feed)
+            await asyncio.sleep(0.5)  # the feed's last copies are in
+            before = rig.publisher.counters.states
+            for seq in range(1, 451):  # more than one wake-up's batch, back to back
+                await rig.send(state_msg("usb0", 1, seq=seq, soc=seq / 10), TOPIC_STATE)
+            await until(rig, PACK, "/Soc", Variant("d", 45.0))  # the last one shows
+            assert rig.publisher.counters.states - before == 450  # none lost, none twice
+            assert rig.publisher.counters.rejected == 0
+
+    run(scenario())

@@ -243,9 +243,14 @@ class VeService:
 
         """
         changes: dict[str, dict[str, Variant]] = {}
+        items = self._items
         for path, value in values.items():
+            item = items.get(path)
+            # Fast path (most paths do not change): same type and value as stored. Stored values
+            # are normalised, so a bool or a NaN never matches here and takes the full path.
+            if item is not None and type(value) is type(item.value) and value == item.value:
+                continue
             new = normalise(value)
-            item = self._items.get(path)
             if item is None:
                 self.add_path(path, new)
                 item = self._items[path]

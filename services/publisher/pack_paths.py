@@ -15,12 +15,13 @@ measurements are unknown and /Alarms/BmsCable is 2.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bmsbank.schema import ALARM, ALARMS
+from bmsbank.schema import ALARM
 
-from .paths import FORMATS, alarm_path, rounded
+from .paths import ALARM_PATHS, FORMATS, rounded
 
 #: Text formats of the per-pack paths that are not in :data:`paths.FORMATS`.
 PACK_FORMATS: dict[str, str] = {
@@ -39,14 +40,30 @@ def fmt(path: str) -> str | None:
     return PACK_FORMATS.get(path) or FORMATS.get(path)
 
 
+@functools.cache
+def _cell_paths(count: int) -> tuple[tuple[str, str], ...]:
+    """(/Voltages/CellN, /Balances/CellN) for N = 1..count, built once per count."""
+    return tuple((f"/Voltages/Cell{k}", f"/Balances/Cell{k}") for k in range(1, count + 1))
+
+
+@functools.cache
+def _sensor_paths(count: int) -> tuple[str, ...]:
+    """/System/TemperatureN for N = 1..count, built once per count."""
+    return tuple(f"/System/Temperature{k}" for k in range(1, count + 1))
+
+
 def _cells(cells: Sequence[float], balancing: Sequence[int], count: int) -> dict[str, Any]:
+    # cells and flags come from a validated state: finite numbers, one 0/1 flag per cell
     out: dict[str, Any] = {}
-    for k in range(count):
-        out[f"/Voltages/Cell{k + 1}"] = rounded(cells[k], 3) if k < len(cells) else None
-        out[f"/Balances/Cell{k + 1}"] = int(balancing[k]) if k < len(balancing) else None
-    known = bool(cells)
-    out["/Voltages/Sum"] = rounded(sum(cells), 2) if known else None
-    out["/Voltages/Diff"] = rounded(max(cells) - min(cells), 3) if known else None
+    n = len(cells)
+    for k, (volts_path, balance_path) in enumerate(_cell_paths(count)):
+        if k < n:
+            out[volts_path] = round(cells[k], 3) + 0.0
+            out[balance_path] = int(balancing[k])
+        else:
+            out[volts_path] = out[balance_path] = None
+    out["/Voltages/Sum"] = rounded(sum(cells), 2) if n else None
+    out["/Voltages/Diff"] = rounded(max(cells) - min(cells), 3) if n else None
     return out
 
 
@@ -54,9 +71,12 @@ def _min_max(values: Sequence[float], kind: str, tag: str, digits: int) -> dict[
     """``/System/MinCell<kind>``, ``/System/MaxCell<kind>`` and their ids ("C3", "T1")."""
     out: dict[str, Any] = {}
     for end, pick in (("Min", min), ("Max", max)):
-        k = pick(range(len(values)), key=values.__getitem__) if values else None
-        out[f"/System/{end}Cell{kind}"] = None if k is None else rounded(values[k], digits)
-        out[f"/System/{end}{kind}CellId"] = None if k is None else f"{tag}{k + 1}"
+        if values:
+            x = pick(values)
+            out[f"/System/{end}Cell{kind}"] = round(x, digits) + 0.0
+            out[f"/System/{end}{kind}CellId"] = f"{tag}{values.index(x) + 1}"
+        else:
+            out[f"/System/{end}Cell{kind}"] = out[f"/System/{end}{kind}CellId"] = None
     return out
 
 
@@ -103,17 +123,16 @@ def pack_values(
         "/Balancing": 1 if any(s.get("balancing") or ()) else (0 if s else None),
         "/History/ChargeCycles": s.get("cycles") if isinstance(s.get("cycles"), int) else None,
     }
-    for k in range(sensors):
-        values[f"/System/Temperature{k + 1}"] = rounded(temps[k], 1) if k < len(temps) else None
+    for k, path in enumerate(_sensor_paths(sensors)):
+        values[path] = round(temps[k], 1) + 0.0 if k < len(temps) else None
     values.update(_cells(volts, list(s.get("balancing") or []), cells))
     values.update(_min_max(volts, "Voltage", "C", 3))
     values.update(_min_max(temps, "Temperature", "T", 1))
     alarms = s.get("alarms")
     alarms = alarms if isinstance(alarms, Mapping) else {}
-    for name in ALARMS:
-        level = alarms.get(name, 0) if s else None
-        values[alarm_path(name)] = level
-    values[alarm_path("bms_cable")] = 0 if online else ALARM
+    for name, path in ALARM_PATHS.items():
+        values[path] = alarms.get(name, 0) if s else None
+    values[ALARM_PATHS["bms_cable"]] = 0 if online else ALARM
     return values
 
 

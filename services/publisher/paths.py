@@ -77,6 +77,10 @@ def alarm_path(name: str) -> str:
     return "/Alarms/" + "".join(part.capitalize() for part in name.split("_"))
 
 
+#: alarm name -> its Venus path, for every alarm of the schema (built once: paths are hot)
+ALARM_PATHS = {name: alarm_path(name) for name in ALARMS}
+
+
 def rounded(x: Any, digits: int) -> float | None:
     """Round a number for publishing; None for anything unknown, NaN or infinite."""
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
@@ -193,7 +197,7 @@ def _alarms(bank: Mapping[str, Any]) -> dict[str, Any]:
     for name in ALARMS:
         level = alarms.get(name)
         valid = isinstance(level, int) and not isinstance(level, bool) and 0 <= level <= ALARM
-        out[alarm_path(name)] = level if valid else None
+        out[ALARM_PATHS[name]] = level if valid else None
     return out
 
 

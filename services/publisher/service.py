@@ -48,7 +48,8 @@ from .pack_services import PackServices
 log = logging.getLogger(__name__)
 
 CAN_PERIOD = 1.0  # s between CAN cycles (seed 004 §1.4: 0x351 every second)
-RCVHWM = 100  # banks come at ~1 Hz; a deep queue would only replay old limits
+RCVHWM = 1000  # banks at ~1 Hz and a state per pack; a deep queue would only replay old limits
+RECV_BATCH = 200  # messages handled per wake-up at most (then other tasks get their turn)
 DBUS_BACKOFF_MAX = 30.0
 DBUS_CONNECT_TIMEOUT = 5.0
 REJECT_LOG_INTERVAL = 60.0
@@ -214,16 +215,26 @@ class Publisher:
 
     async def _receive(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            parts = await sock.recv_multipart()
-            try:
-                msg = self.accept(parts)
-                if msg is not None and msg["kind"] == "bank":
-                    await self.on_bank(msg)
-                elif msg is not None:
-                    await self.on_state(msg)
-            except Exception:  # a bug in one message must not stop the outputs
-                self.counters.errors += 1
-                log.exception("failed to publish a bank message")
+            await self._handle(await sock.recv_multipart())
+            # Whatever else is queued is handled in the same wake-up (states come in bursts,
+            # one per pack of a port): waking the loop per message costs more than the message.
+            for _ in range(RECV_BATCH):
+                try:
+                    parts = await sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                await self._handle(parts)
+
+    async def _handle(self, parts: list[bytes]) -> None:
+        try:
+            msg = self.accept(parts)
+            if msg is not None and msg["kind"] == "bank":
+                await self.on_bank(msg)
+            elif msg is not None:
+                await self.on_state(msg)
+        except Exception:  # a bug in one message must not stop the outputs
+            self.counters.errors += 1
+            log.exception("failed to publish a message")
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
