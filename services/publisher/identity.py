@@ -28,6 +28,8 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from .dbus_service import VeService
+
 log = logging.getLogger(__name__)
 
 SETTINGS = "com.victronenergy.settings"
@@ -242,3 +244,34 @@ async def save_custom_name(bus: MessageBus | None, identity: Identity, names: Na
             log.warning("%s: custom name not saved in settings (%s); keeping it in %s",
                         identity.unique_id, exc, names.path or "memory")  # fmt: skip
     names.put(identity.unique_id, identity_name)
+
+
+class ServiceIdentity:
+    """Claims one service's identity before its name is taken and keeps its custom name.
+
+    Pass :meth:`claim` as ``prepare`` to :meth:`VeService.connect` and :meth:`renamed` as the
+    ``on_set`` of /CustomName.
+    """
+
+    def __init__(self, ve: VeService, fallback: Identity, names: NameStore) -> None:
+        self.ve = ve
+        self.identity = fallback
+        self.names = names
+        self._tasks: set[asyncio.Task] = set()
+
+    async def claim(self, bus: MessageBus) -> None:
+        """Claim the DeviceInstance and read the custom name; show both on the service."""
+        self.identity = await claim(bus, self.identity, self.names)
+        await self.ve.set_value("/DeviceInstance", self.identity.instance)
+        await self.ve.set_value("/CustomName", self.identity.custom_name)
+        log.info("%s: DeviceInstance %d (%s)", self.ve.service_name, self.identity.instance,
+                 "settings service" if self.identity.via_settings else "configured")  # fmt: skip
+
+    def renamed(self, _path: str, value: Any) -> None:
+        """A client wrote /CustomName: keep it where the identity came from (in the background)."""
+        self.identity.custom_name = value
+        task = asyncio.get_running_loop().create_task(
+            save_custom_name(self.ve.bus, self.identity, self.names)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

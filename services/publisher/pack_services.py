@@ -28,7 +28,7 @@ from bmsbank.control import ControlClient
 
 from . import pack_paths, paths
 from .dbus_service import VeService
-from .identity import Identity, NameStore, bus_element, claim, save_custom_name
+from .identity import Identity, NameStore, ServiceIdentity, bus_element
 from .pack_controls import PackControls, Requester
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,17 @@ class PackService:
         self.online = True
         self.cells = len(state["cells"])
         self.sensors = len(state["temperatures"])
-        self.names = names
         uid = f"{paths.unique_id(config)}_{bus_element(pack)}"
         name = f"{config.bank.name} {pack}"
-        self.identity = Identity(uid, min(1023, config.dbus.device_instance + 1 + index), name)
         self.ve = VeService(dbus_address, f"{config.dbus.service}_{bus_element(pack)}")
-        self._tasks: set[asyncio.Task] = set()
+        fallback = Identity(uid, min(1023, config.dbus.device_instance + 1 + index), name)
+        self.keeper = ServiceIdentity(self.ve, fallback, names)
         for path, value in self._static(config).items():
             writable = path == "/CustomName"
             self.ve.add_path(
                 path, value, writable=writable,
                 validator=paths.custom_name_ok if writable else None,
-                on_set=self._renamed if writable else None,
+                on_set=self.keeper.renamed if writable else None,
             )  # fmt: skip
         for path, value in self.values().items():
             self.ve.add_path(path, value, fmt=pack_paths.fmt(path))
@@ -71,13 +70,13 @@ class PackService:
             "/Mgmt/ProcessName": paths.PROCESS_NAME,
             "/Mgmt/ProcessVersion": __version__,
             "/Mgmt/Connection": f"{paths.CONNECTION} {self.pack}",
-            "/DeviceInstance": self.identity.instance,
+            "/DeviceInstance": self.keeper.identity.instance,
             "/ProductId": int(config.dbus.product_id),
             "/ProductName": f"bmsbank pack ({self.state['bms']})",
             "/FirmwareVersion": __version__,
             "/HardwareVersion": str(self.state.get("hardware") or self.state["bms"]),
-            "/CustomName": self.identity.custom_name,
-            "/Serial": self.identity.unique_id,
+            "/CustomName": self.keeper.identity.custom_name,
+            "/Serial": self.keeper.identity.unique_id,
         }
 
     def values(self) -> dict[str, Any]:
@@ -86,20 +85,7 @@ class PackService:
 
     async def connect(self) -> None:
         """Claim the identity and take the name (raises like :meth:`VeService.connect`)."""
-        await self.ve.connect(prepare=self._claim)
-
-    async def _claim(self, bus: Any) -> None:
-        self.identity = await claim(bus, self.identity, self.names)
-        await self.ve.set_value("/DeviceInstance", self.identity.instance)
-        await self.ve.set_value("/CustomName", self.identity.custom_name)
-
-    def _renamed(self, _path: str, value: Any) -> None:
-        self.identity.custom_name = value
-        task = asyncio.get_running_loop().create_task(
-            save_custom_name(self.ve.bus, self.identity, self.names)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self.ve.connect(prepare=self.keeper.claim)
 
 
 class PackServices:

@@ -42,7 +42,7 @@ from .can_output import CanOutput
 from .can_sender import CanSender
 from .dbus_service import VeService
 from .energy import MAX_GAP
-from .identity import Identity, NameStore, claim, save_custom_name
+from .identity import Identity, NameStore, ServiceIdentity
 from .pack_services import PackServices
 
 log = logging.getLogger(__name__)
@@ -87,16 +87,14 @@ class Publisher:
         self.current: dict[str, Any] | None = None  #: the bank being published (real or safe)
         self.frames: list[canbms.Frame] = []
         self.ve = VeService(dbus_address, config.dbus.service) if config.dbus.enabled else None
-        self.names = NameStore(config.dbus.names_file)
-        self.identity = Identity(
-            paths.unique_id(config), config.dbus.device_instance, config.bank.name
-        )
+        names = NameStore(config.dbus.names_file)
+        fallback = Identity(paths.unique_id(config), config.dbus.device_instance, config.bank.name)
+        self.keeper = ServiceIdentity(self.ve, fallback, names) if self.ve is not None else None
         self.packs = (
-            PackServices(config, dbus_address, self.names)
+            PackServices(config, dbus_address, names)
             if self.ve is not None and config.dbus.pack_services
             else None
         )
-        self._tasks: set[asyncio.Task] = set()
         self.can = CanSender(config.can, clock) if config.can.enabled else None
         self.can_output = (
             CanOutput(config.can, max_gap=max(MAX_GAP, 3 * config.bank.interval))
@@ -188,28 +186,9 @@ class Publisher:
             self.ve.add_path(
                 path, value, writable=writable, fmt=paths.FORMATS.get(path),
                 validator=paths.custom_name_ok if writable else None,
-                on_set=self._renamed if writable else None,
+                on_set=self.keeper.renamed if writable and self.keeper else None,
             )  # fmt: skip
         self._registered = True
-
-    async def _claim(self, bus: Any) -> None:
-        """Before the name is taken: DeviceInstance and custom name from the settings service."""
-        assert self.ve is not None
-        self.identity = await claim(bus, self.identity, self.names)
-        await self.ve.set_value("/DeviceInstance", self.identity.instance)
-        await self.ve.set_value("/CustomName", self.identity.custom_name)
-        log.info("D-Bus identity %s: DeviceInstance %d (%s)", self.identity.unique_id,
-                 self.identity.instance,
-                 "settings service" if self.identity.via_settings else "configured")  # fmt: skip
-
-    def _renamed(self, _path: str, value: Any) -> None:
-        assert self.ve is not None
-        self.identity.custom_name = value
-        task = asyncio.get_running_loop().create_task(
-            save_custom_name(self.ve.bus, self.identity, self.names)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---- tasks -------------------------------------------------------------------------------
 
@@ -287,7 +266,8 @@ class Publisher:
         while True:
             if not self.ve.connected:
                 try:
-                    await asyncio.wait_for(self.ve.connect(self._claim), DBUS_CONNECT_TIMEOUT)
+                    assert self.keeper is not None
+                    await asyncio.wait_for(self.ve.connect(self.keeper.claim), DBUS_CONNECT_TIMEOUT)
                     backoff, failing = 1.0, False
                 except Exception as exc:  # bus not there yet, name taken, daemon restarting
                     if not failing:
