@@ -4,6 +4,8 @@ The repository keeps the layout of the design card (native/, services/ at the ro
 maps them under the single ``bmsbank`` namespace so nothing generic lands in site-packages.
 """
 
+from pathlib import Path
+
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -23,6 +25,11 @@ PACKAGES = [
     "bmsbank.services.arbiter",
     "bmsbank.services.publisher",
 ]
+# One folder per BMS family, found like the registry finds them.
+PACKAGES += sorted(
+    f"bmsbank.services.poller.plugins.{init.parent.name}"
+    for init in Path(__file__).parent.glob("services/poller/plugins/*/__init__.py")
+)
 
 # Bounds checking stays ON: every buffer these modules index comes from a wire.
 DIRECTIVES = {"language_level": 3, "boundscheck": True, "wraparound": False, "cdivision": True}

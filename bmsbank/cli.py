@@ -114,31 +114,23 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    """Decode captured frames with a plugin and print the state as JSON."""
+    """Decode captured replies with a BMS family and print the state as JSON."""
     from bmsbank.services.poller import plugins
-    from bmsbank.services.poller.plugins.base import LinkStats
+    from bmsbank.services.poller.decode import decode_replies, parse_args
     from bmsbank.state import make_state
 
     try:
         plugin = plugins.load(args.bms)
-        data = bytes.fromhex("".join(args.hex).replace(":", ""))
+        replies = parse_args(args.frames)
     except (KeyError, ValueError) as exc:
         return runtime.fail(PROG, exc.args[0] if exc.args else exc, 2)
-    buf, stats, parts = bytearray(data), LinkStats(), {}
-    while True:
-        try:
-            frame = plugin.extract(buf, args.address, stats)
-            if frame is None:
-                break
-            part, fields = plugin.parse(frame)
-        except FrameError as exc:
-            return runtime.fail(PROG, f"rejected ({exc.kind}): {exc}", 1)
-        parts[part] = fields
-    if buf or stats.noise_bytes:
-        print(
-            f"{PROG}: ignored {len(buf) + stats.noise_bytes} byte(s) outside frames",
-            file=sys.stderr,
-        )
+    try:
+        parts, stats, left = decode_replies(plugin, replies, args.address)
+    except FrameError as exc:
+        return runtime.fail(PROG, f"rejected ({exc.kind}): {exc}", 1)
+    if left or stats.noise_bytes:
+        print(f"{PROG}: ignored {left + stats.noise_bytes} byte(s) outside frames",
+              file=sys.stderr)  # fmt: skip
     if not parts:
         return runtime.fail(PROG, f"rejected: no complete {plugin.title} frame in the input", 1)
     try:
@@ -259,9 +251,11 @@ def parser() -> argparse.ArgumentParser:
 
     _add_control(sub)
 
-    c = sub.add_parser("decode", help="decode captured frames (hex, in arrival order)")
-    c.add_argument("bms", help="plugin name, e.g. jbd or jkpb")
-    c.add_argument("hex", nargs="+", help="bytes as hex; spaces and colons are ignored")
+    c = sub.add_parser("decode", help="decode captured replies (hex, in arrival order)")
+    c.add_argument("bms", help="BMS family, e.g. jbd, jkpb, daly, seplos, seplosv3, jkbms")
+    c.add_argument("frames", nargs="+", metavar="REPLY|REQUEST=REPLY",
+                   help="a reply as hex (spaces and colons ignored), or the request it answers "
+                        "and the reply (Modbus replies do not say what they answer)")  # fmt: skip
     c.add_argument("--address", type=int, help="address the frames must come from")
     c.set_defaults(func=cmd_decode)
 

@@ -60,9 +60,14 @@ def _window(pair: Any) -> bool:
     )  # fmt: skip
 
 
-def _spec(default: Any, expected: str, check: Callable[[Any], bool] | None = None) -> Any:
-    """A config key: default, a description of what it accepts (with unit), and a check."""
-    meta = {"expected": expected, "check": check, "default": default}
+def _spec(
+    default: Any, expected: str, check: Callable[[Any], bool] | None = None, typed: bool = True
+) -> Any:
+    """A config key: default, a description of what it accepts (with unit), and a check.
+
+    ``typed=False`` leaves the type to ``check`` (a key that takes a string or a bool).
+    """
+    meta = {"expected": expected, "check": check, "default": default, "typed": typed}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -340,6 +345,15 @@ class PortConfig:
         "seconds of silence between commands, -1 = the BMS default",
         lambda x: x == -1.0 or _non_negative(x),
     )
+    echo: Any = _spec(
+        "auto",
+        '"auto" (drop an exact copy of each request heard back, as CH340/CH341 RS485 adapters '
+        "send), true (the adapter always echoes: drop that many bytes), false (keep everything)",
+        lambda x: x in ("auto", True, False) and (x == "auto" or isinstance(x, bool)),
+        typed=False,
+    )
+    #: the BMS family's own options (keys it declares, set in the same [[ports]] table)
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -405,7 +419,9 @@ def _typed(cls: type, section: Mapping[str, Any], where: str, source: str) -> An
             raise ConfigError(name, source, f"unknown key; expected one of {', '.join(known)}")
         expected = f.metadata["expected"]
         default = f.metadata["default"]
-        if isinstance(default, bool):
+        if not f.metadata["typed"]:
+            ok = True
+        elif isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -425,33 +441,44 @@ def _port(section: Any, index: int, source: str) -> PortConfig:
     from bmsbank.services.poller import plugins
 
     where = f"ports[{index}]"
-    port = _typed(PortConfig, section, where, source)
-    for key in ("name", "device", "bms"):
+    if not isinstance(section, dict):
+        raise ConfigError(where, source, "a table")
+    bms = section.get("bms")
+    if not isinstance(bms, str) or bms not in plugins.families():
+        raise ConfigError(f"{where}.bms", source,
+                          f"one of {', '.join(plugins.families())}, got {bms!r}")  # fmt: skip
+    family = plugins.info(bms)
+    own = {f.name for f in fields(PortConfig)} - {"options"}
+    given = {k: v for k, v in section.items() if k not in own}
+    try:
+        options = family.option_values(given)
+    except KeyError as exc:
+        known = [f.name for f in fields(PortConfig) if f.name in own]
+        known += [o.name for o in family.options]
+        raise ConfigError(f"{where}.{exc.args[0]}", source,
+                          f"unknown key; expected one of {', '.join(known)}") from None  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"{where}.{exc.args[0]}", source, exc.args[1]) from None
+    port = _typed(PortConfig, {k: v for k, v in section.items() if k in own}, where, source)
+    for key in ("name", "device"):
         if not getattr(port, key):
             raise ConfigError(
                 f"{where}.{key}", source, PortConfig.__dataclass_fields__[key].metadata["expected"]
             )
-    if port.bms not in plugins.REGISTRY:
-        raise ConfigError(
-            f"{where}.bms",
-            source,
-            f"one of {', '.join(sorted(plugins.REGISTRY))}, got {port.bms!r}",
-        )
-    plugin = plugins.load(port.bms)
-    addresses = list(port.addresses) or [plugin.default_address]
-    bad = [a for a in addresses if a not in plugin.addresses]
+    addresses = list(port.addresses) or [family.default_address]
+    bad = [a for a in addresses if a not in family.addresses]
     if bad or len(set(addresses)) != len(addresses):
         raise ConfigError(
             f"{where}.addresses",
             source,
-            f"distinct addresses in {plugin.addresses.start}-"
-            f"{plugin.addresses.stop - 1} for {port.bms}, got {port.addresses!r}",
+            f"distinct addresses in {family.addresses.start}-"
+            f"{family.addresses.stop - 1} for {bms}, got {port.addresses!r}",
         )
-    if len(addresses) > 1 and not plugin.multidrop:
+    if len(addresses) > 1 and not family.multidrop:
         raise ConfigError(
-            f"{where}.addresses", source, f"a single address: {port.bms} cannot share a bus"
+            f"{where}.addresses", source, f"a single address: {bms} cannot share a bus"
         )
-    return PortConfig(**{**port.__dict__, "addresses": addresses})
+    return PortConfig(**{**port.__dict__, "addresses": addresses, "options": options})
 
 
 def parse(data: Mapping[str, Any], source: str) -> Config:
@@ -547,9 +574,17 @@ def reference() -> str:
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
                          ("zmq", ZmqConfig), ("[ports]", PortConfig)):  # fmt: skip
         for f in fields(cls):
+            if f.name == "options":
+                continue
             default = f.metadata["default"]
             shown = f"0x{default:04X}" if f.name == "product_id" else json_value(default)
             rows.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata['expected']} |")
+    from bmsbank.services.poller import plugins
+
+    for family in plugins.families().values():
+        for opt in family.options:
+            rows.append(f"| `[ports].{opt.name}` (bms = \"{family.name}\") | "
+                        f"`{json_value(opt.default)}` | {opt.expected} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 

@@ -21,10 +21,36 @@ class ConfigError(BmsBankError):
         super().__init__(f"{source}: {key}: {expected}")
 
 
+#: The link counters, one declared set: every way a reply can fail has its own kind, and a
+#: FrameError of any other kind is a bug (raised as ValueError where it is made).
+LINK_COUNTERS: tuple[str, ...] = (
+    "ok",  # complete replies decoded
+    "timeout",  # no byte at all before the reply timeout
+    "truncated",  # some bytes, but no complete frame (or reply part) before the timeout
+    "checksum",  # a complete frame whose check value is wrong
+    "length_check",  # an ASCII frame whose LENGTH check nibble (LCHKSUM) is wrong
+    "hex",  # an ASCII-hex frame with a character that is not a hex digit
+    "malformed",  # a frame that fails length, trailer or content checks
+    "tlv",  # a TLV payload with an unknown tag or a value running past the frame
+    "exception",  # a Modbus exception reply (function | 0x80)
+    "sequence",  # a multi-frame reply with a missing, repeated or out-of-order frame
+    "address",  # a reply from another address than the one asked
+    "unexpected",  # a valid reply that does not answer the request
+    "noise_bytes",  # bytes skipped between frames
+    "port_errors",  # the port could not be opened, read or written
+)
+FRAME_KINDS = frozenset(LINK_COUNTERS) - {"ok", "noise_bytes", "port_errors", "timeout"}
+
+
 class FrameError(BmsBankError):
-    """Bytes from a BMS do not form a valid frame. Carries the raw bytes for the log."""
+    """Bytes from a BMS do not form a valid frame. Carries the raw bytes for the log.
+
+    ``kind`` is the link counter it is counted under, one of :data:`FRAME_KINDS`.
+    """
 
     def __init__(self, reason: str, raw: bytes = b"", kind: str = "malformed") -> None:
+        if kind not in FRAME_KINDS:
+            raise ValueError(f"FrameError kind {kind!r} is not a declared link counter")
         self.reason = reason
         self.raw = bytes(raw)
         #: counter name in the link statistics: checksum, truncated, address, malformed, ...

@@ -45,6 +45,7 @@ from typing import Any
 
 import msgpack
 
+from bmsbank.errors import LINK_COUNTERS as LINK_COUNTERS
 from bmsbank.errors import MessageError
 
 SCHEMA_VERSION = 1
@@ -77,17 +78,7 @@ ALARMS = (
 OK, WARNING, ALARM = 0, 1, 2
 
 #: Serial link counters carried in every state message.
-LINK_COUNTERS = (
-    "ok",  # complete replies decoded
-    "timeout",  # no byte at all before the reply timeout
-    "truncated",  # some bytes, but no complete frame before the timeout
-    "checksum",  # a complete frame whose check value is wrong
-    "malformed",  # a frame that fails length, trailer or content checks
-    "address",  # a reply from another address than the one asked
-    "unexpected",  # a valid reply that does not answer the request
-    "noise_bytes",  # bytes skipped between frames
-    "port_errors",  # the port could not be opened, read or written
-)
+
 
 # name -> (low, high) physical bounds; None where a value may be absent.
 _NUMBERS: dict[str, tuple[float, float]] = {

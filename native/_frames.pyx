@@ -1,26 +1,39 @@
 # cython: language_level=3
-"""Compiled frame codec: checksums, frame scanning and field-table decoding.
+"""Compiled protocol toolkit: checks, framers, field tables and TLV tables.
 
-Same public API and results as :mod:`bmsbank.native._frames_py`. Every index into a received
-buffer is range-checked before use and bounds checking stays on (see setup.py).
+Same public API and results as :mod:`bmsbank.native._frames_py`; the data (formats, checks,
+framer and layout specs) comes from :mod:`bmsbank.native.spec`, which both read. Every index into
+a received buffer is range-checked before use and bounds checking stays on (see setup.py).
 """
 
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcmp
 
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import (
-    FORMATS,
-    STR_CODE,
-    FORMAT_CODES,
-    validate_fields,
     BAD,
+    CHECKS,
+    CHECK_FORMATS,
+    EXCEPTION,
+    FORMAT_CODES,
+    FORMATS,
     FRAME,
+    MODBUS_READS,
+    MODES,
     NONE,
     PARTIAL,
     REASON_CHECKSUM,
+    REASON_HEX,
     REASON_LENGTH,
+    REASON_LENGTH_CHECK,
     REASON_TRAILER,
+    SKIP,
+    STR_CODE,
+    AsciiHex,
+    Binary,
+    FrameThenAck,
+    ModbusRtu,
+    validate_fields,
+    validate_tags,
 )
 
 IMPLEMENTATION = "cython"
@@ -29,7 +42,29 @@ cdef int C_FRAME = FRAME
 cdef int C_PARTIAL = PARTIAL
 cdef int C_BAD = BAD
 cdef int C_NONE = NONE
+cdef int C_EXCEPTION = EXCEPTION
+cdef int C_SKIP = SKIP
 cdef int C_STR = STR_CODE
+cdef int R_LENGTH = REASON_LENGTH
+cdef int R_TRAILER = REASON_TRAILER
+cdef int R_CHECKSUM = REASON_CHECKSUM
+cdef int R_HEX = REASON_HEX
+cdef int R_LENGTH_CHECK = REASON_LENGTH_CHECK
+
+# The check table is spec.CHECKS; the C dispatch binds to its entries by name.
+cdef int A_NONE = CHECKS.index("none")
+cdef int A_SUM8 = CHECKS.index("sum8")
+cdef int A_SUM16 = CHECKS.index("sum16")
+cdef int A_NEGSUM16 = CHECKS.index("negsum16")
+cdef int A_CRC16 = CHECKS.index("crc16_modbus")
+cdef int A_XOR8 = CHECKS.index("xor8")
+cdef int A_CRC8 = CHECKS.index("crc8_smbus")
+cdef int F_HEX4 = CHECK_FORMATS.index("hex4")
+cdef int M_FIXED = MODES.index("fixed")
+cdef int M_CURSOR = MODES.index("cursor")
+cdef int M_REGISTERS = MODES.index("registers")
+cdef int M_COILS = MODES.index("coils")
+cdef int O_LITTLE = 0, O_BIG = 1
 
 ctypedef const unsigned char[:] Bytes
 
@@ -43,95 +78,189 @@ cdef inline void _span(Bytes mv, Py_ssize_t start, object end, Py_ssize_t* a, Py
     b[0] = stop
 
 
-cdef inline unsigned int _sum(Bytes mv, Py_ssize_t a, Py_ssize_t b):
-    cdef unsigned int s = 0
-    cdef Py_ssize_t i
-    for i in range(a, b):
-        s += mv[i]
-    return s
-
-
-cdef inline unsigned int _crc(Bytes mv, Py_ssize_t a, Py_ssize_t b):
-    cdef unsigned int crc = 0xFFFF
+cdef unsigned long long _algo(int algo, Bytes mv, Py_ssize_t a, Py_ssize_t b):
+    cdef unsigned long long s = 0
+    cdef unsigned int crc
     cdef Py_ssize_t i
     cdef int k
-    for i in range(a, b):
-        crc ^= mv[i]
-        for k in range(8):
-            if crc & 1:
-                crc = (crc >> 1) ^ 0xA001
-            else:
-                crc >>= 1
-    return crc
+    if algo == A_SUM8 or algo == A_SUM16 or algo == A_NEGSUM16:
+        for i in range(a, b):
+            s += mv[i]
+        if algo == A_SUM8:
+            return s & 0xFF
+        if algo == A_SUM16:
+            return s & 0xFFFF
+        return (0x10000 - (s & 0xFFFF)) & 0xFFFF
+    if algo == A_CRC16:
+        crc = 0xFFFF
+        for i in range(a, b):
+            crc ^= mv[i]
+            for k in range(8):
+                if crc & 1:
+                    crc = (crc >> 1) ^ 0xA001
+                else:
+                    crc >>= 1
+        return crc
+    if algo == A_XOR8:
+        for i in range(a, b):
+            s ^= mv[i]
+        return s
+    if algo == A_CRC8:
+        crc = 0
+        for i in range(a, b):
+            crc ^= mv[i]
+            for k in range(8):
+                if crc & 0x80:
+                    crc = ((crc << 1) ^ 0x07) & 0xFF
+                else:
+                    crc = (crc << 1) & 0xFF
+        return crc
+    return 0
+
+
+def checksum(algorithm, buf, Py_ssize_t start=0, end=None):
+    """The check value of ``buf[start:end]`` with ``algorithm`` (a name of ``spec.CHECKS``)."""
+    if algorithm not in CHECKS:
+        raise ValueError(f"unknown check {algorithm!r}")
+    cdef Bytes mv = buf
+    cdef Py_ssize_t a, b
+    _span(mv, start, end, &a, &b)
+    return _algo(CHECKS.index(algorithm), mv, a, b)
 
 
 def sum8(buf, Py_ssize_t start=0, end=None):
     """Sum of bytes modulo 256."""
-    cdef Bytes mv = buf
-    cdef Py_ssize_t a, b
-    _span(mv, start, end, &a, &b)
-    return _sum(mv, a, b) & 0xFF
+    return checksum("sum8", buf, start, end)
 
 
 def negsum16(buf, Py_ssize_t start=0, end=None):
-    """JBD check value: 0x10000 minus the byte sum, modulo 0x10000."""
-    cdef Bytes mv = buf
-    cdef Py_ssize_t a, b
-    _span(mv, start, end, &a, &b)
-    return (0x10000 - _sum(mv, a, b)) & 0xFFFF
+    """JBD / Pylon check value: 0x10000 minus the byte sum, modulo 0x10000."""
+    return checksum("negsum16", buf, start, end)
 
 
 def crc16_modbus(buf, Py_ssize_t start=0, end=None):
     """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
-    cdef Bytes mv = buf
-    cdef Py_ssize_t a, b
-    _span(mv, start, end, &a, &b)
-    return _crc(mv, a, b)
+    return checksum("crc16_modbus", buf, start, end)
 
 
-cdef inline long long _raw(Bytes mv, Py_ssize_t p, int size, bint signed, bint big):
+cdef inline int _hexval(unsigned char c):
+    if 48 <= c <= 57:
+        return c - 48
+    if 65 <= c <= 70:
+        return c - 55
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+cdef long long _hex_number(Bytes mv, Py_ssize_t pos, int digits):
+    cdef long long value = 0
+    cdef int i, d
+    for i in range(digits):
+        d = _hexval(mv[pos + i])
+        if d < 0:
+            return -1
+        value = (value << 4) | d
+    return value
+
+
+cdef inline long long _raw(Bytes mv, Py_ssize_t p, int size, bint is_signed, int order):
     cdef unsigned long long u = 0
     cdef int i
-    if big:
+    if order == O_BIG:
         for i in range(size):
             u = (u << 8) | mv[p + i]
-    else:
+    elif order == O_LITTLE:
         for i in range(size - 1, -1, -1):
             u = (u << 8) | mv[p + i]
-    if signed and (u >> (8 * size - 1)) & 1:
+    else:  # 32-bit, big-endian words, low word first
+        u = (<unsigned long long>mv[p + 2] << 24) | (<unsigned long long>mv[p + 3] << 16)
+        u |= (<unsigned long long>mv[p] << 8) | mv[p + 1]
+    if is_signed and (u >> (8 * size - 1)) & 1:
         return <long long>u - (<long long>1 << (8 * size))
     return <long long>u
 
 
+cdef struct CheckC:
+    int algo
+    Py_ssize_t start, end, at
+    int fmt  # index in CHECK_FORMATS
+    int size
+    int order
+    int bits
+
+
+cdef void _load_check(CheckC* c, chk) except *:
+    c.algo = CHECKS.index(chk.algorithm)
+    c.start = chk.start
+    c.end = chk.end
+    c.at = chk.at
+    c.fmt = CHECK_FORMATS.index(chk.fmt)
+    c.size = chk.size
+    if c.fmt == F_HEX4:
+        c.order = O_BIG
+        c.bits = 16
+    else:
+        c.order = FORMATS[chk.fmt][2]
+        c.bits = 8 * c.size
+
+
+cdef bint _check_ok(CheckC* c, Bytes mv, Py_ssize_t p, Py_ssize_t e):
+    cdef Py_ssize_t lo = p + c.start
+    cdef Py_ssize_t hi = e + c.end
+    cdef Py_ssize_t at = e + c.at
+    cdef long long stored
+    cdef unsigned long long value, mask
+    if c.algo == A_NONE:
+        return True
+    if lo > hi or at < p or at + c.size > e:
+        return False
+    value = _algo(c.algo, mv, lo, hi)
+    if c.fmt == F_HEX4:
+        stored = _hex_number(mv, at, 4)
+    else:
+        stored = _raw(mv, at, c.size, False, c.order)
+    mask = (<unsigned long long>1 << c.bits) - 1
+    return stored == <long long>(value & mask)
+
+
+# -- field tables ---------------------------------------------------------------------------
 cdef struct FieldC:
     Py_ssize_t offset
     int code
     int size
+    Py_ssize_t step
     bint is_signed
-    bint big
+    int order
     bint has_scale
     double scale
     double bias
     Py_ssize_t count
     int count_from
     bint scalar
+    bint has_unknown
+    long long unknown
 
 
 cdef class FieldTable:
-    """A compiled field table; :meth:`decode` turns a frame region into a dict."""
+    """A compiled field table; :meth:`decode` turns a payload region into a dict."""
 
     cdef readonly tuple fields
+    cdef readonly str mode
+    cdef int cmode
     cdef list names
     cdef FieldC* c
     cdef int n
 
-    def __cinit__(self, fields):
+    def __cinit__(self, fields, mode="fixed"):
         self.c = NULL
         self.n = 0
 
-    def __init__(self, fields):
+    def __init__(self, fields, mode="fixed"):
         self.fields = tuple(fields)
-        validate_fields(self.fields)
+        self.mode = mode
+        validate_fields(self.fields, mode)
+        self.cmode = MODES.index(mode)
         self.n = len(self.fields)
         self.c = <FieldC*>malloc(max(1, self.n) * sizeof(FieldC))
         if self.c == NULL:
@@ -140,71 +269,120 @@ cdef class FieldTable:
         index = {name: i for i, name in enumerate(self.names)}
         cdef int i
         for i, f in enumerate(self.fields):
-            size, signed, big = FORMATS[f.fmt]
+            size, is_signed, order = FORMATS[f.fmt]
             self.c[i].offset = f.offset
             self.c[i].code = FORMAT_CODES[f.fmt]
             self.c[i].size = size
-            self.c[i].is_signed = signed
-            self.c[i].big = big
+            self.c[i].step = f.step
+            self.c[i].is_signed = is_signed
+            self.c[i].order = order
             self.c[i].has_scale = f.scale is not None
             self.c[i].scale = f.scale if f.scale is not None else 1.0
             self.c[i].bias = f.bias
             self.c[i].count = f.count
             self.c[i].count_from = index[f.count_from] if f.count_from is not None else -1
             self.c[i].scalar = f.count == 1 and f.count_from is None
+            self.c[i].has_unknown = f.unknown is not None
+            self.c[i].unknown = f.unknown if f.unknown is not None else 0
 
     def __dealloc__(self):
         free(self.c)
 
-    def decode(self, buf, Py_ssize_t start=0, end=None):
-        """Decode every field of the table from ``buf[start:end]``.
+    def decode(self, buf, Py_ssize_t start=0, end=None, Py_ssize_t origin=0):
+        """Decode the fields of the table from ``buf[start:end]``; see the twin for the contract.
 
         Raises:
-            FrameError: a field lies outside the region or a count is impossible.
+            FrameError: a field lies outside the region or a count is impossible (fixed and
+                cursor mode).
         """
         cdef Bytes mv = buf
-        cdef Py_ssize_t a, b, pos, k, nval
+        cdef Py_ssize_t a, b
+        _span(mv, start, end, &a, &b)
+        return self._decode(mv, a, b, origin)
+
+    cdef dict _decode(self, Bytes mv, Py_ssize_t a, Py_ssize_t b, Py_ssize_t origin):
+        cdef Py_ssize_t pos, k, nval, cursor = a
         cdef FieldC* f
-        cdef long long raw
         cdef list values
         cdef dict out = {}
         cdef int i
-        _span(mv, start, end, &a, &b)
+        cdef bint windowed = self.cmode == M_REGISTERS or self.cmode == M_COILS
         for i in range(self.n):
             f = &self.c[i]
-            pos = a + f.offset
+            if self.cmode == M_FIXED:
+                pos = a + f.offset
+            elif self.cmode == M_CURSOR:
+                pos = cursor + f.offset
+            elif self.cmode == M_REGISTERS:
+                pos = a + (f.offset - origin) * 2
+            else:
+                pos = f.offset - origin
+            if windowed and pos < (0 if self.cmode == M_COILS else a):
+                continue
             if f.code == C_STR:
-                if pos + f.count > b:
+                nval = f.count if f.count else (b - pos if b > pos else 0)
+                if pos + nval > b:
+                    if windowed:
+                        continue
                     raise FrameError(f"field {self.names[i]!r} beyond end of frame", bytes(mv[a:b]))
-                out[self.names[i]] = _ascii(mv, pos, f.count)
+                out[self.names[i]] = _ascii(mv, pos, nval)
+                cursor = pos + nval
+                continue
+            if self.cmode == M_COILS:
+                self._coils(mv, a, b, f, i, pos, out)
                 continue
             if f.count_from >= 0:
+                if self.names[f.count_from] not in out:
+                    continue
                 nval = out[self.names[f.count_from]]
             elif f.count == 0:
-                nval = (b - pos) // f.size if b > pos else 0
+                nval = (b - pos - f.size) // f.step + 1 if b - pos >= f.size else 0
             else:
                 nval = f.count
-            if nval < 0 or pos + nval * f.size > b:
+            if nval < 0 or (nval > 0 and pos + (nval - 1) * f.step + f.size > b):
+                if windowed:
+                    continue
                 raise FrameError(
                     f"field {self.names[i]!r} ({nval} x {f.size} B at {f.offset}) beyond end of frame",
                     bytes(mv[a:b]),
                 )
+            cursor = pos + nval * f.step
             if f.scalar:
-                raw = _raw(mv, pos, f.size, f.is_signed, f.big)
-                if f.has_scale:
-                    out[self.names[i]] = <double>raw * f.scale + f.bias
-                else:
-                    out[self.names[i]] = raw
+                out[self.names[i]] = _value(f, _raw(mv, pos, f.size, f.is_signed, f.order))
                 continue
             values = []
             for k in range(nval):
-                raw = _raw(mv, pos + k * f.size, f.size, f.is_signed, f.big)
-                if f.has_scale:
-                    values.append(<double>raw * f.scale + f.bias)
-                else:
-                    values.append(raw)
+                values.append(_value(f, _raw(mv, pos + k * f.step, f.size, f.is_signed, f.order)))
             out[self.names[i]] = values
         return out
+
+    cdef void _coils(self, Bytes mv, Py_ssize_t a, Py_ssize_t b, FieldC* f, int i,
+                     Py_ssize_t bit, dict out) except *:
+        cdef Py_ssize_t nval, k, idx
+        cdef list values
+        nval = f.count if f.count else (b - a) * 8 - bit
+        if f.count_from >= 0:
+            if self.names[f.count_from] not in out:
+                return
+            nval = out[self.names[f.count_from]]
+        if nval < 0 or (nval > 0 and a + (bit + nval - 1) // 8 >= b):
+            return
+        values = []
+        for k in range(nval):
+            idx = bit + k
+            values.append((mv[a + idx // 8] >> (idx % 8)) & 1)
+        if f.scalar:
+            out[self.names[i]] = values[0]
+        else:
+            out[self.names[i]] = values
+
+
+cdef inline object _value(FieldC* f, long long raw):
+    if f.has_unknown and raw == f.unknown:
+        return None
+    if f.has_scale:
+        return <double>raw * f.scale + f.bias
+    return raw
 
 
 cdef str _ascii(Bytes mv, Py_ssize_t pos, Py_ssize_t count):
@@ -220,60 +398,120 @@ cdef str _ascii(Bytes mv, Py_ssize_t pos, Py_ssize_t count):
     return "".join(chars).strip()
 
 
-cdef class Scanner:
-    """Finds and checks frames of one :class:`Framing` in a byte stream."""
+cdef class TlvTable:
+    """A compiled TLV table: a sequence of ``tag value`` entries, sizes from the table."""
 
-    cdef readonly object framing
+    cdef readonly tuple tags
+    cdef list tables
+    cdef int index[256]
+    cdef Py_ssize_t size[256]
+    cdef int prefix[256]  # bytes of the length prefix (0: fixed size)
+
+    def __init__(self, tags):
+        self.tags = tuple(tags)
+        validate_tags(self.tags)
+        self.tables = []
+        cdef int i
+        for i in range(256):
+            self.index[i] = -1
+        for i, t in enumerate(self.tags):
+            self.index[t.tag] = i
+            self.size[t.tag] = t.size
+            self.prefix[t.tag] = FORMATS[t.prefix][0] if t.prefix else 0
+            self.tables.append(FieldTable(t.fields))
+
+    def decode(self, buf, Py_ssize_t start=0, end=None):
+        """Decode every entry of ``buf[start:end]``; see the twin for the contract.
+
+        Raises:
+            FrameError(kind="tlv"): an unknown tag or a value that runs past the region.
+        """
+        cdef Bytes mv = buf
+        cdef Py_ssize_t a, b, p, size
+        cdef int tag, width
+        cdef FieldTable table
+        cdef dict out = {}
+        _span(mv, start, end, &a, &b)
+        p = a
+        while p < b:
+            tag = mv[p]
+            if self.index[tag] < 0:
+                raise FrameError(f"unknown TLV tag 0x{tag:02X} at {p - a}", bytes(mv[a:b]),
+                                 kind="tlv")
+            p += 1
+            size = self.size[tag]
+            width = self.prefix[tag]
+            if width:
+                if p + width > b:
+                    raise FrameError(f"TLV tag 0x{tag:02X}: length beyond the payload",
+                                     bytes(mv[a:b]), kind="tlv")
+                size = _raw(mv, p, width, False, O_BIG)
+                p += width
+            if p + size > b:
+                raise FrameError(f"TLV tag 0x{tag:02X}: {size}-byte value beyond the payload",
+                                 bytes(mv[a:b]), kind="tlv")
+            table = self.tables[self.index[tag]]
+            try:
+                out.update(table._decode(mv, p, p + size, 0))
+            except FrameError as exc:
+                raise FrameError(f"TLV tag 0x{tag:02X}: {exc.reason}", exc.raw,
+                                 kind="tlv") from None
+            p += size
+        return out
+
+
+# -- framers ---------------------------------------------------------------------------------
+cdef inline Py_ssize_t _pad_run(Bytes mv, Py_ssize_t start, int pad):
+    cdef Py_ssize_t n = mv.shape[0], q = start
+    if pad < 0:
+        return 0
+    while q < n and mv[q] == pad:
+        q += 1
+    return q - start
+
+
+cdef class BinaryFramer:
+    """Finds and checks :class:`~bmsbank.native.spec.Binary` frames in a byte stream."""
+
+    cdef readonly object spec
     cdef bytes header
     cdef bytes trailer
     cdef Py_ssize_t hlen, tlen, fixed_length, length_offset, length_adjust, max_length
-    cdef int length_size
-    cdef bint length_big
-    cdef int check
-    cdef Py_ssize_t check_from, check_end, check_at
+    cdef int length_size, length_order, pad
+    cdef CheckC check
 
-    def __init__(self, framing):
-        self.framing = framing
-        self.header = bytes(framing.header)
-        self.trailer = bytes(framing.trailer)
+    def __init__(self, spec):
+        self.spec = spec
+        self.header = bytes(spec.header)
+        self.trailer = bytes(spec.trailer)
         self.hlen = len(self.header)
         self.tlen = len(self.trailer)
-        self.fixed_length = framing.fixed_length
-        self.length_offset = framing.length_offset
-        self.length_adjust = framing.length_adjust
-        self.max_length = framing.max_length
-        size, _signed, big = FORMATS[framing.length_fmt]
+        self.fixed_length = spec.fixed_length
+        self.length_offset = spec.length_offset
+        self.length_adjust = spec.length_adjust
+        self.max_length = spec.max_length
+        size, _signed, order = FORMATS[spec.length_fmt]
         self.length_size = size
-        self.length_big = big
-        self.check = ("none", "sum8", "negsum16be", "crc16le").index(framing.check)
-        self.check_from = framing.check_from
-        self.check_end = framing.check_end
-        self.check_at = framing.check_at
-
-    cdef bint _checked(self, Bytes mv, Py_ssize_t p, Py_ssize_t e):
-        cdef Py_ssize_t lo = p + self.check_from
-        cdef Py_ssize_t hi = e + self.check_end
-        cdef Py_ssize_t at = e + self.check_at
-        if self.check == 0:
-            return True
-        if lo > hi or at < p:
-            return False
-        if self.check == 1:
-            return (_sum(mv, lo, hi) & 0xFF) == mv[at]
-        if self.check == 2:
-            return ((0x10000 - _sum(mv, lo, hi)) & 0xFFFF) == ((mv[at] << 8) | mv[at + 1])
-        return _crc(mv, lo, hi) == (mv[at] | (mv[at + 1] << 8))
+        self.length_order = order
+        self.pad = spec.pad
+        _load_check(&self.check, spec.check)
 
     def scan(self, buf, Py_ssize_t start=0):
         """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
         cdef Bytes mv = buf
+        return self._scan(mv, start)
+
+    cdef tuple _scan(self, Bytes mv, Py_ssize_t start):
         cdef Py_ssize_t n = mv.shape[0]
-        cdef Py_ssize_t p, q, total, e, j, m
+        cdef Py_ssize_t p, q, total, e, j, m, run
         cdef const unsigned char* hdr = self.header
         cdef const unsigned char* trl = self.trailer
         cdef bint match
         if start < 0 or start > n:
             raise ValueError(f"start {start} outside buffer of {n} bytes")
+        run = _pad_run(mv, start, self.pad)
+        if run:
+            return C_SKIP, start, start + run, 0
         p = -1
         for q in range(start, n - self.hlen + 1):
             if mv[q] == hdr[0]:
@@ -305,16 +543,281 @@ cdef class Scanner:
         else:
             if p + self.length_offset + self.length_size > n:
                 return C_PARTIAL, p, -1, 0
-            total = _raw(mv, p + self.length_offset, self.length_size, False, self.length_big)
+            total = _raw(mv, p + self.length_offset, self.length_size, False, self.length_order)
             total += self.length_adjust
         if total < self.hlen + self.tlen or total > self.max_length:
-            return C_BAD, p, p + 1, REASON_LENGTH
+            return C_BAD, p, p + 1, R_LENGTH
         e = p + total
         if e > n:
             return C_PARTIAL, p, e, 0
         for j in range(self.tlen):
             if mv[e - self.tlen + j] != trl[j]:
-                return C_BAD, p, e, REASON_TRAILER
-        if not self._checked(mv, p, e):
-            return C_BAD, p, e, REASON_CHECKSUM
+                return C_BAD, p, e, R_TRAILER
+        if not _check_ok(&self.check, mv, p, e):
+            return C_BAD, p, e, R_CHECKSUM
         return C_FRAME, p, e, 0
+
+    def payload(self, buf, Py_ssize_t begin=0, end=None):
+        """The bytes the layouts read: the frame itself."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t a, b
+        _span(mv, begin, end, &a, &b)
+        return bytes(mv[a:b])
+
+
+cdef class ModbusFramer:
+    """Finds and checks :class:`~bmsbank.native.spec.ModbusRtu` frames (no header to look for)."""
+
+    cdef readonly object spec
+    cdef bint functions[256]
+    cdef int lo, hi
+    cdef bint requests
+    cdef Py_ssize_t max_length
+
+    def __init__(self, spec):
+        self.spec = spec
+        cdef int i
+        for i in range(256):
+            self.functions[i] = False
+        for i in spec.functions:
+            self.functions[i] = True
+        self.lo, self.hi = spec.addresses
+        self.requests = spec.requests
+        self.max_length = spec.max_length
+
+    cdef bint _starts(self, Bytes mv, Py_ssize_t q):
+        cdef int fc
+        if not self.lo <= mv[q] <= self.hi:
+            return False
+        if q + 1 >= mv.shape[0]:
+            return True
+        fc = mv[q + 1]
+        if fc & 0x80:
+            return not self.requests and self.functions[fc & 0x7F]
+        return self.functions[fc]
+
+    cdef Py_ssize_t _total(self, Bytes mv, Py_ssize_t p):
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef int fc
+        if p + 1 >= n:
+            return -1
+        fc = mv[p + 1]
+        if fc & 0x80:
+            return 5
+        if self.requests:
+            if fc == 15 or fc == 16:
+                return 9 + mv[p + 6] if p + 6 < n else -1
+            return 8
+        if 1 <= fc <= 4:
+            return 5 + mv[p + 2] if p + 2 < n else -1
+        return 8
+
+    def scan(self, buf, Py_ssize_t start=0):
+        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t p
+        cdef object found
+        cdef object pending = None, bad = None
+        if start < 0 or start > n:
+            raise ValueError(f"start {start} outside buffer of {n} bytes")
+        for p in range(start, n):
+            if not self._starts(mv, p):
+                continue
+            found = self._candidate(mv, p)
+            if found is None:
+                continue
+            if found[0] == C_FRAME or found[0] == C_EXCEPTION:
+                return found
+            if found[0] == C_PARTIAL or found[2] == n:
+                if pending is None:
+                    pending = found
+            elif bad is None:
+                bad = found
+        if pending is not None:
+            return pending
+        if bad is not None:
+            return bad
+        return C_NONE, n, n, 0
+
+    cdef object _candidate(self, Bytes mv, Py_ssize_t p):
+        cdef Py_ssize_t total = self._total(mv, p)
+        cdef Py_ssize_t e
+        if total == 5 and not mv[p + 1] & 0x80:
+            return None  # a read reply of no data: not a frame
+        if total < 0:
+            return C_PARTIAL, p, -1, 0
+        if total > self.max_length:
+            return C_BAD, p, p + 1, R_LENGTH
+        e = p + total
+        if e > mv.shape[0]:
+            return C_PARTIAL, p, e, 0
+        if _algo(A_CRC16, mv, p, e - 2) != (mv[e - 2] | (mv[e - 1] << 8)):
+            return C_BAD, p, e, R_CHECKSUM
+        if mv[p + 1] & 0x80:
+            return C_EXCEPTION, p, e, 0
+        return C_FRAME, p, e, 0
+
+    def payload(self, buf, Py_ssize_t begin=0, end=None):
+        """The bytes the layouts read: the frame itself (data of a read reply from 3)."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t a, b
+        _span(mv, begin, end, &a, &b)
+        return bytes(mv[a:b])
+
+
+cdef class AsciiFramer:
+    """Finds and checks :class:`~bmsbank.native.spec.AsciiHex` frames; unhexlifies them once."""
+
+    cdef readonly object spec
+    cdef unsigned char soi, eoi
+    cdef int head
+    cdef Py_ssize_t max_info
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.soi = spec.soi[0]
+        self.eoi = spec.eoi[0]
+        self.head = spec.head
+        self.max_info = spec.max_info
+
+    def scan(self, buf, Py_ssize_t start=0):
+        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t p, q, lat, e, i
+        cdef long long length
+        cdef int lenid
+        if start < 0 or start > n:
+            raise ValueError(f"start {start} outside buffer of {n} bytes")
+        p = -1
+        for q in range(start, n):
+            if mv[q] == self.soi:
+                p = q
+                break
+        if p < 0:
+            return C_NONE, n, n, 0
+        lat = p + 1 + self.head
+        if lat + 4 > n:
+            for i in range(p + 1, n):
+                if _hexval(mv[i]) < 0:
+                    return C_BAD, p, p + 1, R_HEX
+            return C_PARTIAL, p, -1, 0
+        if self.head and _hex_number(mv, p + 1, self.head) < 0:
+            return C_BAD, p, p + 1, R_HEX
+        length = _hex_number(mv, lat, 4)
+        if length < 0:
+            return C_BAD, p, p + 1, R_HEX
+        lenid = length & 0xFFF
+        if ((-((lenid >> 8) + ((lenid >> 4) & 0xF) + (lenid & 0xF))) & 0xF) != (length >> 12):
+            return C_BAD, p, p + 1, R_LENGTH_CHECK
+        if lenid % 2 or lenid > self.max_info:
+            return C_BAD, p, p + 1, R_LENGTH
+        e = lat + 4 + lenid + 4 + 1
+        if e > n:
+            return C_PARTIAL, p, e, 0
+        if mv[e - 1] != self.eoi:
+            return C_BAD, p, e, R_TRAILER
+        for i in range(lat + 4, e - 1):
+            if _hexval(mv[i]) < 0:
+                return C_BAD, p, e, R_HEX
+        if <long long>_algo(A_NEGSUM16, mv, p + 1, e - 5) != _hex_number(mv, e - 5, 4):
+            return C_BAD, p, e, R_CHECKSUM
+        return C_FRAME, p, e, 0
+
+    def payload(self, buf, Py_ssize_t begin=0, end=None):
+        """The frame between SOI and CHKSUM as bytes: VER ADR CID1 CID2 LENGTH(2) INFO.
+
+        Raises:
+            FrameError(kind="hex"): the region is not whole hex bytes.
+        """
+        cdef Bytes mv = buf
+        cdef Py_ssize_t a, b, i, m
+        cdef int hi, lo
+        _span(mv, begin, end, &a, &b)
+        m = b - 5 - (a + 1)
+        if m < 0 or m % 2:
+            raise FrameError("not an ASCII-hex frame", bytes(mv[a:b]), kind="hex")
+        out = bytearray(m // 2)
+        cdef unsigned char[:] o = out
+        for i in range(m // 2):
+            hi = _hexval(mv[a + 1 + 2 * i])
+            lo = _hexval(mv[a + 2 + 2 * i])
+            if hi < 0 or lo < 0:
+                raise FrameError("not an ASCII-hex frame", bytes(mv[a:b]), kind="hex")
+            o[i] = (hi << 4) | lo
+        return bytes(out)
+
+
+cdef class AckFramer:
+    """Finds :class:`~bmsbank.native.spec.FrameThenAck` replies: a frame, then its ack."""
+
+    cdef readonly object spec
+    cdef BinaryFramer frame
+    cdef Py_ssize_t ack_length
+    cdef tuple pattern
+    cdef CheckC ack_check
+    cdef int pad
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.frame = BinaryFramer(spec.frame)
+        self.ack_length = spec.ack_length
+        self.pattern = tuple(-1 if e is None else e for e in spec.ack_pattern)
+        _load_check(&self.ack_check, spec.ack_check)
+        self.pad = spec.frame.pad
+
+    cdef bint _ack_shape(self, Bytes mv, Py_ssize_t q):
+        cdef Py_ssize_t i, n = mv.shape[0]
+        cdef int e
+        for i in range(len(self.pattern)):
+            if q + i >= n:
+                break
+            e = self.pattern[i]
+            if e >= 0 and mv[q + i] != e:
+                return False
+        return True
+
+    def scan(self, buf, Py_ssize_t start=0):
+        """Look for the first reply in ``buf[start:]``; see the twin for the result contract."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t p, e, q, end
+        cdef tuple found = self.frame._scan(mv, start)
+        if found[0] != C_FRAME:
+            return found
+        p = found[1]
+        e = found[2]
+        q = e + 1 if e < n and self.pad >= 0 and mv[e] == self.pad else e
+        if q >= n:
+            return C_PARTIAL, p, -1, 0
+        if not self._ack_shape(mv, q):
+            return C_FRAME, p, e, 0
+        end = q + self.ack_length
+        if end > n:
+            return C_PARTIAL, p, end, 0
+        if not _check_ok(&self.ack_check, mv, q, end):
+            return C_BAD, p, end, R_CHECKSUM
+        if end < n and self.pad >= 0 and mv[end] == self.pad:
+            end += 1
+        return C_FRAME, p, end, 0
+
+    def payload(self, buf, Py_ssize_t begin=0, end=None):
+        """The bytes the layouts read: frame, pad and ack as received."""
+        cdef Bytes mv = buf
+        cdef Py_ssize_t a, b
+        _span(mv, begin, end, &a, &b)
+        return bytes(mv[a:b])
+
+
+def framer(spec):
+    """The framer for ``spec`` (a framer class of :mod:`bmsbank.native.spec`)."""
+    if isinstance(spec, Binary):
+        return BinaryFramer(spec)
+    if isinstance(spec, ModbusRtu):
+        return ModbusFramer(spec)
+    if isinstance(spec, AsciiHex):
+        return AsciiFramer(spec)
+    if isinstance(spec, FrameThenAck):
+        return AckFramer(spec)
+    raise TypeError(f"not a framing spec: {spec!r}")

@@ -59,7 +59,7 @@ def test_decode_rejects_a_bad_checksum_with_the_reason():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["jbd", "zz"], "non-hexadecimal"),
+        (["jbd", "zz"], "not hex: 'zz'"),
         (["nosuch", "00"], "unknown BMS 'nosuch'"),
         (["jbd", "0011"], "no complete LLT/JBD frame"),
     ],

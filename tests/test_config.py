@@ -102,6 +102,23 @@ def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
             "unique",
         ),
         ("[bank\n", "syntax", "valid TOML"),
+        (
+            "[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jkpb'\nsettings_every = 0\n",
+            "ports[0].settings_every",
+            "1-3600, got 0",
+        ),
+        (
+            "[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jkpb'\nsettings_every = 'often'\n",
+            "ports[0].settings_every",
+            "poll cycles",
+        ),
+        (  # another family's option is not this one's
+            "[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jbd'\nsettings_every = 5\n",
+            "ports[0].settings_every",
+            "unknown key",
+        ),
+        ("[[ports]]\nname = 'a'\ndevice = '/dev/x'\nbms = 'jbd'\necho = 'yes'\n", "ports[0].echo",
+         '"auto"'),  # fmt: skip
     ],
 )
 def test_bad_key_names_key_file_and_expectation(tmp_path, text, key, expected):
@@ -112,6 +129,25 @@ def test_bad_key_names_key_file_and_expectation(tmp_path, text, key, expected):
     assert message.startswith(f"{path}: {key}: "), message
     assert expected in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize("echo", ['"auto"', "true", "false"])
+def test_family_options_and_echo_are_typed(tmp_path, echo):
+    c = config.load(write(tmp_path, GOOD + f"settings_every = 5\necho = {echo}\n"))
+    rs485 = c.port("rs485")
+    assert rs485.options == {"settings_every": 5}
+    assert rs485.echo == {"true": True, "false": False}.get(echo, "auto")
+    assert c.port("ttyUSB0").options == {} and c.port("ttyUSB0").echo == "auto"
+
+
+def test_the_poller_builds_its_family_with_the_port_options(tmp_path):
+    from bmsbank.services.poller.service import Poller
+
+    c = config.load(write(tmp_path, GOOD + "settings_every = 7\necho = true\n"))
+    poller = Poller(c.port("rs485"), lambda msg: None)
+    assert poller.plugin.options == {"settings_every": 7} and poller.transport.echo is True
+    settings = [q for q in poller.plugin.queries(1) if q.part == "settings"]
+    assert settings[0].every == 7
 
 
 def test_missing_file(tmp_path):

@@ -219,7 +219,7 @@ def test_poller_process_rejects_a_bad_config_in_one_line(tmp_path):
     assert proc.stderr.strip() == (
         f"bmsbank-poller: {path}: ports[0].speed: unknown key; "
         "expected one of name, device, bms, addresses, baudrate, "
-        "interval, timeout, retries, command_gap"
+        "interval, timeout, retries, command_gap, echo"
     )
     assert os.path.exists(path)
 

@@ -23,7 +23,7 @@ from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, 
 from bmsbank.logs import ChangeLog
 from bmsbank.schema import TOPIC_STATE, pack, validate_state
 from bmsbank.services.poller import plugins
-from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
 from bmsbank.services.poller.transport import SerialTransport
 from bmsbank.state import make_state
 
@@ -40,6 +40,8 @@ class PackLink:
     address: int
     stats: LinkStats = field(default_factory=LinkStats)
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: parts read in the running cycle (a collecting query counts from them)
+    fresh: dict[str, dict[str, Any]] = field(default_factory=dict)
     done_once: set[str] = field(default_factory=set)
 
 
@@ -53,9 +55,11 @@ class Poller:
         plugin: Plugin | None = None,
     ) -> None:
         self.port = port
-        self.plugin = plugin or plugins.load(port.bms)
+        self.plugin = plugin or plugins.load(port.bms, port.options)
         self.send = send
-        self.transport = SerialTransport(port.device, port.baudrate or self.plugin.baudrate)
+        self.transport = SerialTransport(
+            port.device, port.baudrate or self.plugin.baudrate, port.echo
+        )
         self.timeout = port.timeout or self.plugin.reply_timeout
         self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap
         self.links = {a: PackLink(a) for a in port.addresses}
@@ -64,6 +68,8 @@ class Poller:
         self.backoff = BACKOFF_MIN
         self.changes = ChangeLog(log, f"[{port.name}] ")
         self._last_io = 0.0
+        #: the counters of the pack being polled (stale bytes drained before a request count there)
+        self._stats: LinkStats | None = None
         #: called between two exchanges of a poll cycle (the control channel's slot)
         self.between: Callable[[], object] = lambda: None
 
@@ -113,7 +119,7 @@ class Poller:
         return self.cycle % q.every == 0 or q.part not in link.parts
 
     def _poll_pack(self, link: PackLink) -> None:
-        fresh: dict[str, dict[str, Any]] = {}
+        fresh = link.fresh = {}
         for q in self.plugin.queries(link.address):
             if not self._due(link, q):
                 continue
@@ -152,32 +158,20 @@ class Poller:
 
     def _exchange(self, link: PackLink, q: Query) -> dict[str, Any] | None:
         """Send one request (with retries); return the decoded part, or None."""
-        for _attempt in range(self.port.retries + 1):
-            self._wait_gap()
-            link.stats.noise_bytes += self.transport.drain()
-            self.transport.send(q.request)
-            if not q.expects_reply:
-                self._last_io = time.monotonic()
-                return {}
-            try:
-                frame = self.transport.receive(
-                    lambda buf: self.plugin.extract(buf, link.address, link.stats), self.timeout
-                )
-                part, fields = self.plugin.parse(frame)
-            except LinkTimeout as exc:
-                link.stats.count(str(exc))
-                continue
-            except FrameError as exc:
-                link.stats.count(exc.kind)
-                log.debug("[%s:%d] %s: %s", self.port.name, link.address, q.part, exc)
-                continue
-            finally:
-                self._last_io = time.monotonic()
-            if part != q.part:
-                link.stats.unexpected += 1
-                continue
-            return fields
-        return None
+        self._stats = link.stats
+        try:
+            for _attempt in range(self.port.retries + 1):
+                try:
+                    parts = {**link.parts, **link.fresh}
+                    return run_query(self.plugin, self, q, link.address, parts, link.stats)
+                except LinkTimeout as exc:
+                    link.stats.count(str(exc))
+                except FrameError as exc:
+                    link.stats.count(exc.kind)
+                    log.debug("[%s:%d] %s: %s", self.port.name, link.address, q.part, exc)
+            return None
+        finally:
+            self._stats = None
 
     # -- control ------------------------------------------------------------------------------
     def control(self, pack_id: str, action: str, value: Any) -> str | None:
@@ -211,18 +205,28 @@ class Poller:
         return None
 
     def exchange(self, request: bytes, extract: Callable[[bytearray], bytes | None]) -> bytes:
-        """Send one control request and return its reply (the plugins' ``ControlLink``).
+        """Send one request and return its reply (the families' ``Link``).
 
-        Waits the command gap first, like a poll request; waits ``timeout`` for the reply.
+        Waits the command gap first and drops what arrived unasked (counted as noise of the pack
+        being polled); waits ``timeout`` for the reply.
 
         Raises:
             LinkTimeout, FrameError, TransportError: as ``SerialTransport.receive``.
 
         """
         self._wait_gap()
-        self.transport.drain()
+        stale = self.transport.drain()
+        if self._stats is not None:
+            self._stats.noise_bytes += stale
         try:
             self.transport.send(request)
+            return self.transport.receive(extract, self.timeout)
+        finally:
+            self._last_io = time.monotonic()
+
+    def receive(self, extract: Callable[[bytearray], bytes | None]) -> bytes:
+        """The next frame of a multi-frame reply (``Link``); waits ``timeout`` for it."""
+        try:
             return self.transport.receive(extract, self.timeout)
         finally:
             self._last_io = time.monotonic()

@@ -1,4 +1,12 @@
-"""Serial transport: pyserial on a device path or pyserial URL, one request/reply at a time."""
+"""Serial transport: pyserial on a device path or pyserial URL, one request/reply at a time.
+
+RS485 adapters on CH340/CH341 chips (and any half-duplex adapter without echo suppression) hear
+what they send: the transport drops the echo of its own request for every family, as the port's
+``echo`` option says: "auto" drops an exact copy of the request at the head of what arrives,
+True drops as many bytes as the request had whatever they are (an adapter that always echoes,
+even garbled), False keeps everything (a reply may legitimately repeat the request, as a Modbus
+FC06 acknowledgement does).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +21,15 @@ from bmsbank.errors import FrameError, LinkTimeout, TransportError
 class SerialTransport:
     """A serial port that may come and go (USB adapters do)."""
 
-    def __init__(self, device: str, baudrate: int) -> None:
+    def __init__(self, device: str, baudrate: int, echo: str | bool = "auto") -> None:
         self.device = device
         self.baudrate = baudrate
+        self.echo = echo
         self.port: serial.SerialBase | None = None
+        self.rx = bytearray()  #: received bytes not consumed yet (a multi-frame reply's rest)
+        self.echoes = 0  #: echoes of our own requests dropped
+        self._pending = b""  #: the request whose echo may still arrive
+        self._echoed = b""  #: the copy "auto" dropped (a reply may repeat its request exactly)
 
     @property
     def is_open(self) -> bool:
@@ -45,23 +58,47 @@ class SerialTransport:
     def drain(self) -> int:
         """Discard bytes that arrived unasked (late replies, line noise); return how many."""
         port = self._port()
+        stale = len(self.rx)
+        self.rx.clear()
         try:
             n = port.in_waiting
-            return len(port.read(n)) if n else 0
+            return stale + (len(port.read(n)) if n else 0)
         except (serial.SerialException, OSError) as exc:
             raise TransportError(f"read {self.device}: {exc}") from exc
 
     def send(self, request: bytes) -> None:
         """Write ``request`` and wait until it has left the driver."""
         port = self._port()
+        self._pending = bytes(request) if self.echo is not False else b""
+        self._echoed = b""
         try:
             port.write(request)
             port.flush()
         except (serial.SerialException, OSError) as exc:
             raise TransportError(f"write {self.device}: {exc}") from exc
 
+    def _drop_echo(self) -> bool:
+        """Drop the echo of the last request from the head of ``rx``; False while undecided."""
+        pending = self._pending
+        if not pending:
+            return True
+        head = bytes(self.rx[: len(pending)])
+        if self.echo is True or head == pending:
+            if len(head) < len(pending):
+                return False
+            del self.rx[: len(pending)]
+            self.echoes += 1
+            self._echoed = head if self.echo == "auto" else b""
+        elif pending.startswith(head):
+            return False  # an echo may still be arriving
+        self._pending = b""
+        return True
+
     def receive(self, extract: Callable[[bytearray], bytes | None], timeout: float) -> bytes:
         """Read until ``extract`` returns a complete reply or ``timeout`` seconds pass.
+
+        Bytes after the reply stay in ``rx`` for the next call (the next frame of a multi-frame
+        reply); :meth:`drain` discards them before the next request.
 
         Args:
             extract: takes the receive buffer, removes what it consumes, returns a frame or None;
@@ -75,22 +112,30 @@ class SerialTransport:
 
         """
         port = self._port()
-        buf = bytearray()
         deadline = time.monotonic() + timeout
         while True:
-            frame = extract(buf)
-            if frame is not None:
-                return frame
+            if self._drop_echo():
+                frame = extract(self.rx)
+                if frame is not None:
+                    return frame
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                if self._pending or self._echoed:  # what looked like an echo was the reply
+                    restored = self._echoed
+                    self.rx[:0] = restored
+                    self._pending = self._echoed = b""
+                    frame = extract(self.rx)
+                    if frame is not None:
+                        self.echoes -= bool(restored)
+                        return frame
                 # What extract() kept is the start of a reply; echoes and noise it dropped are not.
-                raise LinkTimeout("truncated" if buf else "timeout")
+                raise LinkTimeout("truncated" if self.rx else "timeout")
             try:
                 port.timeout = remaining
                 chunk = port.read(port.in_waiting or 1)
             except (serial.SerialException, OSError) as exc:
                 raise TransportError(f"read {self.device}: {exc}") from exc
-            buf += chunk
+            self.rx += chunk
 
     def _port(self) -> serial.SerialBase:
         if self.port is None:

@@ -1,26 +1,76 @@
-"""The small base every BMS protocol plugin builds on.
+"""The engine every BMS family runs on: a family is data plus a few named hooks.
 
-A plugin is data plus a few hooks: framing constants, request bytes per query, field tables that
-``bmsbank.native.frames`` compiles once, and the mapping from decoded parts to state fields. It is
-transport-independent (the same plugin serves UART, RS485 and, later, BLE) and never computes
-derived values (power, min/max cell, delta): :func:`bmsbank.state.derive` does, for every BMS.
+A family (``plugins/<name>/family.py``, class ``Family``) declares
 
-Writes (the control channel) are declared as data too: ``controls`` names the actions of
-:data:`bmsbank.schema.CONTROL_ACTIONS` the family supports, and :meth:`Plugin.control` builds the
-write frame(s), exchanges them over a :class:`ControlLink` the poller provides and checks the
-BMS's acknowledgement.
+- ``info``: its :class:`~bmsbank.services.poller.plugins.info.FamilyInfo` (metadata, options);
+- ``framing``: one framer spec of :mod:`bmsbank.native.spec` (Binary, ModbusRtu, AsciiHex,
+  FrameThenAck), compiled once into ``self.framer``;
+- ``layouts``: reply part -> :class:`~bmsbank.native.spec.Layout` (fixed offsets, cursor, TLV,
+  register or coil map), compiled once into ``self.tables``;
+- ``queries(address)``: the requests of one poll cycle, how often each runs, and which collect
+  several frames (:class:`Collect`);
+
+and implements the hooks it needs: :meth:`Plugin.identify` (which part a reply is: by default
+the byte at ``key_at``), :meth:`Plugin.refine` (what a table cannot express), :meth:`Plugin.state`
+(the mapping to the state message), :meth:`Plugin.responder` (the address a reply comes from)
+and :meth:`Plugin.control` (writes). It is transport-independent and never computes derived
+values (power, min/max cell, delta): :func:`bmsbank.state.derive` does, for every BMS.
+
+:func:`run_query` is how a request is exchanged and its reply (all its frames) decoded: the
+poller, the control path and the tests all go through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from bmsbank.errors import ControlError, FrameError
-from bmsbank.native.frames import BAD, FRAME, REASONS, FieldTable, Scanner
-from bmsbank.native.spec import Field, Framing
+from bmsbank.errors import LINK_COUNTERS, ControlError, FrameError, LinkTimeout
+from bmsbank.native.frames import (
+    BAD,
+    EXCEPTION,
+    FRAME,
+    REASON_TEXT,
+    REASONS,
+    SKIP,
+    FieldTable,
+    TlvTable,
+    framer,
+)
+from bmsbank.native.spec import FrameSpec, Layout
 from bmsbank.schema import ALARM
+from bmsbank.services.poller.plugins.info import FamilyInfo
+
+
+@dataclass(frozen=True)
+class Collect:
+    """A request answered by several frames, each carrying its number (1 first).
+
+    Attributes:
+        index: the decoded field holding a frame's number.
+        per_frame: items one frame carries (cells, sensors).
+        count_from: (part, field) of an earlier reply giving the number of items; the frames
+            expected are ceil(items / per_frame).
+        frames: a fixed number of frames, when ``count_from`` is None.
+
+    """
+
+    index: str
+    per_frame: int = 1
+    count_from: tuple[str, str] | None = None
+    frames: int = 0
+
+    def expected(self, parts: Mapping[str, Mapping[str, Any]]) -> int | None:
+        """Frames to collect, or None while the part giving the count has not been read."""
+        if self.count_from is None:
+            return self.frames
+        part, name = self.count_from
+        items = parts.get(part, {}).get(name)
+        if not isinstance(items, int) or items < 0:
+            return None
+        return max(1, math.ceil(items / self.per_frame))
 
 
 @dataclass(frozen=True)
@@ -28,13 +78,12 @@ class Query:
     """One request of a poll cycle.
 
     Attributes:
-        part: name of the reply part this request asks for (matches what :meth:`Plugin.parse`
-            returns for the reply).
+        part: name of the reply part this request asks for.
         request: the bytes to send.
         every: send on every n-th cycle; 0 means once, until it has succeeded.
         required: the state cannot be built without this part.
-        expects_reply: False for a request nobody answers (a wake-up burst); the poller sends
-            it, waits the command gap and moves on.
+        expects_reply: False for a request nobody answers (a wake-up burst).
+        collect: how the frames of a multi-frame reply are gathered (None: one frame).
 
     """
 
@@ -43,63 +92,56 @@ class Query:
     every: int = 1
     required: bool = True
     expects_reply: bool = True
+    collect: Collect | None = None
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where the fields of one reply part sit in its frame.
-
-    Attributes:
-        fields: the field table (offsets relative to ``start``).
-        start: first byte of the decoded region.
-        end: end of the region: negative counts back from the frame's end (before a check value
-            and trailer), positive is an absolute offset, None is the frame's end.
-    """
-
-    fields: tuple[Field, ...]
-    start: int = 0
-    end: int | None = None
-
-    def region(self, frame: bytes) -> tuple[int, int]:
-        """``(start, end)`` of the region in ``frame``."""
-        n = len(frame)
-        if self.end is None:
-            return self.start, n
-        return self.start, (n + self.end if self.end < 0 else min(self.end, n))
-
-
-@dataclass
 class LinkStats:
-    """Error counters of one link (see ``bmsbank.schema.LINK_COUNTERS``)."""
+    """Error counters of one link: the declared set :data:`bmsbank.errors.LINK_COUNTERS`."""
 
-    ok: int = 0
-    timeout: int = 0
-    truncated: int = 0
-    checksum: int = 0
-    malformed: int = 0
-    address: int = 0
-    unexpected: int = 0
-    noise_bytes: int = 0
-    port_errors: int = 0
+    __slots__ = LINK_COUNTERS
+    ok: int
+    timeout: int
+    truncated: int
+    checksum: int
+    length_check: int
+    hex: int
+    malformed: int
+    tlv: int
+    exception: int
+    sequence: int
+    address: int
+    unexpected: int
+    noise_bytes: int
+    port_errors: int
 
-    def count(self, kind: str) -> None:
-        """Count one event of ``kind`` (unknown kinds count as malformed)."""
-        name = kind if kind in self.__dataclass_fields__ else "malformed"
-        setattr(self, name, getattr(self, name) + 1)
+    def __init__(self) -> None:
+        for name in LINK_COUNTERS:
+            setattr(self, name, 0)
+
+    def count(self, kind: str, n: int = 1) -> None:
+        """Count ``n`` events of ``kind``.
+
+        Raises:
+            ValueError: ``kind`` is not a declared counter (a bug, caught by the tests).
+
+        """
+        if kind not in LINK_COUNTERS:
+            raise ValueError(f"unknown link counter {kind!r}")
+        setattr(self, kind, getattr(self, kind) + n)
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict for the state message."""
-        return dict(self.__dict__)
+        return {name: getattr(self, name) for name in LINK_COUNTERS}
 
 
-class ControlLink(Protocol):
-    """The serial link as a plugin sees it while carrying out a control request."""
+class Link(Protocol):
+    """A serial link as a family sees it (the poller's, or a simulator's in tests)."""
 
-    #: seconds the link waits for an acknowledgement
+    #: seconds the link waits for a reply
     timeout: float
 
     def exchange(self, request: bytes, extract: Callable[[bytearray], bytes | None]) -> bytes:
-        """Send ``request`` and return the reply ``extract`` takes out of the received bytes.
+        """Send ``request`` and return the first reply ``extract`` takes out of what arrives.
 
         Raises:
             LinkTimeout: nothing (or only part of a reply) arrived within ``timeout``.
@@ -109,71 +151,91 @@ class ControlLink(Protocol):
         """
         ...
 
+    def receive(self, extract: Callable[[bytearray], bytes | None]) -> bytes:
+        """Return the next reply of the same exchange (a multi-frame reply); raises as above."""
+        ...
+
+
+ControlLink = Link  # the name the write hooks use
+
 
 class Plugin:
-    """Base class of a BMS protocol plugin. Subclasses set the class attributes and hooks."""
+    """Base class of a BMS family. Subclasses set the class attributes and the hooks they need."""
 
-    #: registry key used in config files and on the command line
+    info: ClassVar[FamilyInfo]
+    #: registry key, title, speed, bus sharing, addresses and writes: from ``info``
     name: ClassVar[str] = ""
-    #: human name (the seed table's spelling)
     title: ClassVar[str] = ""
-    #: default serial speed [baud]
     baudrate: ClassVar[int] = 9600
-    #: several packs may share one bus, told apart by address
     multidrop: ClassVar[bool] = False
-    #: addresses a pack may have on this protocol
     addresses: ClassVar[range] = range(0, 256)
-    #: address used when the config names none
     default_address: ClassVar[int] = 1
+    controls: ClassVar[frozenset[str]] = frozenset()
     #: silence the bus needs between the end of a reply and the next request [s]
     command_gap: ClassVar[float] = 0.0
     #: how long to wait for a complete reply [s]
     reply_timeout: ClassVar[float] = 0.5
-    #: how replies are delimited and checked
-    framing: ClassVar[Framing]
+    #: how frames are delimited and checked
+    framing: ClassVar[FrameSpec]
     #: reply part -> where its fields are; compiled once into ``self.tables``
     layouts: ClassVar[Mapping[str, Layout]] = {}
-    #: control actions (keys of ``bmsbank.schema.CONTROL_ACTIONS``) this family carries out
-    controls: ClassVar[frozenset[str]] = frozenset()
+    #: payload offset of the byte that says which part a reply is (-1: no such byte), and its
+    #: values (used by the default :meth:`identify`)
+    key_at: ClassVar[int] = -1
+    keys: ClassVar[Mapping[int, str]] = {}
+    #: payload offset of the responder's address (-1: replies do not say; see :meth:`responder`)
+    address_at: ClassVar[int] = -1
 
-    def __init__(self) -> None:
-        self.scanner = Scanner(self.framing)
-        self.tables = {part: FieldTable(layout.fields) for part, layout in self.layouts.items()}
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("info")
+        if info is not None:
+            cls.name, cls.title, cls.baudrate = info.name, info.title, info.baudrate
+            cls.multidrop, cls.addresses = info.multidrop, info.addresses
+            cls.default_address, cls.controls = info.default_address, info.controls
 
-    def decode_part(self, part: str, frame: bytes) -> dict[str, Any]:
-        """Decode the fields of ``part`` from ``frame`` with its compiled table.
-
-        Raises:
-            FrameError: a field lies outside the frame.
-        """
-        start, end = self.layouts[part].region(frame)
-        return self.tables[part].decode(frame, start, end)
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        #: per-port options, validated, every declared one present
+        self.options = self.info.option_values(options or {})
+        self.framer = framer(self.framing)
+        self.tables: dict[str, Any] = {
+            part: TlvTable(layout.fields) if layout.mode == "tlv"  # type: ignore[arg-type]
+            else FieldTable(layout.fields, layout.mode)  # type: ignore[arg-type]
+            for part, layout in self.layouts.items()
+        }  # fmt: skip
 
     # -- requests ---------------------------------------------------------------------------
     def queries(self, address: int) -> Sequence[Query]:
         """The requests of one poll cycle for the pack at ``address``, in order."""
         raise NotImplementedError
 
+    def collecting(self, part: str) -> Collect | None:
+        """How the frames of ``part`` are collected (None: one frame per reply)."""
+        for q in self.queries(self.default_address):
+            if q.part == part:
+                return q.collect
+        return None
+
     # -- replies ----------------------------------------------------------------------------
-    def extract(self, buf: bytearray, address: int | None, stats: LinkStats) -> bytes | None:
-        """Take the first complete reply out of ``buf``.
+    def extract(self, buf: bytearray, stats: LinkStats) -> bytes | None:
+        """Take the first complete frame out of ``buf``.
 
         Consumed bytes are deleted from ``buf``; skipped noise is counted in ``stats``.
 
-        Args:
-            buf: bytes received so far.
-            address: the address asked, or None to accept any (offline decoding).
-            stats: counters to update.
-
         Returns:
-            The reply frame, or None when more bytes are needed.
+            The frame, or None when more bytes are needed.
 
         Raises:
-            FrameError: the bytes at the head of ``buf`` form a corrupt frame (already removed).
+            FrameError: the bytes at the head of ``buf`` form a corrupt frame (one byte of it
+                removed to resynchronise) or a Modbus exception reply (removed whole); its
+                ``kind`` says which counter it belongs to.
 
         """
         while True:
-            status, begin, end, reason = self.scanner.scan(buf)
+            status, begin, end, reason = self.framer.scan(buf)
+            if status == SKIP:
+                del buf[begin:end]
+                continue
             if begin:
                 stats.noise_bytes += begin
                 del buf[:begin]
@@ -181,30 +243,104 @@ class Plugin:
             if status == FRAME:
                 frame = bytes(buf[:end])
                 del buf[:end]
-                self.check_address(frame, address)
                 return frame
+            if status == EXCEPTION:
+                frame = bytes(buf[:end])
+                del buf[:end]
+                raise FrameError(f"{self.name}: exception reply, code {frame[2]}", frame,
+                                 kind="exception")  # fmt: skip
             if status == BAD:
                 raw = bytes(buf[: max(1, end)])
                 del buf[:1]
-                kind = REASONS[reason]
-                raise FrameError(
-                    f"{self.name}: bad {kind}",
-                    raw,
-                    kind="checksum" if kind == "checksum" else "malformed",
-                )
+                raise FrameError(f"{self.name}: {REASON_TEXT[reason]}", raw, kind=REASONS[reason])
             return None
 
-    def check_address(self, frame: bytes, address: int | None) -> None:
-        """Raise FrameError(kind="address") when ``frame`` comes from another address."""
+    def parse(
+        self, frame: bytes, request: bytes | None = None, address: int | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """Decode one reply frame into ``(part, fields)``.
 
-    def parse(self, frame: bytes) -> tuple[str, dict[str, Any]]:
-        """Decode one reply frame into ``(part, fields)``; raises FrameError on bad content."""
+        Args:
+            frame: a frame :meth:`extract` returned.
+            request: the request it answers (needed where replies do not say what they
+                answer, as in Modbus); None when unknown.
+            address: the address asked, or None to accept any.
+
+        Raises:
+            FrameError: another responder ("address"), a reply for no known part
+                ("unexpected"), or content the tables reject.
+
+        """
+        payload = self.framer.payload(frame)
+        if address is not None:
+            responder = self.responder(payload)
+            if responder is not None and responder != address:
+                said = f"address {responder}" if responder >= 0 else "an unknown responder"
+                raise FrameError(f"{self.name}: reply from {said}, asked {address}", frame,
+                                 kind="address")  # fmt: skip
+        part, origin = self.identify(payload, request)
+        if part not in self.layouts:
+            return part, self.refine(part, {}, payload)
+        return part, self.refine(part, self.decode(part, payload, origin), payload)
+
+    def decode(self, part: str, payload: bytes, origin: int = 0) -> dict[str, Any]:
+        """Decode ``part``'s fields from ``payload`` with its compiled table.
+
+        Raises:
+            FrameError: a field lies outside the payload, or a bad TLV entry.
+
+        """
+        start, end = self.layouts[part].region(payload)
+        table = self.tables[part]
+        if isinstance(table, TlvTable):
+            return table.decode(payload, start, end)
+        return table.decode(payload, start, end, origin)
+
+    def identify(self, payload: bytes, request: bytes | None) -> tuple[str, int]:
+        """Which part ``payload`` is, and the register its data starts at (register maps).
+
+        The default reads the byte at ``key_at`` and looks it up in ``keys``.
+
+        Raises:
+            FrameError(kind="unexpected"): no part has this key.
+
+        """
+        key = payload[self.key_at] if 0 <= self.key_at < len(payload) else None
+        part = self.keys.get(key) if key is not None else None
+        if part is None:
+            raise FrameError(f"{self.name}: reply of an unknown kind ({key})", payload,
+                             kind="unexpected")  # fmt: skip
+        return part, 0
+
+    def refine(self, part: str, fields: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        """Add what the tables cannot express to ``fields`` (a hook; the default adds nothing).
+
+        Raises:
+            FrameError: the content is inconsistent.
+
+        """
+        return fields
+
+    def responder(self, payload: bytes) -> int | None:
+        """The address a reply comes from (None: the reply does not say)."""
+        if 0 <= self.address_at < len(payload):
+            return payload[self.address_at]
+        return None
+
+    def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Build the family's state fields from the decoded parts of one poll cycle.
+
+        Returns the fields of the state message that come from the BMS (voltage, current, soc,
+        soh, capacity, remaining, cycles, cells, balancing, temperatures, mosfet_temperature,
+        charge_fet, discharge_fet, bms_ccl, bms_dcl, bms_cvl, alarms, hardware); everything else
+        (ids, counters, derived values) is added by the poller.
+        """
         raise NotImplementedError
 
     # -- writes ---------------------------------------------------------------------------
     def control(
         self,
-        link: ControlLink,
+        link: Link,
         address: int,
         action: str,
         value: Any,
@@ -226,15 +362,88 @@ class Plugin:
         """
         raise ControlError(f"{self.name} does not support {action}")
 
-    def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Build the plugin's state fields from the decoded parts of one poll cycle.
 
-        Returns the fields of the state message that come from the BMS (voltage, current, soc,
-        soh, capacity, remaining, cycles, cells, balancing, temperatures, mosfet_temperature,
-        charge_fet, discharge_fet, bms_ccl, bms_dcl, bms_cvl, alarms, hardware); everything else
-        (ids, counters, derived values) is added by the poller.
-        """
-        raise NotImplementedError
+def run_query(
+    plugin: Plugin,
+    link: Link,
+    q: Query,
+    address: int,
+    parts: Mapping[str, Mapping[str, Any]],
+    stats: LinkStats,
+) -> dict[str, Any]:
+    """Send ``q`` over ``link`` and decode its reply, collecting every frame of a multi-frame one.
+
+    Args:
+        plugin: the family.
+        link: the serial link.
+        q: the request.
+        address: the pack asked.
+        parts: the pack's latest parts (a collecting query's count comes from them).
+        stats: the link's counters (noise skipped between frames).
+
+    Raises:
+        LinkTimeout: no (complete) reply.
+        FrameError: a corrupt, foreign or unexpected reply; a multi-frame reply with a missing,
+            repeated or out-of-order frame ("sequence"); a collecting query whose count is not
+            known yet ("truncated").
+
+    """
+    extract: Callable[[bytearray], bytes | None] = lambda buf: plugin.extract(buf, stats)  # noqa: E731
+    if not q.expects_reply:
+        link.exchange(q.request, lambda buf: b"")  # sent; nothing to wait for
+        return {}
+    if q.collect is None:
+        part, fields = plugin.parse(link.exchange(q.request, extract), q.request, address)
+        _check_part(plugin, q, part)
+        return fields
+    total = q.collect.expected(parts)
+    if total is None:
+        raise FrameError(f"{plugin.name}: {q.part} needs {q.collect.count_from} first",
+                         kind="truncated")  # fmt: skip
+    frames = []
+    for number in range(1, total + 1):
+        try:
+            frame = link.exchange(q.request, extract) if number == 1 else link.receive(extract)
+        except LinkTimeout:
+            if number == 1:
+                raise
+            raise FrameError(f"{plugin.name}: {q.part} frame {number} of {total} missing",
+                             kind="sequence") from None  # fmt: skip
+        part, fields = plugin.parse(frame, q.request, address)
+        _check_part(plugin, q, part)
+        if fields.get(q.collect.index) != number:
+            raise FrameError(f"{plugin.name}: {q.part} frame {fields.get(q.collect.index)} "
+                             f"where {number} of {total} was due", frame,
+                             kind="sequence")  # fmt: skip
+        frames.append(fields)
+    return merge_frames(frames, q.collect.index)
+
+
+def _check_part(plugin: Plugin, q: Query, part: str) -> None:
+    if part != q.part:
+        raise FrameError(f"{plugin.name}: a {part} reply to a {q.part} request", kind="unexpected")
+
+
+def merge_frames(frames: Sequence[Mapping[str, Any]], index: str) -> dict[str, Any]:
+    """One part from the frames of a multi-frame reply, in order: lists joined, scalars first.
+
+    Raises:
+        FrameError(kind="sequence"): the frame numbers are not 1, 2, ... n.
+
+    """
+    numbers = [f.get(index) for f in frames]
+    if numbers != list(range(1, len(frames) + 1)):
+        raise FrameError(f"frames numbered {numbers}", kind="sequence")
+    out: dict[str, Any] = {"frames": len(frames)}
+    for fields in frames:
+        for key, value in fields.items():
+            if key == index:
+                continue
+            if isinstance(value, list):
+                out.setdefault(key, []).extend(value)
+            else:
+                out.setdefault(key, value)
+    return out
 
 
 def bits(value: int, count: int) -> list[int]:
@@ -269,8 +478,8 @@ def require(parts: Mapping[str, Mapping[str, Any]], *names: str) -> None:
         raise FrameError(f"missing reply part(s): {', '.join(missing)}", kind="truncated")
 
 
-def plugin_names() -> Iterable[str]:
-    """Names of all registered plugins (see ``bmsbank.services.poller.plugins``)."""
-    from bmsbank.services.poller.plugins import REGISTRY
+def plugin_names() -> list[str]:
+    """Names of all families (see ``bmsbank.services.poller.plugins``)."""
+    from bmsbank.services.poller.plugins import families
 
-    return REGISTRY.keys()
+    return list(families())

@@ -63,14 +63,6 @@ def decode_write(msg: bytes | bytearray) -> tuple[int, int, int] | None:
     return msg[0], msg[2] << 8 | msg[3], int.from_bytes(msg[7:11], "big")
 
 
-def is_write_prefix(buf: bytes | bytearray) -> bool:
-    """Whether ``buf`` (shorter than a write) may still grow into a two-register FC16 write."""
-    expected = (None, FC16, None, None, 0x00, 0x02, 0x04)
-    return len(buf) < WRITE_LENGTH and all(
-        e is None or b == e for b, e in zip(buf, expected, strict=False)
-    )
-
-
 def ack_of(address: int, register: int) -> Callable[[bytearray], bytes | None]:
     """An extractor for the FC16 response of ``address`` to a write of ``register``.
 

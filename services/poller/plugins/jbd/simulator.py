@@ -1,7 +1,7 @@
 """A simulated LLT/JBD BMS: answers requests byte-exactly from a :class:`BatteryModel`.
 
-Replies are encoded with the plugin's own field tables (the inverse of its decoding) and framed
-with its :func:`~bmsbank.services.poller.plugins.jbd.pack_frame`, so only the captured frames in
+Replies are encoded with the family's own layouts (the inverse of its decoding) and framed with
+:func:`~bmsbank.services.poller.plugins.jbd.control.pack_frame`, so only the captured frames in
 tests/test_jbd.py tie both to the real wire format.
 
 Writes are acknowledged ``DD <reg> 00 00 00 00 77`` as the Jiabaida protocol describes and applied
@@ -20,137 +20,87 @@ Anything else is refused with status 0x80.
 
 from __future__ import annotations
 
-from bmsbank.native.frames import negsum16
-from bmsbank.native.spec import encode
-from bmsbank.services.poller.plugins.jbd import (
-    BASIC_FIELDS,
-    CELL_FIELDS,
+import dataclasses
+
+from bmsbank.services.poller.plugins.jbd.control import (
     DATA_AT,
-    END,
     EXIT_DISCARD,
     EXIT_SAVE,
     FACTORY_KEY,
-    FET_CHARGE,
-    FET_DISCHARGE,
     FORCE_SOC_RESET,
     FUNC_BALANCE_EN,
     MOS_CHARGE_OFF,
     MOS_DISCHARGE_OFF,
-    OVERHEAD,
-    PROTECTION_ALARMS,
     READ,
-    REG_BASIC,
-    REG_CELLS,
     REG_COMMAND,
     REG_ENTER_FACTORY,
     REG_EXIT_FACTORY,
     REG_FUNC_CONFIG,
-    REG_HARDWARE,
     REG_MOS,
     SOFTWARE_LOCK_BIT,
-    START,
     STATUS_ERROR,
     STATUS_OK,
     WRITE,
-    JbdPlugin,
     pack_frame,
 )
+from bmsbank.services.poller.plugins.jbd.family import (
+    FET_CHARGE,
+    FET_DISCHARGE,
+    FRAMING,
+    OVERHEAD,
+    PROTECTION_ALARMS,
+    REG_BASIC,
+    REG_CELLS,
+    REG_HARDWARE,
+    Family,
+)
+from bmsbank.services.poller.simulators import base
 from bmsbank.services.poller.simulators.battery import BatteryModel
 
-REQUEST_LENGTH = 7  # DD A5 reg 00 chk_hi chk_lo 77
-#: alarm name -> the first protection bit that reports it (inverse of the plugin's mapping)
-ALARM_BITS: dict[str, int] = {
-    name: bit for bit, name in sorted(PROTECTION_ALARMS.items(), reverse=True)
-}
 SOFTWARE_VERSION = 0x21  # shown as 2.1 by the JBD app
 PRODUCTION_DATE = (24 << 9) | (3 << 5) | 15  # 2024-03-15: year-2000 << 9 | month << 5 | day
 FUNC_SWITCH, FUNC_LED_EN = 0x0001, 0x0010  # func_config bits besides the balancer (simulated)
+#: requests carry a few data bytes at most: a stray DD makes a long "length" and is skipped
+REQUEST_FRAMING = dataclasses.replace(FRAMING, max_length=OVERHEAD + 16)
 
 
-def is_request_prefix(buf: bytes | bytearray) -> bool:
-    """Tell whether ``buf`` (shorter than a read request) may still grow into one."""
-    expected = (START, READ, None, 0)
-    return all(e is None or b == e for b, e in zip(buf, expected, strict=False))
-
-
-def is_read_request(req: bytes | bytearray) -> bool:
-    """Tell whether ``req`` is a complete, valid ``DD A5 reg 00 chk 77`` read request."""
-    return (
-        len(req) == REQUEST_LENGTH
-        and is_request_prefix(req[:4])
-        and req[-1] == END
-        and negsum16(req, 2, 4) == int.from_bytes(req[4:6], "big")
-    )
-
-
-def request_length(buf: bytes | bytearray) -> int:
-    """Length of the request (read or write) at the head of ``buf``: 0 = none, -1 = need more."""
-    if buf[0] != START:
-        return 0
-    if len(buf) < 4:
-        return -1 if all(b in (READ, WRITE) for b in buf[1:2]) else 0
-    if buf[1] not in (READ, WRITE):
-        return 0
-    n = buf[3] + OVERHEAD
-    if len(buf) < n:
-        return -1
-    check = int.from_bytes(buf[n - 3 : n - 1], "big")
-    return n if buf[n - 1] == END and negsum16(buf, 2, n - 3) == check else 0
-
-
-class JbdSimulator:
+class Simulator(base.Simulator):
     """One JBD board (JBD UART has no address; the key of ``packs`` is nominal)."""
 
-    baudrate = JbdPlugin.baudrate
+    family = Family
+    request_framing = REQUEST_FRAMING
     hardware = "JBD-SP16S020-L16S-200A-SIM"
 
-    def __init__(self, packs: dict[int, BatteryModel]) -> None:
+    def __init__(self, packs: dict[int, BatteryModel], echo: bool = False) -> None:
         if len(packs) != 1:
             raise ValueError(f"a JBD bus carries exactly one pack, got {len(packs)}")
-        self.packs = packs
+        super().__init__(packs, echo)
         self.factory = False  #: in factory mode (EEPROM registers accessible)
         self.mos_lock = 0  #: the 0xE1 bits in force
         self.func_config = FUNC_SWITCH | FUNC_LED_EN | FUNC_BALANCE_EN * self.model.balancer
         self._staged: int | None = None  #: func_config written in factory mode, not yet stored
         self.writes: list[tuple[int, bytes]] = []  #: (register, data) of every accepted write
-        self._buf = bytearray()
 
     @property
     def model(self) -> BatteryModel:
         """The pack behind this board."""
         return next(iter(self.packs.values()))
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Take bytes from the poller; answer every complete request, keep a partial one."""
-        self._buf += data
-        replies: list[bytes] = []
-        while self._buf:
-            start = self._buf.find(START)
-            if start < 0:
-                self._buf.clear()
-                break
-            del self._buf[:start]
-            n = request_length(self._buf)
-            if n < 0:
-                break
-            if n == 0:
-                del self._buf[:1]
-                continue
-            request = bytes(self._buf[:n])
-            del self._buf[:n]
-            if request[1] == READ:
-                replies.append(self.reply(request[2]))
-            else:
-                replies.append(self.write(request[2], request[DATA_AT:-3]))
-        return replies
+    def answer(self, request: bytes) -> bytes:
+        """Answer a read (``DD A5``) or write (``DD 5A``); other frames are not requests."""
+        if request[1] == READ:
+            return self.reply(request[2])
+        if request[1] == WRITE:
+            return self.write(request[2], request[DATA_AT:-3])
+        return b""
 
     def reply(self, register: int) -> bytes:
         """Answer a read of ``register`` (status 0x80 for a register it does not serve)."""
         if register == REG_BASIC:
             return pack_frame(REG_BASIC, STATUS_OK, self.basic_payload())
         if register == REG_CELLS:
-            mv = {"cells": self.model.cell_voltages}
-            return pack_frame(REG_CELLS, STATUS_OK, encode(CELL_FIELDS, mv))
+            cells = self.encode("cells", {"cells": self.model.cell_voltages})
+            return pack_frame(REG_CELLS, STATUS_OK, cells)
         if register == REG_HARDWARE:
             return pack_frame(REG_HARDWARE, STATUS_OK, self.hardware.encode("ascii"))
         if register == REG_FUNC_CONFIG and self.factory:
@@ -193,10 +143,8 @@ class JbdSimulator:
         """Encode the 0x03 payload from the model's current values."""
         m = self.model
         balance = sum(flag << i for i, flag in enumerate(m.balancing[:32]))
-        protection = (1 << SOFTWARE_LOCK_BIT) if self.mos_lock else 0
-        for name in m.active_alarms:
-            if name in ALARM_BITS:
-                protection |= 1 << ALARM_BITS[name]
+        protection = base.alarm_bits(m, PROTECTION_ALARMS)
+        protection |= (1 << SOFTWARE_LOCK_BIT) if self.mos_lock else 0
         fets = (FET_CHARGE if m.charge_fet else 0) | (FET_DISCHARGE if m.discharge_fet else 0)
         values = {
             "voltage": m.voltage,
@@ -215,4 +163,4 @@ class JbdSimulator:
             "ntc_count": len(m.temperatures),
             "temperatures": list(m.temperatures),
         }
-        return encode(BASIC_FIELDS, values)
+        return self.encode("basic", values)

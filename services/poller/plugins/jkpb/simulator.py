@@ -1,16 +1,16 @@
 """A simulated RS485 bus of JK BMS PB packs: answers FC16 triggers byte-exactly per address.
 
 Each reply is the 300-byte ``55 AA EB 90`` frame encoded from a :class:`BatteryModel` with the
-plugin's own field tables, its sum8, then the FC16 ack, built with the plugin's
-:func:`~bmsbank.services.poller.plugins.jkpb.ack`. By default the ack follows the frame directly
-(308 bytes, as in the JK BMS Monitor capture in tests/test_jkpb.py); ``padding=True`` adds the
-0x00 before and after the ack that bms-docs/JKBMS-PB.md describes (310 bytes). ``echo=True`` puts
-each recognised trigger in front of its reply, like a half-duplex CH341 adapter. Triggers for an
-address without a pack get silence, garbage is skipped; only the captured frames in
-tests/test_jkpb.py tie both the plugin and this simulator to the real wire format.
+family's own layouts, its sum8, then the FC16 ack, built with
+:func:`~bmsbank.services.poller.plugins.jkpb.family.ack`. By default the ack follows the frame
+directly (308 bytes, as in the JK BMS Monitor capture in tests/test_jkpb.py); ``padding=True``
+adds the 0x00 before and after the ack that bms-docs/JKBMS-PB.md describes (310 bytes).
+``echo=True`` puts each recognised trigger in front of its reply, like a half-duplex CH341
+adapter. Triggers for an address without a pack get silence, garbage is skipped; only the
+captured frames in tests/test_jkpb.py tie both the family and this simulator to the wire.
 
 Writes of the settings switches (standard FC16, two registers; see
-:mod:`~bmsbank.services.poller.plugins.jkpb_control`) are applied to the model - charge
+:mod:`~bmsbank.services.poller.plugins.jkpb.control`) are applied to the model - charge
 (0x1070) and discharge (0x1074) open or close the FET, balance (0x1078) the balancer - and
 acknowledged with the standard FC16 response; other registers get the Modbus exception 2
 (illegal data address). The settings frame reports the three switches.
@@ -21,8 +21,14 @@ from __future__ import annotations
 from typing import Any
 
 from bmsbank.native.frames import sum8
-from bmsbank.native.spec import Field, encode
-from bmsbank.services.poller.plugins.jkpb import (
+from bmsbank.native.spec import Field, ModbusRtu, encode
+from bmsbank.services.poller.plugins.jkpb.control import (
+    ILLEGAL_ADDRESS,
+    SWITCH_REGISTERS,
+    exception_reply,
+    write_ack,
+)
+from bmsbank.services.poller.plugins.jkpb.family import (
     ABSENT_SENSOR,
     ALARM_BITS,
     BATTERY_SENSORS,
@@ -33,24 +39,15 @@ from bmsbank.services.poller.plugins.jkpb import (
     FRAME_LENGTH,
     HEADER,
     MOSFET_SENSOR_BIT,
+    PAD,
     PARTS,
-    REQUEST_LENGTH,
     SETTINGS,
     SETTINGS_FIELDS,
     TYPE_AT,
-    JkPbPlugin,
+    Family,
     ack,
-    decode_trigger,
 )
-from bmsbank.services.poller.plugins.jkpb_control import (
-    ILLEGAL_ADDRESS,
-    SWITCH_REGISTERS,
-    WRITE_LENGTH,
-    decode_write,
-    exception_reply,
-    is_write_prefix,
-    write_ack,
-)
+from bmsbank.services.poller.simulators import base
 from bmsbank.services.poller.simulators.battery import (
     CELL_OVER_VOLTAGE,
     CELL_UNDER_VOLTAGE,
@@ -59,9 +56,7 @@ from bmsbank.services.poller.simulators.battery import (
 
 #: register -> part name
 PART_OF_REGISTER = {register: part for part, (register, _) in PARTS.items()}
-#: alarm name -> the first alarm bit that reports it (inverse of the plugin's mapping)
-ALARM_BIT_OF: dict[str, int] = {name: bit for bit, name in sorted(ALARM_BITS.items(), reverse=True)}
-#: bytes a real frame carries that the plugin does not decode (average/delta cell mV, power mW,
+#: bytes a real frame carries that the family does not decode (average/delta cell mV, power mW,
 #: the MOSFET reading repeated at 254)
 EXTRA_CELL_FIELDS = (
     Field("average_cell", 74, "u16le", scale=0.001),
@@ -70,48 +65,34 @@ EXTRA_CELL_FIELDS = (
     Field("mosfet_repeat", 254, "s16le", scale=0.1),
 )
 MOSFET_REPEAT_BIT = 3
-#: settings switches the plugin does not decode (BatChargeEN, BatDisChargeEN; 1 = on)
+#: settings switches the family does not decode (BatChargeEN, BatDisChargeEN; 1 = on)
 SWITCH_FIELDS = (Field("charge_switch", 118, "u32le"), Field("discharge_switch", 122, "u32le"))
 CHARGE_LIMIT, DISCHARGE_LIMIT = 100.0, 150.0  # A, the simulated CurBatCOC / CurBatDcOC
 DEVICE = {"model": "JK_PB2A16S20P", "hardware_version": "19A", "software_version": "19.27"}
+TRIGGER_BYTES, SWITCH_BYTES = 2, 4  # FC16 byte counts: a trigger writes 1 register, a switch 2
 
 
-class JkPbSimulator:
+class Simulator(base.Simulator):
     """One RS485 bus with JK PB packs at the addresses of ``packs``."""
 
-    baudrate = JkPbPlugin.baudrate
+    family = Family
+    request_framing = ModbusRtu(functions=(16,), requests=True)
 
     def __init__(
         self, packs: dict[int, BatteryModel], echo: bool = False, padding: bool = False
     ) -> None:
-        self.packs = packs
-        self.echo = echo
+        super().__init__(packs, echo)
         self.padding = padding
         self.counter = 0
-        self._buf = bytearray()
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Take bytes from the poller; answer every complete trigger or write for a present pack."""
-        self._buf += data
-        replies: list[bytes] = []
-        while len(self._buf) >= REQUEST_LENGTH:
-            write = decode_write(self._buf[:WRITE_LENGTH])
-            trigger = decode_trigger(self._buf[:REQUEST_LENGTH])
-            if write is not None:
-                request, reply = bytes(self._buf[:WRITE_LENGTH]), self.write(*write)
-            elif trigger is not None:
-                request, reply = bytes(self._buf[:REQUEST_LENGTH]), self.reply(*trigger)
-            elif is_write_prefix(self._buf):
-                break  # the rest of a write is still on its way
-            else:
-                del self._buf[:1]  # garbage, or a partial request that never completed
-                continue
-            del self._buf[: len(request)]
-            if self.echo:
-                reply = request + reply
-            if reply:
-                replies.append(reply)
-        return replies
+    def answer(self, request: bytes) -> bytes:
+        """Answer a trigger (FC16 of one register) or a switch write (two registers)."""
+        address, register = request[0], request[2] << 8 | request[3]
+        if request[6] == TRIGGER_BYTES:
+            return self.reply(address, register)
+        if request[6] == SWITCH_BYTES:
+            return self.write(address, register, int.from_bytes(request[7:11], "big"))
+        return b""
 
     def write(self, address: int, register: int, value: int) -> bytes:
         """Apply a switch write to the pack at ``address``; its ack (b"" when nobody answers)."""
@@ -140,7 +121,7 @@ class JkPbSimulator:
             payload = encode(SETTINGS_FIELDS + SWITCH_FIELDS, self.settings(model, address))
         else:
             payload = self.device_info(address)
-        pad = b"\x00" if self.padding else b""
+        pad = bytes((PAD,)) if self.padding else b""
         return self.frame(PARTS[part][1], payload) + pad + ack(address, register) + pad
 
     def frame(self, ftype: int, payload: bytes) -> bytes:
@@ -161,7 +142,7 @@ class JkPbSimulator:
         sensor_mask = 1 << MOSFET_SENSOR_BIT | 1 << MOSFET_REPEAT_BIT
         for name, bit in BATTERY_SENSORS:
             sensor_mask |= (1 << bit) if name in probes else 0
-        alarms = sum(1 << ALARM_BIT_OF[n] for n in m.active_alarms if n in ALARM_BIT_OF)
+        alarms = base.alarm_bits(m, ALARM_BITS)
         current = m.effective_current
         return {
             "cell_voltages": cells + [0.0] * (CELL_SLOTS - len(cells)),

@@ -3,8 +3,8 @@
 Up to 15 packs share a bus at DIP-switch addresses 1-15 (0 makes a pack the bus master). Each is
 polled with a Modbus FC16 "trigger" ``<addr> 10 16 <reg> 00 01 02 00 00 <crc16 lo hi>`` and answers
 with a 300-byte frame ``55 AA EB 90 <type> <counter> ... <sum8 of bytes 0-298>``, maybe a 0x00,
-then the ack ``<addr> 10 16 <reg> 00 01 <crc16>``, maybe a 0x00. :meth:`JkPbPlugin.extract` returns
-frame (+ pad) + ack. Facts and their public sources (repository + path):
+then the ack ``<addr> 10 16 <reg> 00 01 <crc16>``, maybe a 0x00: the toolkit's frame-then-ack
+framer returns frame (+ pad) + ack. Facts and their public sources (repository + path):
 
 - Registers 0x1620 cell info (type 2), 0x161E settings (1), 0x161C device info (3); request and ack
   bytes; type in byte 4 only (byte 5 counts); sum8 at 299: mr-manuel/venus-os_dbus-serialbattery
@@ -14,7 +14,7 @@ frame (+ pad) + ack. Facts and their public sources (repository + path):
   Wire form payload + 00 + ack + 00 (JKBMS-PB.md); ack right after the payload in a JK BMS Monitor
   capture (shining-man/bsc_fw issue #118) and in the 308-byte replies of serialbattery PR #428.
 - Half-duplex CH341 adapters echo the trigger (JKBMS-PB.md "CH341 quirks", ``test_tx_echo_prefix``):
-  the echo is dropped here without counting it as noise.
+  the transport drops the echo of its own request (port option ``echo``).
 - Cell info, little endian: cells u16 mV at 6 + 2n (32 slots), enabled-cell mask u32 at 70, max/min
   cell index (0-based) 78/79, MOSFET s16 0.1 °C 144, voltage u32 mV 150, current s32 mA 158
   (+ = charge), T1/T2 s16 0.1 °C 162/164, alarm bits u32 166, balance current s16 mA 170, balancing
@@ -36,7 +36,7 @@ frame (+ pad) + ack. Facts and their public sources (repository + path):
   the wake-up's own reply leaking into the next read as the cause of cross-talk.
 
 Writes (``controls``: charge, discharge, balance; no reset_soc) and their sources:
-:mod:`bmsbank.services.poller.plugins.jkpb_control`.
+:mod:`bmsbank.services.poller.plugins.jkpb.control`.
 """
 
 from __future__ import annotations
@@ -45,26 +45,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import BAD, crc16_modbus, sum8
-from bmsbank.native.spec import Field, Framing
-from bmsbank.services.poller.plugins.base import (
-    ControlLink,
-    Layout,
-    LinkStats,
-    Plugin,
-    Query,
-    alarms_from_bits,
-    require,
-)
-from bmsbank.services.poller.plugins.jkpb_control import SWITCH_REGISTERS, ack_of, write_switch
+from bmsbank.native.frames import crc16_modbus
+from bmsbank.native.spec import Binary, Check, Field, FrameThenAck, Layout
+from bmsbank.services.poller.plugins.base import Link, Plugin, Query, alarms_from_bits, require
+from bmsbank.services.poller.plugins.jkpb import INFO
+from bmsbank.services.poller.plugins.jkpb.control import SWITCH_REGISTERS, ack_of, write_switch
 
 HEADER = b"\x55\xaa\xeb\x90"
 FRAME_LENGTH = 300
 ACK_LENGTH = 8  # addr 10 reg_hi reg_lo 00 01 crc_lo crc_hi
-REQUEST_LENGTH = 11  # addr 10 reg_hi reg_lo 00 01 02 00 00 crc_lo crc_hi
 FC16 = 0x10
-#: first bytes shared by acks and triggers (None: any)
-FC16_PATTERN = (None, FC16, 0x16, None, 0x00, 0x01)
+PAD = 0x00  # a pack may send one between frame and ack, and after the ack
 TYPE_AT = 4
 CELL_INFO, SETTINGS, DEVICE_INFO = "cell_info", "settings", "device_info"
 #: part -> (trigger register, frame type)
@@ -77,6 +68,13 @@ PART_OF_TYPE = {ftype: part for part, (_, ftype) in PARTS.items()}
 TYPE_OF_REGISTER = dict(PARTS.values())
 ABSENT_SENSOR = -200.0  # °C, what an unplugged probe reads (aiobmsble)
 CELL_SLOTS = 32
+
+FRAMING = FrameThenAck(
+    frame=Binary(HEADER, fixed_length=FRAME_LENGTH, check=Check("sum8", end=-1, at=-1), pad=PAD),
+    ack_length=ACK_LENGTH,
+    ack_pattern=(None, FC16, 0x16, None, 0x00, 0x01),
+    ack_check=Check("crc16_modbus", end=-2, at=-2, fmt="u16le"),
+)
 
 CELL_FIELDS: tuple[Field, ...] = (
     Field("cell_voltages", 6, "u16le", scale=0.001, count=CELL_SLOTS),
@@ -166,74 +164,33 @@ def ack(address: int, register: int) -> bytes:
     return _fc16(address, register, b"\x00\x01")
 
 
-def decode_trigger(msg: bytes | bytearray) -> tuple[int, int] | None:
-    """``(address, register)`` of a complete, valid trigger request, else None."""
-    msg = bytes(msg)
-    if len(msg) != REQUEST_LENGTH or msg[1] != FC16:
-        return None
-    register = msg[2] << 8 | msg[3]
-    return (msg[0], register) if trigger(msg[0], register) == msg else None
+def ack_in(reply: bytes) -> bytes | None:
+    """The acknowledgement inside a reply (after the frame and an optional pad), if any."""
+    start = FRAME_LENGTH + int(reply[FRAME_LENGTH : FRAME_LENGTH + 1] == bytes((PAD,)))
+    tail = reply[start : start + ACK_LENGTH]
+    return tail if len(tail) == ACK_LENGTH else None
 
 
-def _fc16_shape(buf: bytes | bytearray) -> bool:
-    """Whether ``buf`` starts like an ack or trigger: ``<addr> 10 16 <reg> 00 01`` (a prefix)."""
-    return all(e is None or b == e for b, e in zip(buf, FC16_PATTERN, strict=False))
-
-
-def _starts_reply(buf: bytes | bytearray) -> bool:
-    """Whether ``buf`` may start with a frame, an ack or a trigger echo."""
-    return bytes(buf[: len(HEADER)]) == HEADER[: len(buf)] or _fc16_shape(buf)
-
-
-def _noise_length(buf: bytearray) -> int:
-    """Bytes before the next place a frame, pad, ack or trigger may start (the last byte may)."""
-    for i in range(1, len(buf) - 1):
-        if buf[i] in (HEADER[0], 0) or buf[i + 1] == FC16:
-            return i
-    return max(1, len(buf) - 1)
-
-
-def _fc16_length(buf: bytearray) -> int:
-    """Length of the valid ack (8) or trigger (11) at the head of ``buf``; 0: none; -1: unsure."""
-    if not _fc16_shape(buf):
-        return 0
-    if len(buf) < ACK_LENGTH:
-        return -1
-    if ack(buf[0], buf[2] << 8 | buf[3]) == buf[:ACK_LENGTH]:
-        return ACK_LENGTH
-    if len(buf) < REQUEST_LENGTH:
-        return -1
-    return REQUEST_LENGTH if decode_trigger(buf[:REQUEST_LENGTH]) else 0
-
-
-class JkPbPlugin(Plugin):
+class Family(Plugin):
     """JK BMS PB model: cell info every cycle, settings now and then, device info once."""
 
-    name: ClassVar[str] = "jkpb"
-    title: ClassVar[str] = "JKBMS PB Model"
-    baudrate: ClassVar[int] = 115200
-    multidrop: ClassVar[bool] = True
-    addresses: ClassVar[range] = range(1, 16)
-    default_address: ClassVar[int] = 1
+    info = INFO
     #: silence between the end of a reply and the next trigger: the reference driver's 120 ms
     #: (>= 100 ms keeps address filtering clean on CH341 adapters; < 50 ms causes cross-talk)
     command_gap: ClassVar[float] = 0.12
     #: a reply takes 35-50 ms, but the BMS pauses > 10 ms mid-reply; the reference waits 0.5 s
     reply_timeout: ClassVar[float] = 0.5
-    framing: ClassVar[Framing] = Framing(
-        header=HEADER, fixed_length=FRAME_LENGTH, check="sum8", check_end=-1, check_at=-1
-    )
-    #: settings change rarely; re-read every 60 cycles (once a minute at 1 s) for the limits
-    settings_every: ClassVar[int] = 60
-    controls: ClassVar[frozenset[str]] = frozenset(SWITCH_REGISTERS)
+    framing = FRAMING
     layouts: ClassVar[Mapping[str, Layout]] = {
         CELL_INFO: Layout(CELL_FIELDS, 0, FRAME_LENGTH),
         SETTINGS: Layout(SETTINGS_FIELDS, 0, FRAME_LENGTH),
         DEVICE_INFO: Layout(DEVICE_FIELDS, 0, FRAME_LENGTH),
     }
+    key_at = TYPE_AT
+    keys = PART_OF_TYPE
 
     def queries(self, address: int) -> Sequence[Query]:
-        """Cell info (required, every cycle), settings (every 60), device info (once).
+        """Cell info (every cycle), settings (every ``settings_every`` cycles), device info (once).
 
         Raises:
             ValueError: ``address`` is not 1-15.
@@ -241,103 +198,33 @@ class JkPbPlugin(Plugin):
         """
         if address not in self.addresses:
             raise ValueError(f"jkpb: address {address} outside 1-15 (0 is the bus master)")
+        every = self.options["settings_every"]
         return (
             Query(CELL_INFO, trigger(address, PARTS[CELL_INFO][0])),
-            Query(
-                SETTINGS, trigger(address, PARTS[SETTINGS][0]), self.settings_every, required=False
-            ),
+            Query(SETTINGS, trigger(address, PARTS[SETTINGS][0]), every, required=False),
             Query(DEVICE_INFO, trigger(address, PARTS[DEVICE_INFO][0]), every=0, required=False),
         )
 
-    def extract(self, buf: bytearray, address: int | None, stats: LinkStats) -> bytes | None:
-        """Take the first reply (frame, optional 0x00, ack) out of ``buf``.
+    def responder(self, payload: bytes) -> int | None:
+        """The address in the ack; -1 when no ack follows the frame (responder unknown)."""
+        tail = ack_in(payload)
+        return tail[0] if tail else -1
 
-        The echo of a trigger to ``address`` (any trigger when ``address`` is None) and a lone
-        0x00 line pad are dropped silently; stray acks, other triggers and garbage are counted as
-        noise. The reply is complete only with its ack: until it arrives this returns None and the
-        poller's timeout decides.
-
-        Raises:
-            FrameError: bad sum8 ("checksum", one byte dropped to resynchronise), bad ack CRC
-                ("checksum"), ack from another address or no ack after the frame ("address"),
-                ack for another register than the frame type ("malformed").
-
-        """
-        while buf:
-            if bytes(buf[: len(HEADER)]) == HEADER[: len(buf)]:
-                return self._take_reply(buf, address)
-            if buf[0] == 0 and (len(buf) == 1 or _starts_reply(buf[1:])):
-                del buf[0]  # the 0x00 a pack sends after its ack, read late
-                continue
-            n = _fc16_length(buf)
-            if n < 0:
-                return None
-            if n == 0:
-                n = _noise_length(buf)
-                stats.noise_bytes += n
-            elif not (n == REQUEST_LENGTH and address in (None, buf[0])):
-                stats.noise_bytes += n  # a stray ack or another master's trigger
-            del buf[:n]
-        return None
-
-    def _take_reply(self, buf: bytearray, address: int | None) -> bytes | None:
-        """Take frame (+ pad) + ack from the head of ``buf``; None while bytes are missing."""
-        if len(buf) < FRAME_LENGTH:
-            return None
-        if self.scanner.scan(buf)[0] == BAD:
-            raw = bytes(buf[:FRAME_LENGTH])
-            del buf[:1]
-            raise FrameError(f"{self.name}: bad sum8", raw, kind="checksum")
-        start = FRAME_LENGTH + int(buf[FRAME_LENGTH : FRAME_LENGTH + 1] == b"\x00")  # pad
-        tail = bytes(buf[start : start + ACK_LENGTH])
-        if not tail or (_fc16_shape(tail) and len(tail) < ACK_LENGTH):
-            return None
-        end = FRAME_LENGTH  # no ack follows the frame
-        if _fc16_shape(tail):
-            end = start + ACK_LENGTH
-            if ack(tail[0], tail[2] << 8 | tail[3]) != tail:
-                del buf[:end]
-                raise FrameError(f"{self.name}: bad ack CRC", tail, kind="checksum")
-        reply = bytes(buf[:end])
-        del buf[: end + int(end > FRAME_LENGTH and buf[end : end + 1] == b"\x00")]  # pad
-        self.check_address(reply, address)
-        if end > FRAME_LENGTH and TYPE_OF_REGISTER.get(tail[2] << 8 | tail[3]) != reply[TYPE_AT]:
-            raise FrameError(f"{self.name}: ack for another register", reply, kind="malformed")
-        return reply
-
-    def check_address(self, frame: bytes, address: int | None) -> None:
-        """Raise FrameError(kind="address") unless the reply's ack comes from ``address``."""
-        if address is None:
-            return
-        if len(frame) < FRAME_LENGTH + ACK_LENGTH:
-            raise FrameError(f"{self.name}: frame without ack, responder unknown", frame,
-                             kind="address")  # fmt: skip
-        if frame[-ACK_LENGTH] != address:
-            raise FrameError(f"{self.name}: reply from address {frame[-ACK_LENGTH]}, asked "
-                             f"{address}", frame, kind="address")  # fmt: skip
-
-    def parse(self, frame: bytes) -> tuple[str, dict[str, Any]]:
-        """Decode one reply (frame, optional pad and ack) into ``(part, fields)``.
+    def refine(self, part: str, fields: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        """Check the ack answers this frame type; add cells, balancing, probes (cell info).
 
         Raises:
-            FrameError: shorter than a frame, bad header or sum8, or an unknown frame type.
+            FrameError: an ack for another register than the frame type ("malformed").
 
         """
-        frame = bytes(frame)
-        if len(frame) < FRAME_LENGTH or not frame.startswith(HEADER):
-            raise FrameError(f"{self.name}: not a 55 AA EB 90 frame", frame)
-        if sum8(frame, 0, FRAME_LENGTH - 1) != frame[FRAME_LENGTH - 1]:
-            raise FrameError(f"{self.name}: bad sum8", frame, kind="checksum")
-        part = PART_OF_TYPE.get(frame[TYPE_AT])
-        if part is None:
-            raise FrameError(f"{self.name}: unknown frame type 0x{frame[TYPE_AT]:02X}", frame,
-                             kind="unexpected")  # fmt: skip
-        fields = self.decode_part(part, frame)
+        tail = ack_in(payload)
+        if tail and TYPE_OF_REGISTER.get(tail[2] << 8 | tail[3]) != payload[TYPE_AT]:
+            raise FrameError(f"{self.name}: ack for another register", payload)
         if part == CELL_INFO:
             cell_info_hook(fields)
-        return part, fields
+        return fields
 
-    def control(self, link: ControlLink, address: int, action: str, value: Any,
+    def control(self, link: Link, address: int, action: str, value: Any,
                 parts: Mapping[str, Mapping[str, Any]]) -> None:  # fmt: skip
         """Write the switch of ``action``, wait for the FC16 ack (ControlError on a refusal)."""
         register = SWITCH_REGISTERS.get(action)

@@ -1,0 +1,93 @@
+"""What a BMS family is, as plain data: importable by config and publisher without poller code.
+
+Each family folder's ``__init__.py`` defines ``INFO = FamilyInfo(...)`` and imports nothing else,
+so reading every family's metadata never loads a native module or a family's codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Option:
+    """A per-port option a family declares (a key of its ``[[ports]]`` table).
+
+    Attributes:
+        name: the key.
+        type: bool, int, float or str; a value of another type is refused.
+        default: the value when the key is absent.
+        expected: what a valid value is, for the error message ("cycles, 1-3600").
+        check: further validation of a value of the right type (None: any).
+
+    """
+
+    name: str
+    type: type
+    default: Any
+    expected: str
+    check: Callable[[Any], bool] | None = None
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` is a valid value of this option."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not self.type:
+            return False
+        return self.check is None or bool(self.check(value))
+
+
+#: options every port has whatever its family (the transport's, see README "Configuration")
+ECHO_VALUES = ("auto", True, False)
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """A BMS family's metadata.
+
+    Attributes:
+        name: registry key used in config files and on the command line (the folder's name).
+        title: human name (the seed table's spelling).
+        link: the physical links it speaks over ("UART/RS485").
+        baudrate: default serial speed [bit/s].
+        parity: "N", "E" or "O".
+        multidrop: several packs may share one bus, told apart by address.
+        addresses: addresses a pack may have.
+        default_address: address used when the config names none.
+        controls: control actions (keys of ``bmsbank.schema.CONTROL_ACTIONS``) it carries out.
+        options: per-port options it declares.
+
+    """
+
+    name: str
+    title: str
+    link: str
+    baudrate: int
+    parity: str = "N"
+    multidrop: bool = False
+    addresses: range = range(0, 256)
+    default_address: int = 1
+    controls: frozenset[str] = frozenset()
+    options: tuple[Option, ...] = field(default=())
+
+    def option_values(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Every option's value: ``given`` where set, the default otherwise.
+
+        Raises:
+            KeyError: ``given`` names an option the family does not declare.
+            ValueError: a value is invalid; ``args`` are (key, what is expected).
+
+        """
+        known = {o.name: o for o in self.options}
+        for key in given:
+            if key not in known:
+                raise KeyError(key)
+        out = {}
+        for opt in self.options:
+            value = given.get(opt.name, opt.default)
+            if not opt.accepts(value):
+                raise ValueError(opt.name, f"{opt.expected}, got {value!r}")
+            out[opt.name] = float(value) if opt.type is float else value
+        return out
