@@ -1,0 +1,12 @@
+"""JK BMS JK-B*/JK-BD* (older "4E 57" UART protocol): metadata (see family.py for the protocol)."""
+
+from bmsbank.services.poller.plugins.info import FamilyInfo
+
+INFO = FamilyInfo(
+    name="jkbms",
+    title="JKBMS",
+    link="UART/RS485 (3.3 V TTL; RS485 through JK's adapter board)",
+    baudrate=115200,
+    multidrop=False,
+    default_address=1,  # nominal: every BMS answers terminal number 0, one BMS per port
+)
