@@ -1,12 +1,14 @@
-"""Decode throughput per plugin: compiled ``native._frames`` vs its pure-Python twin, in one run.
+"""Decode throughput per BMS family: compiled ``native._frames`` vs its pure-Python twin, one run.
 
-Two measurements, on replies the plugin's own simulator builds:
+Two measurements, on replies each family's own simulator builds (16 cells, 2 probes):
 
-- codec: ``Scanner.scan`` (find and check the frame) + ``FieldTable.decode`` (every field of the
-  part's layout), compiled and twin side by side in this process;
-- full path: what the poller does per reply (``plugin.extract`` + ``plugin.parse`` +
-  ``plugin.state``), one subprocess per implementation because plugins pick their codec at import
-  time (``BMSBANK_PURE``). The plugin's Python glue is the same in both, so this ratio is lower.
+- codec: the family's framer (``scan``: find and check the frame, ``payload``: unhexlify where
+  the protocol is ASCII) and its layout's table (``decode``: every field of the part), compiled
+  and twin side by side in this process;
+- full path: what the poller does per poll cycle (``run_query`` for every request: extract,
+  parse, the family's hooks, frames collected; then ``state``), one subprocess per
+  implementation because families pick their codec at import time (``BMSBANK_PURE``). The
+  family's Python glue is the same in both, so this ratio is lower.
 
     .venv/bin/python bench/decode.py [--seconds 1.0]
 """
@@ -18,12 +20,32 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from timing import rate  # bench/ is on sys.path when a bench runs as a script
 
 
-def sample_replies(name: str) -> tuple[object, list[tuple[str, bytes]]]:
-    """A plugin and one reply per polled part, from its simulator (16 cells, 2 probes)."""
+class Replay:
+    """A link that answers each request with the bytes its simulator gave (a ``Link``)."""
+
+    timeout = 0.5
+
+    def __init__(self, replies: dict[bytes, bytes]) -> None:
+        self.replies = replies
+        self.buf = bytearray()
+
+    def exchange(self, request: bytes, extract: Any) -> bytes:
+        self.buf = bytearray(self.replies[request])
+        return self.receive(extract)
+
+    def receive(self, extract: Any) -> bytes:
+        frame = extract(self.buf)
+        assert frame is not None
+        return frame
+
+
+def sample(name: str) -> tuple[Any, list[Any], dict[bytes, bytes]]:
+    """A family, the queries of one cycle and the simulator's reply bytes to each request."""
     from bmsbank.services.poller import plugins, simulators
     from bmsbank.services.poller.simulators.battery import BatteryModel
 
@@ -31,55 +53,64 @@ def sample_replies(name: str) -> tuple[object, list[tuple[str, bytes]]]:
     address = plugin.default_address
     model = BatteryModel(cells=16, soc=57.0, current=-8.0, imbalance=0.02)
     sim = simulators.create(name, {address: model})
-    replies = []
-    for q in plugin.queries(address):
-        if q.expects_reply and q.every:
-            replies.append((q.part, b"".join(sim.feed(q.request))))
-    return plugin, replies
+    queries = [q for q in plugin.queries(address) if q.expects_reply]
+    return plugin, queries, {q.request: b"".join(sim.feed(q.request)) for q in queries}
 
 
 def codec(seconds: float) -> list[tuple[str, str, int, list[float]]]:
-    """(plugin, part, bytes, [scan, decode, scan + decode] rates compiled, then twin)."""
+    """(family, part, bytes, [scan, decode, scan + decode] rates compiled, then twin)."""
     from bmsbank.native import _frames, _frames_py
     from bmsbank.services.poller import plugins
+    from bmsbank.services.poller.plugins.base import LinkStats
 
     rows = []
-    for name in sorted(plugins.REGISTRY):
-        plugin, replies = sample_replies(name)
-        for part, reply in replies:
-            start, end = plugin.layouts[part].region(reply)
+    for name in plugins.families():
+        plugin, queries, replies = sample(name)
+        for q in queries:
+            if q.every == 0:
+                continue
+            reply = plugin.extract(bytearray(replies[q.request]), LinkStats())  # the first frame
+            payload = plugin.framer.payload(reply)
+            part, origin = plugin.identify(payload, q.request)
+            layout = plugin.layouts[part]
+            start, end = layout.region(payload)
             rates = []
             for mod in (_frames, _frames_py):
-                scanner = mod.Scanner(plugin.framing)
-                table = mod.FieldTable(plugin.layouts[part].fields)
-                rates += [
-                    rate(lambda s=scanner, r=reply: s.scan(r), seconds),
-                    rate(lambda t=table, r=reply, a=start, b=end: t.decode(r, a, b), seconds),
-                    rate(lambda s=scanner, t=table, r=reply, a=start, b=end: (
-                        s.scan(r), t.decode(r, a, b)), seconds),
-                ]  # fmt: skip
-            rows.append((name, part, len(reply), rates))
+                framer = mod.framer(plugin.framing)
+                table = (mod.TlvTable(layout.fields) if layout.mode == "tlv"
+                         else mod.FieldTable(layout.fields, layout.mode))  # fmt: skip
+                args = (start, end) if layout.mode == "tlv" else (start, end, origin)
+
+                def decode(f=framer, t=table, r=reply, a=args) -> None:
+                    t.decode(f.payload(r), *a)
+
+                def both(f=framer, r=reply, d=decode) -> None:
+                    f.scan(r)
+                    d()
+
+                rates += [rate(lambda f=framer, r=reply: f.scan(r), seconds), rate(decode, seconds),
+                          rate(both, seconds)]  # fmt: skip
+            rows.append((name, q.part, len(reply), rates))
     return rows
 
 
 def full_path(seconds: float) -> dict[str, float]:
-    """Replies per second through extract + parse + state, in this process's implementation."""
+    """Poll cycles per second through run_query + state, in this process's implementation."""
     from bmsbank.services.poller import plugins
-    from bmsbank.services.poller.plugins.base import LinkStats
+    from bmsbank.services.poller.plugins.base import LinkStats, run_query
 
     results = {}
-    for name in sorted(plugins.REGISTRY):
-        plugin, replies = sample_replies(name)
-        address, stats = plugin.default_address, LinkStats()
+    for name in plugins.families():
+        plugin, queries, replies = sample(name)
+        address, stats, link = plugin.default_address, LinkStats(), Replay(replies)
 
-        def cycle(plugin=plugin, replies=replies, address=address, stats=stats) -> None:
-            parts = {}
-            for _, raw in replies:
-                part, fields = plugin.parse(plugin.extract(bytearray(raw), address, stats))
-                parts[part] = fields
+        def cycle(plugin=plugin, queries=queries, address=address, stats=stats, link=link) -> None:
+            parts: dict[str, Any] = {}
+            for q in queries:
+                parts[q.part] = run_query(plugin, link, q, address, parts, stats)
             plugin.state(parts)
 
-        results[name] = rate(cycle, seconds) * len(replies)
+        results[name] = rate(cycle, seconds)
     return results
 
 
@@ -95,11 +126,11 @@ def main() -> int:
     from bmsbank.native import _frames, _frames_py
 
     print(f"codec: {_frames.IMPLEMENTATION} vs {_frames_py.IMPLEMENTATION} twin, calls/s")
-    print(f"{'plugin':<6} {'part':<9} {'bytes':>5} | {'scan':>21} | {'field decode':>21} | "
-          f"{'scan + decode':>21}")  # fmt: skip
+    print(f"{'family':<9} {'part':<12} {'bytes':>5} | {'scan':>21} | {'payload + decode':>21} | "
+          f"{'both':>21}")  # fmt: skip
     for name, part, size, r in codec(args.seconds):
         cells = [f"{r[i]:>9,.0f} {r[i + 3]:>7,.0f} {r[i] / r[i + 3]:>3.0f}x" for i in range(3)]
-        print(f"{name:<6} {part:<9} {size:>5} | " + " | ".join(cells))
+        print(f"{name:<9} {part:<12} {size:>5} | " + " | ".join(cells))
     runs = {}
     for impl in ("compiled", "twin"):
         env = dict(os.environ, BMSBANK_PURE="1" if impl == "twin" else "0")
@@ -111,11 +142,11 @@ def main() -> int:
             check=True,
         ).stdout
         runs[impl] = json.loads(out)
-    print("\nfull poller path per reply: extract + parse + state")
-    print(f"{'plugin':<7} {'compiled/s':>12} {'twin/s':>10} {'ratio':>7}")
+    print("\nfull poller path per poll cycle (every request of the cycle, then state)")
+    print(f"{'family':<9} {'compiled/s':>12} {'twin/s':>10} {'ratio':>7} {'us/cycle':>9}")
     for name, c in runs["compiled"].items():
         t = runs["twin"][name]
-        print(f"{name:<7} {c:>12,.0f} {t:>10,.0f} {c / t:>6.1f}x")
+        print(f"{name:<9} {c:>12,.0f} {t:>10,.0f} {c / t:>6.1f}x {1e6 / c:>9.0f}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """``bmsbank demo``: the whole stack with simulated packs, no hardware needed.
 
-Two JBD packs on their own ports and an RS485 bus with three JK PB packs, each a simulator on a
-pseudo-terminal; pollers, arbiter and publisher under a real supervisord; a private dbus-daemon
-(unless ``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end
-is printed. Everything lives in one runtime directory and stops with the demo.
+Eleven packs: two JBD packs on their own ports and four RS485 buses (three JK PB packs, two Daly
+boards, two Seplos v3 packs, two Seplos v2 packs), each port a simulator on a pseudo-terminal;
+pollers, arbiter and publisher under a real supervisord; a private dbus-daemon (unless
+``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end is
+printed. Everything lives in one runtime directory and stops with the demo.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ DEMO_PORTS = (
     ("jbd1", "jbd", [1], [6.0], [55.0], [0.004]),
     ("jbd2", "jbd", [1], [-3.5], [72.0], [0.012]),
     ("jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0], [0.006, 0.020, 0.010]),
+    ("dalybus", "daly", [1, 2], [3.0, -2.0], [57.0, 63.0], [0.008, 0.015]),
+    ("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
+    ("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
 )
 
 #: a private bus that lets anyone own names and eavesdrop (demo and tests only)
@@ -96,8 +100,9 @@ def _simulators(rundir: str, python: str) -> list[Program]:
         Program(f"sim-{name}", [
             python, "-m", "bmsbank.services.poller.simulators", "--bms", bms,
             "--link", _link(rundir, name), "--addresses", ",".join(map(str, addresses)),
-            "--current", ",".join(map(str, currents)), "--soc", ",".join(map(str, socs)),
-            "--imbalance", ",".join(map(str, imbalance)),
+            # "=" joins values that start with a minus sign (a discharge) to their option
+            "--current=" + ",".join(map(str, currents)), "--soc=" + ",".join(map(str, socs)),
+            "--imbalance=" + ",".join(map(str, imbalance)),
             "--snapshot", f"{rundir}/sim-{name}.json",
         ], priority=5)
         for name, bms, addresses, currents, socs, imbalance in DEMO_PORTS

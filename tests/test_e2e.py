@@ -21,6 +21,7 @@ import zmq
 from dbus_fast import BusType, Message, MessageType, Variant  # noqa: F401
 from dbus_fast.aio import MessageBus
 
+from bmsbank.demo import DEMO_PORTS
 from bmsbank.schema import TOPIC_BANK, unpack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -37,7 +38,7 @@ MANDATORY = [
     "/System/NrOfModulesBlockingCharge", "/System/NrOfModulesBlockingDischarge",
     "/Io/AllowToCharge", "/Io/AllowToDischarge", "/Alarms/HighCellVoltage", "/Alarms/LowVoltage",
 ]  # fmt: skip
-DEMO_PACKS = 5
+DEMO_PACKS = sum(len(port[2]) for port in DEMO_PORTS)  # 11: two JBD, four buses
 STALE_AFTER = 10.0  # the demo's default
 
 
@@ -79,7 +80,7 @@ class Demo:
     def truth(self) -> dict[str, dict]:
         """The simulators' true pack values, by pack id."""
         out = {}
-        for name in ("jbd1", "jbd2", "jkbus"):
+        for name, *_ in DEMO_PORTS:
             with open(f"{self.rundir}/sim-{name}.json", encoding="utf-8") as fh:
                 for addr, values in json.load(fh)["packs"].items():
                     out[f"{name}:{addr}"] = values
