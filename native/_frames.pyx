@@ -461,6 +461,14 @@ cdef class TlvTable:
 
 
 # -- framers ---------------------------------------------------------------------------------
+cdef bytes _frame_bytes(buf, Py_ssize_t begin, object end):
+    """``buf[begin:end]`` as bytes, the range checked (what binary framers hand the layouts)."""
+    cdef Bytes mv = buf
+    cdef Py_ssize_t a, b
+    _span(mv, begin, end, &a, &b)
+    return bytes(mv[a:b])
+
+
 cdef inline Py_ssize_t _pad_run(Bytes mv, Py_ssize_t start, int pad):
     cdef Py_ssize_t n = mv.shape[0], q = start
     if pad < 0:
@@ -559,10 +567,7 @@ cdef class BinaryFramer:
 
     def payload(self, buf, Py_ssize_t begin=0, end=None):
         """The bytes the layouts read: the frame itself."""
-        cdef Bytes mv = buf
-        cdef Py_ssize_t a, b
-        _span(mv, begin, end, &a, &b)
-        return bytes(mv[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 cdef class ModbusFramer:
@@ -660,10 +665,7 @@ cdef class ModbusFramer:
 
     def payload(self, buf, Py_ssize_t begin=0, end=None):
         """The bytes the layouts read: the frame itself (data of a read reply from 3)."""
-        cdef Bytes mv = buf
-        cdef Py_ssize_t a, b
-        _span(mv, begin, end, &a, &b)
-        return bytes(mv[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 cdef class AsciiFramer:
@@ -804,10 +806,7 @@ cdef class AckFramer:
 
     def payload(self, buf, Py_ssize_t begin=0, end=None):
         """The bytes the layouts read: frame, pad and ack as received."""
-        cdef Bytes mv = buf
-        cdef Py_ssize_t a, b
-        _span(mv, begin, end, &a, &b)
-        return bytes(mv[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 def framer(spec):

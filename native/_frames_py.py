@@ -317,6 +317,12 @@ class TlvTable:
 
 
 # -- framers ---------------------------------------------------------------------------------
+def _frame_bytes(buf: Buffer, begin: int, end: int | None) -> bytes:
+    """``buf[begin:end]`` as bytes, the range checked (what binary framers hand the layouts)."""
+    a, b = _span(buf, begin, end)
+    return bytes(buf[a:b])
+
+
 def _pad_run(buf: Buffer, start: int, pad: int) -> int:
     n = len(buf)
     q = start
@@ -384,8 +390,7 @@ class BinaryFramer:
 
     def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
         """The bytes the layouts read: the frame itself."""
-        a, b = _span(buf, begin, end)
-        return bytes(buf[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 class ModbusFramer:
@@ -463,8 +468,7 @@ class ModbusFramer:
 
     def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
         """The bytes the layouts read: the frame itself (data of a read reply from 3)."""
-        a, b = _span(buf, begin, end)
-        return bytes(buf[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 class AsciiFramer:
@@ -561,8 +565,7 @@ class AckFramer:
 
     def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
         """The bytes the layouts read: frame, pad and ack as received."""
-        a, b = _span(buf, begin, end)
-        return bytes(buf[a:b])
+        return _frame_bytes(buf, begin, end)
 
 
 Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer

@@ -340,7 +340,7 @@ def test_firmware_sending_all_16_cell_frames() -> None:
 # -- writes ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("board", "action", "value", "wire"),
-    [  # the notes' verified requests (MAL setChargeMOS / setDischargeMOS, byte 0 = 1 on)
+    [  # requests as MAL setChargeMOS / setDischargeMOS build them (byte 0 = 1 on)
         (1, "charge", False, "A5 40 DA 08 00 00 00 00 00 00 00 00 C7"),
         (1, "discharge", True, "A5 40 D9 08 01 00 00 00 00 00 00 00 C7"),
         (2, "charge", True, "A5 41 DA 08 01 00 00 00 00 00 00 00 C9"),

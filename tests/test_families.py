@@ -45,3 +45,18 @@ def test_readme_family_table_matches_the_metadata():
         listed = {c.strip() for c in controls.split(",") if c.strip()}
         assert listed == set(info.controls), name
         assert set(re.findall(r"`(\w+)`", options)) == {o.name for o in info.options}, name
+
+
+def test_counter_kinds_are_one_declared_set():
+    import pytest
+
+    from bmsbank.errors import FRAME_KINDS, LINK_COUNTERS, FrameError
+    from bmsbank.native.spec import REASONS
+    from bmsbank.services.poller.plugins.base import LinkStats
+
+    assert set(REASONS.values()) <= FRAME_KINDS <= set(LINK_COUNTERS)
+    assert tuple(LinkStats.__annotations__) == LINK_COUNTERS == tuple(LinkStats().as_dict())
+    with pytest.raises(ValueError, match="not a declared link counter"):
+        FrameError("x", kind="weird")
+    with pytest.raises(ValueError, match="unknown link counter"):
+        LinkStats().count("weird")

@@ -7,7 +7,7 @@ ASCII characters after ``~``. The toolkit's :class:`~bmsbank.native.spec.AsciiHe
 Requests: 0x42 telemetry and 0x44 alarms/status, INFO = one COMMAND_GROUP byte = the address
 (``~20004642E00200FD37``).
 
-Sources (facts only, no code copied; see /work/notes/seplos.md for every cross-check):
+Sources (facts only, no code copied):
 
 - PDF20 = "SEPLOS BMS Communication Protocol V2.0" (2019-10-15), in syssi/esphome-seplos-bms
   docs/ and BrucePerens/seplos_c seplos_manuals/: frame format and checks (sections 2-3), CID2 and
@@ -40,7 +40,8 @@ Replies do not say which command they answer. :meth:`Family.identify` uses the r
 when it has one; for a bare reply (the decode CLI) it walks the counts of each layout (cells M,
 sensors K, custom P) and takes the one whose length matches INFO exactly: 0x42 INFO is
 11 + 2M + 2K + 2P bytes, 0x44 INFO is 7 + M + K + P. A reply that fits neither (or, without a
-request, both) is malformed; a reply with RTN != 0 is malformed, naming the RTN.
+request, both) is malformed; with the request, bytes after the last field are allowed (newer
+firmware appends some), fewer are not. A reply with RTN != 0 is malformed, naming the RTN.
 
 Not decoded: 0x47 parameters, 0x51 vendor info (the hardware string is the title), writes.
 """
@@ -223,7 +224,8 @@ class Family(Plugin):
         if part is None:
             raise FrameError(f"{self.name}: reply to an unknown request", payload,
                              kind="unexpected")  # fmt: skip
-        if part not in fits:
+        if part not in fits and not 0 <= counted_length(info, COUNTED[part]) <= len(info):
+            # bytes after the last field are allowed (firmware adds some); fewer are not
             raise FrameError(f"{self.name}: {len(info)}-byte INFO is not a {part} reply", payload,
                              kind="unexpected" if fits else "malformed")  # fmt: skip
         return part, 0
