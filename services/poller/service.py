@@ -38,6 +38,8 @@ class PackLink:
     """Per-pack bookkeeping: counters and reply parts kept across cycles."""
 
     address: int
+    #: the requests of a poll cycle (built once: they depend on the address and options only)
+    queries: tuple[Query, ...] = ()
     stats: LinkStats = field(default_factory=LinkStats)
     parts: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: parts read in the running cycle (a collecting query counts from them)
@@ -62,7 +64,7 @@ class Poller:
         )
         self.timeout = port.timeout or self.plugin.reply_timeout
         self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap
-        self.links = {a: PackLink(a) for a in port.addresses}
+        self.links = {a: PackLink(a, tuple(self.plugin.queries(a))) for a in port.addresses}
         self.cycle = 0
         self.seq = 0
         self.backoff = BACKOFF_MIN
@@ -120,7 +122,7 @@ class Poller:
 
     def _poll_pack(self, link: PackLink) -> None:
         fresh = link.fresh = {}
-        for q in self.plugin.queries(link.address):
+        for q in link.queries:
             if not self._due(link, q):
                 continue
             result = self._exchange(link, q)
