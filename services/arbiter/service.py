@@ -5,7 +5,7 @@ drop while both ends are up), a PUB socket bound at ``tap_endpoint`` carrying ev
 state (topic ``state``) and every bank (topic ``bank``), and the control ROUTER bound at
 ``control_endpoint`` (:mod:`bmsbank.services.arbiter.control`). The tap is read-only by
 construction: a subscriber cannot send anything back on it; the control channel is the only
-path backwards, and one ``zmq.Poller`` serves all of them without starving the bank tick.
+path backwards. States are taken in one burst per bank tick (see :meth:`Arbiter.run`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from bmsbank.services.arbiter.persist import StateFile
 log = logging.getLogger(__name__)
 
 SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
+MAX_STATES = 10000  # states taken per tick at most (the PULL socket's high-water mark)
+POLLIN = int(zmq.POLLIN)
 
 
 def _prepare(endpoint: str) -> None:
@@ -89,33 +91,44 @@ class Arbiter:
             self.next_save = now + SAVE_EVERY
         return bank
 
+    def drain_states(self, now: float, limit: int = MAX_STATES) -> int:
+        """Take every state queued since the last tick (at most ``limit``); return how many."""
+        taken = 0
+        while taken < limit and self.pull.get(zmq.EVENTS) & POLLIN:
+            self.handle(self.pull.recv_multipart(zmq.NOBLOCK), now)
+            taken += 1
+        return taken
+
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
-        """Serve until ``stop()`` is true (or SystemExit from a signal)."""
+        """Serve until ``stop()`` is true (or SystemExit from a signal).
+
+        The process wakes for the bank tick, when it takes every state queued since the last
+        one (a burst: one wake-up per tick instead of one per state), and for the control
+        channel, which is served at once. A state waits at most one interval, far below
+        ``stale_after``; the tap carries the tick's states just before its bank.
+        """
         poller = zmq.Poller()
-        poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control.socket, zmq.POLLIN)
+        interval = self.config.bank.interval
         while not stop():
             now = time.monotonic()
             if now >= self.next_bank:
+                self.drain_states(now)
                 self.publish_bank(now)
                 # Keep a steady cadence; skip missed ticks instead of bursting after a stall.
-                self.next_bank += self.config.bank.interval
+                self.next_bank += interval
                 if self.next_bank <= now:
-                    self.next_bank = now + self.config.bank.interval
+                    self.next_bank = now + interval
             self.control.expire(now)
             deadline = self.control.next_deadline()
             wake = self.next_bank if deadline is None else min(self.next_bank, deadline)
             timeout_ms = max(0, int((wake - time.monotonic()) * 1000) + 1)
-            for _ in range(1000):  # drain what is queued, but never starve the bank tick
-                events = dict(poller.poll(timeout_ms))
-                if not events:
+            for _ in range(1000):  # serve the control channel, never starving the bank tick
+                if not poller.poll(timeout_ms):
                     break
-                if self.pull in events:
-                    self.handle(self.pull.recv_multipart(), time.monotonic())
-                if self.control.socket in events:
-                    self.control.receive(time.monotonic())
+                self.control.receive(time.monotonic())
                 if time.monotonic() >= self.next_bank:
-                    break  # a flood waits for the next pass; the bank is due
+                    break
                 timeout_ms = 0
 
     def close(self) -> None:
