@@ -252,6 +252,12 @@ def test_current_encoding_follows_0xc0(plugin: Plugin) -> None:
     assert plugin.parse(reply(v1))[1]["current"] == pytest.approx(-20.0)
     assert plugin.parse(reply(v0))[1]["current"] == pytest.approx(80.0)  # (10000 - 2000) x 10 mA
     assert plugin.parse(reply(v1.replace("c001", "c000")))[1]["current"] == pytest.approx(80.0)
+    forced = plugins.load("jkbms", {"current_encoding": "sign_bit"})  # the port option
+    assert forced.parse(reply(v0))[1]["current"] == pytest.approx(-20.0)
+    offset = plugins.load("jkbms", {"current_encoding": "offset"})
+    assert offset.parse(reply(v1))[1]["current"] == pytest.approx(80.0)
+    with pytest.raises(ValueError):
+        plugins.load("jkbms", {"current_encoding": "both"})
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,8 @@ V2.5, syssi/esphome-jk-bms docs/Communication protocol between monitoring platfo
   RS485 Communication example.pdf). Implementations differ: esphome jk_bms.cpp ``get_current_``
   reads 0xC0 at a fixed offset and returns 0 A for version 0; jkbms.py ignores 0xC0 and always
   applies the sign bit (a version-0 BMS at rest would read -100 A); jkserial.py (powermon and
-  jblance/mpp-solar) decodes the sign bit only. No version-0 capture with current exists.
+  jblance/mpp-solar) decodes the sign bit only. No version-0 capture with current exists, so the
+  port option ``current_encoding`` can force either reading ("auto" follows 0xC0).
 - temperatures 0x80 MOSFET, 0x81 box (T1), 0x82 battery (T2), 1 °C: SPEC says "> 100 is negative,
   101 = -1 (100 benchmark)"; dbus-serialbattery's ice-bath test against the JK app (Louisvdw/
   dbus-serialbattery issue #354) gave ``t if t < 99 else 100 - t`` (100 = 0 °C, 101 = -1 °C);
@@ -207,6 +208,9 @@ class Family(Plugin):
         if not fields["cells"] or len(fields["cells"]) != len(fields["cell_numbers"]):
             raise FrameError(f"{self.name}: 0x79 is not whole cell records", payload, kind="tlv")
         version = fields.setdefault("protocol_version", 0)
+        encoding = self.options["current_encoding"]
+        if encoding != "auto":
+            version = 1 if encoding == "sign_bit" else 0
         fields["current"] = amps(fields["current_raw"], version)
         for name in ("mosfet_temperature", "temperature_1", "temperature_2"):
             fields[name] = celsius(fields[name])
