@@ -121,7 +121,7 @@ class Poller:
         return self.cycle % q.every == 0 or q.part not in link.parts
 
     def _poll_pack(self, link: PackLink) -> None:
-        fresh = link.fresh = {}
+        link.fresh = fresh = {}
         for q in link.queries:
             if not self._due(link, q):
                 continue
@@ -164,7 +164,8 @@ class Poller:
         try:
             for _attempt in range(self.port.retries + 1):
                 try:
-                    parts = {**link.parts, **link.fresh}
+                    # a collecting query counts from this cycle's parts (Daly's 0x94 cell count)
+                    parts = {**link.parts, **link.fresh} if q.collect else link.parts
                     return run_query(self.plugin, self, q, link.address, parts, link.stats)
                 except LinkTimeout as exc:
                     link.stats.count(str(exc))
