@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsbank.errors import MessageError
 from bmsbank.schema import (
@@ -179,3 +181,31 @@ def test_hello_names_port_and_its_packs():
                  {"packs": [f"rs485:{i % 256}" for i in range(257)]}):  # fmt: skip
         with pytest.raises(MessageError):
             validate_hello({**hello, **over})
+
+
+readings = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.integers(-10, 10),
+    st.booleans(),
+    st.sampled_from([3.3, -0.0, 6.0, 6.0000001, None, "3.3"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(cells=st.lists(readings, min_size=1, max_size=20), temps=st.lists(readings, max_size=8),
+       counters=st.dictionaries(st.sampled_from(["ok", "timeout", "checksum"]),
+                                st.one_of(st.integers(-2, 5), st.booleans())))  # fmt: skip
+def test_list_checks_accept_exactly_finite_readings_within_bounds(cells, temps, counters):
+    def fine(xs, low, high):
+        return all(type(x) in (int, float) and math.isfinite(x) and low <= x <= high for x in xs)
+
+    msg = state_msg(cells=[3.3] * len(cells))
+    msg.update(cells=cells, temperatures=temps, link=counters)
+    expected = (fine(cells, 0.0, 6.0) and fine(temps, -60.0, 150.0)
+                and all(type(v) is int and v >= 0 for v in counters.values()))  # fmt: skip
+    try:
+        validate_state(msg)
+        accepted = True
+    except MessageError:
+        accepted = False
+    assert accepted == expected
