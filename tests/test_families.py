@@ -60,3 +60,49 @@ def test_counter_kinds_are_one_declared_set():
         FrameError("x", kind="weird")
     with pytest.raises(ValueError, match="unknown link counter"):
         LinkStats().count("weird")
+
+
+def test_a_reply_collected_until_a_frame_says_it_is_the_last():
+    """Collect(until=...): frames <number> <last> <value> until one has last = 1."""
+    import pytest
+
+    from bmsbank.errors import FrameError, LinkTimeout
+    from bmsbank.native.spec import Binary, Check, Field, Layout
+    from bmsbank.services.poller.plugins.base import Collect, LinkStats, Plugin, Query, run_query
+    from bmsbank.services.poller.plugins.info import FamilyInfo
+
+    class Chunked(Plugin):
+        info = FamilyInfo("chunked", "Chunked", "UART", 9600)
+        framing = Binary(b"\xc5", fixed_length=5, check=Check("sum8", end=-1, at=-1))
+        layouts = {"values": Layout((Field("n", 0, "u8"), Field("last", 1, "u8"),
+                                     Field("values", 2, "u8", count=0)), 1, -1)}  # fmt: skip
+        key_at = 0
+        keys = {0xC5: "values"}
+
+    def frame(n: int, last: int, value: int) -> bytes:
+        body = bytes((0xC5, n, last, value))
+        return body + bytes((sum(body) & 0xFF,))
+
+    class Link:
+        timeout = 0.1
+
+        def __init__(self, data: bytes) -> None:
+            self.buf = bytearray(data)
+
+        def exchange(self, request, extract):
+            return self.receive(extract)
+
+        def receive(self, extract):
+            got = extract(self.buf)
+            if got is None:
+                raise LinkTimeout("timeout")
+            return got
+
+    plugin = Chunked()
+    q = Query("values", b"?", collect=Collect("n", until="last", frames=8))
+    three = frame(1, 0, 10) + frame(2, 0, 20) + frame(3, 1, 30) + frame(4, 0, 40)
+    got = run_query(plugin, Link(three), q, 1, {}, LinkStats())
+    assert got["values"] == [10, 20, 30] and got["frames"] == 3
+    with pytest.raises(FrameError) as err:  # the last frame never came
+        run_query(plugin, Link(frame(1, 0, 10) + frame(2, 0, 20)), q, 1, {}, LinkStats())
+    assert err.value.kind == "sequence"

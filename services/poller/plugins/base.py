@@ -54,6 +54,8 @@ class Collect:
         count_from: (part, field) of an earlier reply giving the number of items; the frames
             expected are ceil(items / per_frame).
         frames: a fixed number of frames, when ``count_from`` is None.
+        until: instead of a count, a decoded field that is non-zero on the last frame (at most
+            ``frames`` frames, then the reply is incomplete).
 
     """
 
@@ -61,9 +63,10 @@ class Collect:
     per_frame: int = 1
     count_from: tuple[str, str] | None = None
     frames: int = 0
+    until: str | None = None
 
     def expected(self, parts: Mapping[str, Mapping[str, Any]]) -> int | None:
-        """Frames to collect, or None while the part giving the count has not been read."""
+        """Frames to collect (the most, with ``until``), or None while the count is unknown."""
         if self.count_from is None:
             return self.frames
         part, name = self.count_from
@@ -416,6 +419,12 @@ def run_query(
                              f"where {number} of {total} was due", frame,
                              kind="sequence")  # fmt: skip
         frames.append(fields)
+        if q.collect.until is not None and fields.get(q.collect.until):
+            break  # the frame that says it is the last
+    else:
+        if q.collect.until is not None:
+            raise FrameError(f"{plugin.name}: {q.part}: no last frame within {total}",
+                             kind="sequence")  # fmt: skip
     return merge_frames(frames, q.collect.index)
 
 
