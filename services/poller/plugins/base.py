@@ -37,6 +37,7 @@ from bmsbank.native.frames import (
     SKIP,
     FieldTable,
     TlvTable,
+    crc16_modbus,
     framer,
 )
 from bmsbank.native.spec import FrameSpec, Layout
@@ -453,6 +454,11 @@ def merge_frames(frames: Sequence[Mapping[str, Any]], index: str) -> dict[str, A
             else:
                 out.setdefault(key, value)
     return out
+
+
+def modbus_frame(body: bytes) -> bytes:
+    """``body`` followed by its CRC-16/MODBUS, low byte first (a Modbus RTU request or reply)."""
+    return bytes(body) + crc16_modbus(body).to_bytes(2, "little")
 
 
 def bits(value: int, count: int) -> list[int]:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from bmsbank.errors import ControlError
 from bmsbank.native.frames import crc16_modbus
+from bmsbank.services.poller.plugins.base import modbus_frame
 
 FC16 = 0x10
 #: control action -> its settings switch register (Modbus address, UINT32, 1 = on)
@@ -33,24 +34,20 @@ EXCEPTION_LENGTH = 5  # addr 90 code crc_lo crc_hi
 ILLEGAL_ADDRESS = 0x02  # Modbus exception code: illegal data address
 
 
-def _with_crc(body: bytes) -> bytes:
-    return body + crc16_modbus(body).to_bytes(2, "little")
-
-
 def write_switch(address: int, register: int, on: bool) -> bytes:
     """Build the FC16 write of a settings switch (two registers, UINT32 big endian, 1 = on)."""
     head = bytes((address, FC16, register >> 8, register & 0xFF, 0x00, 0x02, 0x04))
-    return _with_crc(head + int(on).to_bytes(4, "big"))
+    return modbus_frame(head + int(on).to_bytes(4, "big"))
 
 
 def write_ack(address: int, register: int) -> bytes:
     """The standard FC16 response to a two-register write: ``<addr> 10 <reg> 00 02 <crc>``."""
-    return _with_crc(bytes((address, FC16, register >> 8, register & 0xFF, 0x00, 0x02)))
+    return modbus_frame(bytes((address, FC16, register >> 8, register & 0xFF, 0x00, 0x02)))
 
 
 def exception_reply(address: int, code: int) -> bytes:
     """A Modbus exception response to FC16: ``<addr> 90 <code> <crc>``."""
-    return _with_crc(bytes((address, FC16 | 0x80, code)))
+    return modbus_frame(bytes((address, FC16 | 0x80, code)))
 
 
 def decode_write(msg: bytes | bytearray) -> tuple[int, int, int] | None:

@@ -45,9 +45,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import Binary, Check, Field, FrameThenAck, Layout
-from bmsbank.services.poller.plugins.base import Link, Plugin, Query, alarms_from_bits, require
+from bmsbank.services.poller.plugins.base import (
+    Link,
+    Plugin,
+    Query,
+    alarms_from_bits,
+    modbus_frame,
+    require,
+)
 from bmsbank.services.poller.plugins.jkpb import INFO
 from bmsbank.services.poller.plugins.jkpb.control import SWITCH_REGISTERS, ack_of, write_switch
 
@@ -150,8 +156,7 @@ ALARM_BITS: dict[int, str] = {
 
 
 def _fc16(address: int, register: int, tail: bytes) -> bytes:
-    body = bytes((address, FC16, register >> 8, register & 0xFF)) + tail
-    return body + crc16_modbus(body).to_bytes(2, "little")
+    return modbus_frame(bytes((address, FC16, register >> 8, register & 0xFF)) + tail)
 
 
 def trigger(address: int, register: int) -> bytes:

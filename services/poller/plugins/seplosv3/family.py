@@ -42,7 +42,7 @@ from bmsbank.errors import FrameError
 from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import Field, Layout, ModbusRtu
 from bmsbank.schema import WARNING
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits
+from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, modbus_frame
 from bmsbank.services.poller.plugins.seplosv3 import INFO
 
 FC_COILS, FC_INPUTS = 0x01, 0x04
@@ -164,8 +164,9 @@ NEEDED = ("voltage", "current", "remaining", "capacity", "soc", "cycles", "cells
 
 def read_request(address: int, function: int, start: int, count: int) -> bytes:
     """Build a Modbus read ``address function start count`` with its CRC (low byte first)."""
-    body = bytes((address, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    return body + crc16_modbus(body).to_bytes(2, "little")
+    return modbus_frame(
+        bytes((address, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
+    )
 
 
 def parse_request(request: bytes) -> tuple[int, int, int, int] | None:

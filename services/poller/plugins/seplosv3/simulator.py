@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import ModbusRtu
 from bmsbank.services.poller.plugins.base import bits
+from bmsbank.services.poller.plugins.base import modbus_frame as frame
 from bmsbank.services.poller.plugins.seplosv3.family import (
     BLOCKS,
     CELLS,
@@ -40,11 +40,6 @@ CELL_CHARGE_VOLTAGE = 3.47  # V, 55.52 V / 16 in serialbattery issue #1056
 AMBIENT = 25.0  # °C
 #: TB09 system state bits
 DISCHARGING, CHARGING, STANDBY = 0, 1, 4
-
-
-def frame(body: bytes) -> bytes:
-    """``body`` with its CRC-16/MODBUS, low byte first."""
-    return body + crc16_modbus(body).to_bytes(2, "little")
 
 
 class Simulator(base.Simulator):
