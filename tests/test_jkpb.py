@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from bmsbank.errors import ControlError, FrameError, LinkTimeout
-from bmsbank.native.frames import sum8
+from bmsbank.native.frames import crc16_modbus, sum8
 from bmsbank.schema import ALARMS, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin
 from bmsbank.services.poller.plugins.jkpb.control import (
+    FC16,
     SWITCH_REGISTERS,
     ack_of,
-    decode_write,
     exception_reply,
     write_ack,
     write_switch,
@@ -25,6 +25,17 @@ from bmsbank.services.poller.plugins.jkpb.simulator import Simulator as JkPbSimu
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.state import make_state
 from tests.plugin_contract import Captured, MultidropContract, SimLink, extract_all
+
+
+def decode_write(msg: bytes | bytearray) -> tuple[int, int, int] | None:
+    """``(address, register, value)`` of a complete, valid two-register FC16 write, else None."""
+    msg = bytes(msg)
+    if len(msg) != 13 or msg[1] != FC16 or msg[4:7] != b"\x00\x02\x04":
+        return None
+    if crc16_modbus(msg, 0, 13 - 2) != int.from_bytes(msg[-2:], "little"):
+        return None
+    return msg[0], msg[2] << 8 | msg[3], int.from_bytes(msg[7:11], "big")
+
 
 SERIALBATTERY = "mr-manuel/venus-os_dbus-serialbattery tests/bms/test_jkbms_pb.py"
 AIOBMSBLE = "patman15/aiobmsble tests/bms/test_jikong_bms.py"

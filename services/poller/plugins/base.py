@@ -491,10 +491,3 @@ def require(parts: Mapping[str, Mapping[str, Any]], *names: str) -> None:
     missing = [n for n in names if n not in parts]
     if missing:
         raise FrameError(f"missing reply part(s): {', '.join(missing)}", kind="truncated")
-
-
-def plugin_names() -> list[str]:
-    """Names of all families (see ``bmsbank.services.poller.plugins``)."""
-    from bmsbank.services.poller.plugins import families
-
-    return list(families())

@@ -23,13 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bmsbank.errors import ControlError
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.services.poller.plugins.base import modbus_frame
 
 FC16 = 0x10
 #: control action -> its settings switch register (Modbus address, UINT32, 1 = on)
 SWITCH_REGISTERS: dict[str, int] = {"charge": 0x1070, "discharge": 0x1074, "balance": 0x1078}
-WRITE_LENGTH = 13  # addr 10 reg_hi reg_lo 00 02 04 v v v v crc_lo crc_hi
 EXCEPTION_LENGTH = 5  # addr 90 code crc_lo crc_hi
 ILLEGAL_ADDRESS = 0x02  # Modbus exception code: illegal data address
 
@@ -48,16 +46,6 @@ def write_ack(address: int, register: int) -> bytes:
 def exception_reply(address: int, code: int) -> bytes:
     """A Modbus exception response to FC16: ``<addr> 90 <code> <crc>``."""
     return modbus_frame(bytes((address, FC16 | 0x80, code)))
-
-
-def decode_write(msg: bytes | bytearray) -> tuple[int, int, int] | None:
-    """``(address, register, value)`` of a complete, valid two-register FC16 write, else None."""
-    msg = bytes(msg)
-    if len(msg) != WRITE_LENGTH or msg[1] != FC16 or msg[4:7] != b"\x00\x02\x04":
-        return None
-    if crc16_modbus(msg, 0, WRITE_LENGTH - 2) != int.from_bytes(msg[-2:], "little"):
-        return None
-    return msg[0], msg[2] << 8 | msg[3], int.from_bytes(msg[7:11], "big")
 
 
 def ack_of(address: int, register: int) -> Callable[[bytearray], bytes | None]:
