@@ -414,6 +414,60 @@ def test_poller_control_survives_malformed_requests_and_honours_expiry() -> None
         shutil.rmtree(rundir, ignore_errors=True)
 
 
+def test_poller_wait_wakes_for_requests_queued_during_a_cycle_and_drains_a_flood() -> None:
+    """The wait asks the socket only when its descriptor says so; nothing queued is left behind."""
+    from bmsbank.services.poller import control as pc
+
+    rundir = tempfile.mkdtemp(prefix="bmsctl", dir="/tmp")
+    context = zmq.Context()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    router.bind(f"ipc://{rundir}/control.ipc")
+    done: list[str] = []
+    when: list[float] = []
+
+    def execute(pack_id: str, action: str, value: Any) -> str | None:
+        done.append(pack_id)
+        when.append(time.monotonic())
+        return None
+
+    poller = pc.PollerControl(f"ipc://{rundir}/control.ipc", "p", "jbd", ["p:1"], context, 60)
+    try:
+        poller.service(execute)  # the hello: the router learns the poller's identity
+        assert router.poll(int(WAIT * 1000))
+        identity = router.recv_multipart()[0]
+        # Between two exchanges the socket is asked at most every BETWEEN_EVERY seconds.
+        router.send_multipart([identity, TOPIC_CONTROL, pack(control_request("a", "p:1", "charge",
+                                                                             True))])  # fmt: skip
+        time.sleep(0.05)
+        assert poller.between(execute) == 0 and done == []
+        time.sleep(pc.BETWEEN_EVERY)
+        assert poller.between(execute) == 1 and done == ["p:1"]
+        # A request that arrives while the poller is busy (nobody asks the socket) wakes the
+        # next wait at once, long before its 5 s are over.
+        router.send_multipart([identity, TOPIC_CONTROL, pack(control_request("b", "p:1", "charge",
+                                                                             True))])  # fmt: skip
+        time.sleep(0.05)
+        began = time.monotonic()
+        poller.wait(1.5, execute, lambda: len(done) == 2)
+        assert len(done) == 2 and when[-1] - began < 0.5
+        # More than one ask's worth (DRAIN) queued at once: the wait carries out every one
+        # before it sleeps, although the descriptor signalled once.
+        flood = 3 * pc.DRAIN + 1
+        for k in range(flood):
+            router.send_multipart([identity, TOPIC_CONTROL,
+                                   pack(control_request(f"f{k}", "p:1", "charge", True))])
+        time.sleep(0.2)
+        began = time.monotonic()
+        poller.wait(1.5, execute, lambda: len(done) == 2 + flood)
+        assert len(done) == 2 + flood and when[-1] - began < 0.5
+    finally:
+        poller.close()
+        router.close(0)
+        context.term()
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
 # -- the command line --------------------------------------------------------------------------
 def bmsbank(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bmsbank.cli", *args], capture_output=True,

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import zmq
@@ -107,6 +108,33 @@ def test_noise_before_a_reply_is_skipped_and_counted(bus):
     poller, sent = run_poller(port_config(server.device, "jbd", [1]))
     poller.close()
     assert len(sent) == 1 and sent[0]["link"]["noise_bytes"] == 10
+
+
+def test_late_replies_and_unasked_frames_never_pass_for_the_next_reply(bus):
+    """A reply that comes after its timeout, or a frame nobody asked for, is drained before the
+    next request (counted as noise) or recognised as the wrong part and retried: every state
+    carries the pack's own current values."""
+    model = BatteryModel(cells=8, current=3.0)
+    server = bus("jbd", {1: model}, wire=True)
+    server.latency = 0.3  # answers after the poller gave up
+    port = port_config(server.device, "jbd", [1], retries=0, timeout=0.15)
+    poller, sent = run_poller(port)
+    assert sent == [] and poller.links[1].stats.timeout == 1
+    server.latency = 0.002
+    time.sleep(0.4)  # the late basic-info reply now waits in the driver
+    model.current = -4.0
+    poller.poll_once()
+    assert len(sent) == 1 and sent[0]["current"] == pytest.approx(-4.0, abs=0.01)
+    assert sent[0]["link"]["noise_bytes"] > 0 and sent[0]["link"]["unexpected"] == 0
+    # A whole frame of the wrong kind (a cells reply) arriving unasked between two cycles.
+    stray = server.sim.feed(bytes.fromhex("dda50400fffc77"))[0]
+    os.write(server.master, stray)
+    time.sleep(0.05)
+    model.current = 6.5
+    poller.poll_once()
+    poller.close()
+    assert len(sent) == 2 and sent[1]["current"] == pytest.approx(6.5, abs=0.01)
+    assert sent[1]["link"]["noise_bytes"] >= sent[0]["link"]["noise_bytes"] + len(stray)
 
 
 def test_truncated_reply_and_silence_are_told_apart(bus):

@@ -4,8 +4,9 @@ The poller connects a DEALER to the arbiter's control ROUTER (``control_endpoint
 
 - says hello (``[b"hello", {port, bms, packs}]``) at once and every ``hello_interval`` seconds,
   so a restarted arbiter relearns who owns which pack within one interval;
-- takes control requests only between two exchanges of its poll cycle (:meth:`service`, called
-  from the poller's ``between`` hook) or while it waits for the next cycle (:meth:`wait`);
+- takes control requests only between two exchanges of its poll cycle (:meth:`between`, called
+  from the poller's ``between`` hook, asks at most every 0.2 s) or while it waits for the next
+  cycle (:meth:`wait`);
 - validates each request, refuses one that expired while queued, lets the poller carry it out
   (:meth:`bmsbank.services.poller.service.Poller.control`) and replies with a
   ``control_result`` carrying the request's id.
@@ -17,6 +18,7 @@ socket can stop the poll loop.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import Any
@@ -42,6 +44,9 @@ HELLO_INTERVAL = 5.0  #: s between hellos
 POLLIN = int(zmq.POLLIN)  # a plain int: zmq's enums cost a call each time they are combined
 DRAIN = 20  #: requests carried out per call at most, so polling goes on under a flood
 WAIT_SLICE = 1.0  #: s; the longest :meth:`PollerControl.wait` blocks before checking ``stop``
+#: s; between two exchanges the socket is asked at most this often (each ask is a syscall; a
+#: request waits at most this long more, or until the cycle ends, whichever comes first)
+BETWEEN_EVERY = 0.2
 
 #: carries out ``(pack id, action, value)``; returns None when acknowledged, else why not
 Execute = Callable[[str, str, Any], "str | None"]
@@ -72,9 +77,14 @@ class PollerControl:
         self.socket.setsockopt(zmq.SNDHWM, 10)  # while the arbiter is away, only a few hellos wait
         self.socket.setsockopt(zmq.MAXMSGSIZE, 65536)
         self.socket.connect(endpoint)
-        #: one poll set for the whole life of the poller (zmq's socket.poll builds one per call)
-        self.poll_set = zmq.Poller()
-        self.poll_set.register(self.socket, zmq.POLLIN)
+        #: the socket's notification descriptor, waited on with one select.poll set made once
+        #: (zmq.Poller's poll costs a zmq_poll plus a list of sockets per call). It is edge
+        #: triggered: it only says the socket's state may have changed, so :meth:`service` asks
+        #: EVENTS before every wait and after every wake.
+        self.poll_set = select.poll()
+        self.poll_set.register(self.socket.get(zmq.FD), select.POLLIN)
+        self.next_between = 0.0  #: monotonic time before which :meth:`between` does not ask
+        self.backlog = False  #: the last ask stopped at DRAIN requests: more may be queued
 
     def service(self, execute: Execute) -> int:
         """Say hello when due and carry out what is queued; return how many requests."""
@@ -82,6 +92,7 @@ class PollerControl:
         if now >= self.next_hello:
             self._send([TOPIC_HELLO, self.hello])
             self.next_hello = now + self.hello_interval
+        self.next_between = now + BETWEEN_EVERY
         handled = 0
         # Ask the socket instead of catching zmq.Again: nothing queued is the usual case here.
         while handled < DRAIN and self.socket.get(zmq.EVENTS) & POLLIN:
@@ -91,18 +102,35 @@ class PollerControl:
                 break
             handled += 1
             self.handle(parts, execute)
+        # Asking consumed the descriptor's signal: what is left would wake nobody.
+        self.backlog = handled >= DRAIN
         return handled
 
+    def between(self, execute: Execute) -> int:
+        """:meth:`service`, at most every ``BETWEEN_EVERY`` seconds (between two exchanges)."""
+        if time.monotonic() < self.next_between:
+            return 0
+        return self.service(execute)
+
     def wait(self, seconds: float, execute: Execute, stop: Callable[[], bool]) -> None:
-        """Wait ``seconds`` (the gap to the next poll cycle), serving requests as they come."""
+        """Wait ``seconds`` (the gap to the next poll cycle), serving requests as they come.
+
+        The socket is asked only when its descriptor says something changed, a hello is due, or
+        the last ask left requests queued (its descriptor stays readable until someone asks, so
+        a request that came during the cycle wakes the first poll at once).
+        """
         deadline = time.monotonic() + seconds
+        ready = self.backlog
         while not stop():
-            self.service(execute)
             now = time.monotonic()
+            if ready or now >= self.next_hello:
+                self.service(execute)
+                if self.backlog:
+                    continue
             if now >= deadline:
                 return
             slice_s = min(deadline, self.next_hello, now + WAIT_SLICE) - now
-            self.poll_set.poll(max(1, int(slice_s * 1000)))
+            ready = bool(self.poll_set.poll(max(1, int(slice_s * 1000))))
 
     def handle(self, parts: list[bytes], execute: Execute) -> None:
         """Carry out one message ``[b"control", body]`` from the arbiter and reply."""

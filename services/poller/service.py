@@ -88,6 +88,9 @@ class Poller:
         if not self.transport.is_open and not self._open():
             delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
             return delay
+        # Late replies and line noise gather while the port idles: ask the driver once a cycle
+        # (within the cycle, only after an exchange that went wrong; see SerialTransport.drain).
+        self.transport.unsettle()
         try:
             for link in self.links.values():
                 self._poll_pack(link)
@@ -170,6 +173,7 @@ class Poller:
                 except LinkTimeout as exc:
                     link.stats.count(str(exc))
                 except FrameError as exc:
+                    self.transport.unsettle()  # a wrong reply: more of them may be on the way
                     link.stats.count(exc.kind)
                     log.debug("[%s:%d] %s: %s", self.port.name, link.address, q.part, exc)
             return None
@@ -200,6 +204,7 @@ class Poller:
         except LinkTimeout:
             return f"pack {pack_id} did not acknowledge within {self.timeout:g} s"
         except FrameError as exc:
+            self.transport.unsettle()
             link.stats.count(exc.kind)
             return f"pack {pack_id} sent a bad acknowledgement: {exc.reason}"
         except TransportError as exc:
@@ -287,7 +292,7 @@ def run(
         config.control_endpoint, port.name, poller.plugin.name, poller.pack_ids(), context,
         hello_interval or HELLO_INTERVAL,
     )  # fmt: skip
-    poller.between = lambda: control.service(poller.control)
+    poller.between = lambda: control.between(poller.control)
     log.info(
         "[%s] polling %s (%s) at %s every %.1f s",
         port.name,
