@@ -258,6 +258,14 @@ def show(r: Result) -> str:
             f" | {r.startup:>5.2f}")  # fmt: skip
 
 
+def show_memory(r: Result) -> str:
+    """USS by process group: what each kind of process holds (per poller, and in total)."""
+    per_poller = r.memory.get("poller", (0.0, 0.0, 0.0))[0] / max(1, r.packs)
+    groups = ", ".join(f"{g} {m[0]:.1f}" for g, m in sorted(r.memory.items()))
+    return (f"{r.packs:>3} {'on ' if r.pack_services else 'off'} {'on ' if r.can else 'off'} "
+            f"| USS MB: {groups}; {per_poller:.1f} per poller")  # fmt: skip
+
+
 HEADER = (
     "  N pps can updates |  CPU ms per pack-update: poller arbiter publisher supervisord total"
     " vs incumbent | dbus-daemon ms, signals per bank, per pack state | USS PSS MB | start s\n"
@@ -279,8 +287,13 @@ def main() -> int:
     services = [s == "on" for s in args.pack_services.split(",")]
     cans = [c == "on" for c in args.can.split(",")]
     print(HEADER, flush=True)
+    results = []
     for n, pps, can in itertools.product(counts, services, cans):
-        print(show(run(n, pps, can, args.warmup, args.window)), flush=True)
+        results.append(run(n, pps, can, args.warmup, args.window))
+        print(show(results[-1]), flush=True)
+    print("\nMemory by process (USS, MB):")
+    for r in results:
+        print(show_memory(r))
     return 0
 
 

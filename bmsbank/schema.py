@@ -114,6 +114,8 @@ def _number(msg: Mapping, key: str, low: float, high: float) -> float:
 
 
 _REAL_TYPES = frozenset((int, float))  # exactly: a bool is not a reading
+_NUMBER_CHECKS = tuple((key, low, high) for key, (low, high) in _NUMBERS.items())
+_OPTIONAL_CHECKS = tuple((key, low, high) for key, (low, high) in _OPTIONAL_NUMBERS.items())
 _INT_TYPE = frozenset((int,))
 _FLAGS = frozenset((0, 1))
 
@@ -182,10 +184,18 @@ def validate_state(msg: Any) -> dict:
     _integer(msg, "address", 0, 255)
     _integer(msg, "seq", 0, 2**63 - 1)
     _integer(msg, "cycles", 0, 10**6)
-    for key, (low, high) in _NUMBERS.items():
-        _number(msg, key, low, high)
-    for key, (low, high) in _OPTIONAL_NUMBERS.items():
-        if msg.get(key) is not None:
+    get = msg.get
+    # Inline in the usual case (this runs for every state in two processes): an exact int or
+    # float inside its bounds (NaN fails both comparisons); anything else goes to _number,
+    # which says what is wrong.
+    x: Any
+    for key, low, high in _NUMBER_CHECKS:
+        x = get(key)
+        if type(x) not in _REAL_TYPES or not low <= x <= high:
+            _number(msg, key, low, high)
+    for key, low, high in _OPTIONAL_CHECKS:
+        x = get(key)
+        if x is not None and (type(x) not in _REAL_TYPES or not low <= x <= high):
             _number(msg, key, low, high)
     _numbers(msg, "cells", CELL_BOUNDS, MAX_CELLS)
     if not msg["cells"]:

@@ -6,8 +6,9 @@ Both implementations have the same API; the names below are typed after the twin
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from bmsbank.native import _frames_py, select
+from bmsbank.native import select
 from bmsbank.native.spec import (
     BAD,
     EXCEPTION,
@@ -19,7 +20,10 @@ from bmsbank.native.spec import (
     SKIP,
 )
 
-_impl = select("bmsbank.native._frames", _frames_py)
+if TYPE_CHECKING:
+    from bmsbank.native import _frames_py
+
+_impl = select("bmsbank.native._frames", "bmsbank.native._frames_py")
 
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 FieldTable: type[_frames_py.FieldTable] = _impl.FieldTable

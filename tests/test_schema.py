@@ -209,3 +209,22 @@ def test_list_checks_accept_exactly_finite_readings_within_bounds(cells, temps, 
     except MessageError:
         accepted = False
     assert accepted == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(voltage=readings, current=readings, soh=readings)
+def test_number_checks_accept_exactly_finite_readings_within_bounds(voltage, current, soh):
+    def fine(x, low, high):
+        return type(x) in (int, float) and math.isfinite(x) and low <= x <= high
+
+    msg = state_msg()
+    msg.update(voltage=voltage, current=current, soh=soh)
+    expected = (fine(voltage, 0.0, 1000.0) and fine(current, -10000.0, 10000.0)
+                and (soh is None or fine(soh, 0.0, 100.0)))  # fmt: skip
+    try:
+        validate_state(msg)
+        accepted = True
+    except MessageError as exc:
+        accepted = False
+        assert str(exc).split(":")[0] in ("voltage", "current", "soh", "power")
+    assert accepted == expected
