@@ -205,3 +205,28 @@ def test_a_burst_of_states_is_handled_whole(tmp_path, dbus_address):
             assert rig.publisher.counters.rejected == 0
 
     run(scenario())
+
+
+def test_services_come_back_when_their_bus_connection_drops(tmp_path, dbus_address):
+    """The keepers sleep while connected; a dropped connection wakes them and they reconnect."""
+
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            state = state_msg("usb0", 1, cells=CELLS)
+            feed = [(b"bank", bank(packs=packs(True))), (TOPIC_STATE, state)]
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), feed)
+            await until(rig, NAME, "/Connected", Variant("i", 1))
+            assert rig.publisher.packs is not None and rig.publisher.ve is not None
+            bank_service = rig.publisher.ve
+            pack_service = rig.publisher.packs.services["usb0:1"].ve
+            old = (bank_service.bus, pack_service.bus)
+            assert None not in old
+            for bus in old:  # as when the daemon closes a connection under the service
+                bus.disconnect()
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), feed)
+            await until(rig, NAME, "/Connected", Variant("i", 1))
+            assert bank_service.bus not in (None, old[0])
+            assert pack_service.bus not in (None, old[1])
+            assert sorted(await names(rig)) == [NAME, PACK]
+
+    run(scenario(), timeout=25)

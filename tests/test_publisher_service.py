@@ -231,8 +231,9 @@ def test_safe_state_without_any_bank(tmp_path, dbus_address):
 
 def test_can_failure_never_crashes_the_publisher(tmp_path, dbus_address):
     async def scenario():
-        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
-            rig.publisher.can = CanSender(CanConfig(enabled=True, interface="nosuchbus"))
+        rig = Rig(tmp_path, dbus_address, with_can=False)
+        rig.publisher.can = CanSender(CanConfig(enabled=True, interface="nosuchbus"))
+        async with rig:
             await rig.until("/Soc", Variant("d", 70.0), bank(soc=70.0))
             await asyncio.sleep(1.2)
             assert rig.publisher.can.errors >= 1 and rig.publisher.can.up is False

@@ -220,6 +220,19 @@ class VeService:
         self._bus = bus
         log.info("registered %s with %d paths", self.service_name, len(self._items))
 
+    async def wait_disconnected(self) -> None:
+        """Return when the connection ends (at once when there is none); never raises.
+
+        Lets a keeper sleep while the service is on the bus instead of checking every second.
+        """
+        bus = self._bus
+        if bus is None or not bus.connected:
+            return
+        try:
+            await bus.wait_for_disconnect()
+        except Exception as exc:  # the connection broke: over all the same
+            log.debug("%s: connection ended: %s", self.service_name, exc)
+
     async def close(self) -> None:
         """Release the name and disconnect (the paths and values are kept for a reconnect)."""
         bus, self._bus = self._bus, None

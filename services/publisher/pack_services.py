@@ -101,6 +101,7 @@ class PackServices:
         self.control: ControlClient | None = None  #: set by the publisher while it runs
         self._online: dict[str, bool] = {}
         self._wake = asyncio.Event()
+        self._watchers: set[asyncio.Task] = set()  #: one per connected service (see _watch)
 
     async def on_state(self, state: Mapping[str, Any]) -> None:
         """Show a validated state on its pack's service (creating the service on first sight)."""
@@ -146,7 +147,11 @@ class PackServices:
         return sum(s.ve.signals for s in self.services.values())
 
     async def maintain(self) -> None:
-        """Connect services that are not on the bus, with backoff; runs until cancelled."""
+        """Connect services that are not on the bus, with backoff; runs until cancelled.
+
+        While every service is on the bus it sleeps until a new pack appears or a connection
+        drops (a watcher per connection wakes it), instead of checking every second.
+        """
         backoff, failing = 1.0, False
         while True:
             down = [s for s in self.services.values() if not s.ve.connected]
@@ -154,6 +159,7 @@ class PackServices:
                 try:
                     await asyncio.wait_for(service.connect(), 5.0)
                     backoff, failing = 1.0, False
+                    self._watch(service)
                 except Exception as exc:  # bus away, name taken: retry, log once per outage
                     if not failing:
                         log.warning("pack service %s not registered (%s); retrying",
@@ -161,7 +167,9 @@ class PackServices:
                         failing = True
                     break
             self._wake.clear()
-            wait = backoff if failing else 1.0
+            # Checked after the clear: a pack that appeared meanwhile sets the event again.
+            pending = any(not s.ve.connected for s in self.services.values())
+            wait = backoff if failing else (1.0 if pending else None)
             if failing:
                 backoff = min(backoff * 2, BACKOFF_MAX)
             try:
@@ -169,7 +177,20 @@ class PackServices:
             except TimeoutError:
                 pass
 
+    def _watch(self, service: PackService) -> None:
+        """Wake :meth:`maintain` when ``service``'s connection ends."""
+
+        async def watch() -> None:
+            await service.ve.wait_disconnected()
+            self._wake.set()
+
+        task = asyncio.create_task(watch())
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
     async def close(self) -> None:
         """Release every name."""
+        for task in list(self._watchers):
+            task.cancel()
         for service in self.services.values():
             await service.ve.close()

@@ -5,12 +5,13 @@ One asyncio loop runs three tasks:
 * receive: a SUB socket on the arbiter's tap (topic ``bank``); each message is unpacked and
   validated with :mod:`bmsbank.schema`; a bad one is rejected, counted and logged (at most one
   warning a minute), never allowed to crash the loop or reach an output.
-* tick (every 1.0 s, on a fixed schedule): the staleness check, then the CAN frames due
+* tick (every 1.0 s, on a fixed schedule, with CAN; without, only when the bank would go
+  stale): the staleness check, then the CAN frames due
   (:class:`~.can_output.CanOutput`: 0x351 and the measurements every second whatever the
   arbiter's timing, as the seed asks, since Venus stops charge and discharge after 3 s without
   0x351; identity frames every 10 s) and a read of the GX's keep-alives.
 * dbus: connects (with backoff 1 s doubling to 30 s while the bus is not there yet) once the
-  first bank or the stale state exists, then keeps the connection, reconnecting if it drops.
+  first bank or the stale state exists, then sleeps until the connection drops and reconnects.
 
 Liveness: when no valid bank arrives for ``[bank] stale_after`` seconds the publisher switches
 both outputs to the safe state (:func:`paths.safe_bank`: CCL = DCL = 0, last CVL kept, BmsCable
@@ -48,6 +49,7 @@ from .pack_services import PackServices
 log = logging.getLogger(__name__)
 
 CAN_PERIOD = 1.0  # s between CAN cycles (seed 004 §1.4: 0x351 every second)
+STALE_MARGIN = 0.01  # s; the staleness check runs this long after the bank would be stale
 RCVHWM = 1000  # banks at ~1 Hz and a state per pack; a deep queue would only replay old limits
 RECV_BATCH = 200  # messages handled per wake-up at most (then other tasks get their turn)
 DBUS_BACKOFF_MAX = 30.0
@@ -228,11 +230,23 @@ class Publisher:
             except Exception:
                 self.counters.errors += 1
                 log.exception("publisher cycle failed")
-            next_at += CAN_PERIOD
             now = loop.time()
+            if self.can is None:
+                # Without CAN the only duty is the staleness check: wake when the bank would go
+                # stale (a bank arriving meanwhile moves that moment on), not every second.
+                await asyncio.sleep(self._until_stale())
+                continue
+            next_at += CAN_PERIOD
             if next_at < now:  # fell behind (suspended host): restart the schedule
                 next_at = now + CAN_PERIOD
             await asyncio.sleep(next_at - now)
+
+    def _until_stale(self) -> float:
+        """Seconds until :meth:`check_stale` would switch to the safe state (a little after)."""
+        stale_after = self.config.bank.stale_after
+        if self.stale:  # nothing to check until a bank arrives (on_bank leaves the safe state)
+            return stale_after
+        return max(STALE_MARGIN, stale_after - (self.clock() - self.last_seen) + STALE_MARGIN)
 
     def _can_values(self) -> dict[str, Any]:
         """D-Bus paths of the CAN port: force-charge request, adapter up, GX listening."""
@@ -277,7 +291,13 @@ class Publisher:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, DBUS_BACKOFF_MAX)
                     continue
-            await asyncio.sleep(1.0)
+            # Asleep while on the bus (no wake-up a second to check); a dropped connection
+            # ends the wait and the next turn reconnects.
+            await self.ve.wait_disconnected()
+            if self.ve.connected:  # the wait ended but the bus says connected: do not spin
+                await asyncio.sleep(1.0)
+            else:
+                log.warning("D-Bus connection lost; reconnecting")
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (safe to call from a signal handler)."""
