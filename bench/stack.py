@@ -1,7 +1,7 @@
 """The whole stack under supervisord: CPU per pack-update per process, D-Bus cost, memory, start-up.
 
 For each configuration (N packs; per-pack D-Bus services on or off; CAN output on or off) this
-starts what an installation runs -- supervisord with one poller per port, the arbiter and the
+starts what an installation runs -- supervisord with the poller process(es), the arbiter and the
 publisher, exactly as ``bmsbank supervisor-config`` renders them -- against N simulated JBD packs
 (16 cells, each on its own pseudo-terminal, 1 s poll; the simulators run in this process, so
 their CPU is not counted) and a private dbus-daemon. After a warm-up it reads, over a fixed
@@ -20,7 +20,7 @@ The issue that asked for it (10) measured the incumbent Venus driver at 3.96 ms 
 for 8 JBD packs on this kind of machine; the table prints the ratio against that figure.
 
     .venv/bin/python bench/stack.py [--packs 1,4,8,16] [--window 30] [--warmup 10]
-        [--pack-services on,off] [--can off,on]
+        [--pack-services on,off] [--can off,on] [--processes shared,port]
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Result:
     packs: int
     pack_services: bool
     can: bool
+    own_processes: bool  #: a poller process per port (else one for all ports)
     updates: int
     banks: int
     cpu_ms: dict[str, float]  #: process group -> CPU ms in the window
@@ -70,8 +71,10 @@ class Result:
     startup: float
 
 
-def write_config(rundir: Path, packs: int, pack_services: bool, can: bool) -> str:
-    """The bench's bmsbank.toml: one JBD port per pack."""
+def write_config(
+    rundir: Path, packs: int, pack_services: bool, can: bool, own_processes: bool = False
+) -> str:
+    """The bench's bmsbank.toml: one JBD port per pack, in one poller process or one each."""
     text = (
         f'runtime_dir = "{rundir}"\nlog_level = "warning"\n'
         f'[bank]\nname = "bench"\nstate_file = ""\n'
@@ -82,6 +85,8 @@ def write_config(rundir: Path, packs: int, pack_services: bool, can: bool) -> st
         text += f'interface = "virtual"\nchannel = "bench-{os.getpid()}"\nenergy_file = ""\n'
     for k in range(packs):
         text += f'[[ports]]\nname = "p{k}"\ndevice = "{rundir}/tty-p{k}"\nbms = "jbd"\n'
+        if own_processes:
+            text += f'process = "p{k}"\n'
     path = rundir / "bench.toml"
     path.write_text(text)
     return str(path)
@@ -179,7 +184,8 @@ class Jitter:
                                   for t in m.temperatures]  # fmt: skip
 
 
-def run(packs: int, pack_services: bool, can: bool, warmup: float, window: float) -> Result:
+def run(packs: int, pack_services: bool, can: bool, own_processes: bool, warmup: float,
+        window: float) -> Result:  # fmt: skip
     """Measure one configuration."""
     rundir = Path(tempfile.mkdtemp(prefix="bmsstack", dir="/tmp"))
     bus, address = start_bus(rundir)
@@ -188,7 +194,7 @@ def run(packs: int, pack_services: bool, can: bool, warmup: float, window: float
     servers = [PtyServer(create("jbd", {1: m}), link=f"{rundir}/tty-p{k}").start()
                for k, m in enumerate(models)]  # fmt: skip
     jitter = Jitter(models)
-    config_path = write_config(rundir, packs, pack_services, can)
+    config_path = write_config(rundir, packs, pack_services, can, own_processes)
     config = configuration.load(config_path)
     env = {"DBUS_SYSTEM_BUS_ADDRESS": address}
     (rundir / "log").mkdir()
@@ -210,7 +216,7 @@ def run(packs: int, pack_services: bool, can: bool, warmup: float, window: float
         owner = asyncio.run(name_owner(address, SERVICE))  # signals carry the unique name
         count_tap(sub, warmup)
         procs = children(supervisord.pid)
-        assert len(procs) == packs + 2, procs
+        assert len(procs) == len(config.processes()) + 2, procs
         pids = {**procs, supervisord.pid: "supervisord"}
         before = {pid: schedstat_ns(pid) for pid in pids}
         dbus_before = schedstat_ns(bus.pid)
@@ -239,8 +245,15 @@ def run(packs: int, pack_services: bool, can: bool, warmup: float, window: float
         bus.terminate()
         bus.wait(5)
         shutil.rmtree(rundir, ignore_errors=True)
-    return Result(packs, pack_services, can, updates, banks, cpu_ms, dbus_ms, bank_signals,
-                  len(signals) - bank_signals, memory, startup)  # fmt: skip
+    return Result(packs, pack_services, can, own_processes, updates, banks, cpu_ms, dbus_ms,
+                  bank_signals, len(signals) - bank_signals, memory, startup)  # fmt: skip
+
+
+def _key(r: Result) -> str:
+    """The configuration columns: N, per-pack services, CAN, poller processes (1 or N)."""
+    procs = r.packs if r.own_processes else 1
+    return (f"{r.packs:>3} {'on ' if r.pack_services else 'off'} {'on ' if r.can else 'off'} "
+            f"{procs:>3}")  # fmt: skip
 
 
 def show(r: Result) -> str:
@@ -250,26 +263,25 @@ def show(r: Result) -> str:
     uss = sum(m[0] for m in r.memory.values())
     pss = sum(m[1] for m in r.memory.values())
     pack_sig = r.signals_packs / max(1, r.updates) if r.pack_services else 0.0
-    return (f"{r.packs:>3} {'on ' if r.pack_services else 'off'} {'on ' if r.can else 'off'} "
-            f"{r.updates:>6} | {per.get('poller', 0):>6.3f} {per.get('arbiter', 0):>6.3f} "
-            f"{per.get('publisher', 0):>6.3f} {per.get('supervisord', 0):>6.3f} {total:>6.3f} "
+    return (f"{_key(r)} {r.updates:>6} | {per.get('poller', 0):>6.3f} "
+            f"{per.get('arbiter', 0):>6.3f} {per.get('publisher', 0):>6.3f} "
+            f"{per.get('supervisord', 0):>6.3f} {total:>6.3f} "
             f"{INCUMBENT_MS / total if total else 0:>5.1f}x | {r.dbus_ms / max(1, r.updates):>6.3f}"
             f" {r.signals_bank / max(1, r.banks):>5.2f} {pack_sig:>5.2f} | {uss:>6.1f} {pss:>6.1f}"
             f" | {r.startup:>5.2f}")  # fmt: skip
 
 
 def show_memory(r: Result) -> str:
-    """USS by process group: what each kind of process holds (per poller, and in total)."""
-    per_poller = r.memory.get("poller", (0.0, 0.0, 0.0))[0] / max(1, r.packs)
+    """USS by process group: what each kind of process holds (pollers also per port)."""
+    per_port = r.memory.get("poller", (0.0, 0.0, 0.0))[0] / max(1, r.packs)
     groups = ", ".join(f"{g} {m[0]:.1f}" for g, m in sorted(r.memory.items()))
-    return (f"{r.packs:>3} {'on ' if r.pack_services else 'off'} {'on ' if r.can else 'off'} "
-            f"| USS MB: {groups}; {per_poller:.1f} per poller")  # fmt: skip
+    return f"{_key(r)} | USS MB: {groups}; pollers {per_port:.1f} per port"
 
 
 HEADER = (
-    "  N pps can updates |  CPU ms per pack-update: poller arbiter publisher supervisord total"
-    " vs incumbent | dbus-daemon ms, signals per bank, per pack state | USS PSS MB | start s\n"
-    "                    | poller arbitr publsh superv  total   inc | dbusms  bank  pack |"
+    "  N pps can prc updates |  CPU ms per pack-update: pollers arbiter publisher supervisord"
+    " total vs incumbent | dbus-daemon ms, signals per bank, per pack state | USS PSS MB | start s"
+    "\n                        | poller arbitr publsh superv  total   inc | dbusms  bank  pack |"
     "    USS    PSS | start"
 )
 
@@ -282,14 +294,18 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=10.0, help="seconds before measuring")
     p.add_argument("--pack-services", default="on,off", help="on, off or both (on,off)")
     p.add_argument("--can", default="off", help="on, off or both (off,on)")
+    p.add_argument("--processes", default="shared",
+                   help="poller processes: shared (one for all ports, the default installation), "
+                        "port (one per port), or both (shared,port)")  # fmt: skip
     args = p.parse_args()
     counts = [int(n) for n in args.packs.split(",")]
     services = [s == "on" for s in args.pack_services.split(",")]
     cans = [c == "on" for c in args.can.split(",")]
+    own = [x == "port" for x in args.processes.split(",")]
     print(HEADER, flush=True)
     results = []
-    for n, pps, can in itertools.product(counts, services, cans):
-        results.append(run(n, pps, can, args.warmup, args.window))
+    for n, pps, can, own_processes in itertools.product(counts, services, cans, own):
+        results.append(run(n, pps, can, own_processes, args.warmup, args.window))
         print(show(results[-1]), flush=True)
     print("\nMemory by process (USS, MB):")
     for r in results:

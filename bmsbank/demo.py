@@ -35,6 +35,9 @@ DEMO_PORTS = (
     ("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
     ("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
 )
+#: ports polled by a process of their own (poller-<name>, restarted alone); the others share
+#: the process poller-shared, as an installation's ports do by default
+DEMO_OWN_PROCESS = frozenset({"jkbus"})
 
 #: a private bus that lets anyone own names and eavesdrop (demo and tests only)
 PRIVATE_BUS_CONF = """<!DOCTYPE busconfig PUBLIC
@@ -87,6 +90,8 @@ def _demo_config(rundir: str, can: str) -> str:
     for name, bms, addresses, *_ in DEMO_PORTS:
         lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(_link(rundir, name))}",
                   f'bms = "{bms}"', f"addresses = {addresses}"]  # fmt: skip
+        if name in DEMO_OWN_PROCESS:
+            lines.append(f'process = "{name}"')
     return "\n".join(lines) + "\n"
 
 

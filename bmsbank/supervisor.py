@@ -55,18 +55,22 @@ class Program:
 def service_programs(
     config: Config, python: str, config_path: str, environment: Mapping[str, str] | None = None
 ) -> list[Program]:
-    """The bmsbank services for ``config``: arbiter, publisher, one poller per port."""
+    """The bmsbank services for ``config``: arbiter, publisher, one poller per poller process.
+
+    A poller process (``[[ports]] process``; by default every port shares one) is the program
+    ``poller-<process>``.
+    """
     env = dict(environment or {})
     base = ["--config", config_path]
     programs = [
         Program("arbiter", [python, "-m", "bmsbank.services.arbiter", *base], 20, env),
         Program("publisher", [python, "-m", "bmsbank.services.publisher", *base], 30, env),
     ]
-    for port in config.ports:
+    for process in config.processes():
         programs.append(
             Program(
-                f"poller-{port.name}",
-                [python, "-m", "bmsbank.services.poller", *base, "--port", port.name],
+                f"poller-{process}",
+                [python, "-m", "bmsbank.services.poller", *base, "--process", process],
                 40,
                 env,
             )

@@ -234,6 +234,61 @@ def test_poller_process_pushes_msgpack_states(bus, tmp_path):
         ctx.term()
 
 
+def test_one_process_polls_several_ports_and_stops_cleanly(bus, tmp_path):
+    """The ports of one poller process are polled side by side, each in its own thread."""
+    first = bus("jbd", {1: BatteryModel(current=3.0)})
+    second = bus("jkpb", {1: BatteryModel(current=-2.0), 2: BatteryModel(current=1.5)})
+    states = free_tcp()
+    path = tmp_path / "bmsbank.toml"
+    path.write_text(
+        f'[zmq]\nstates = "{states}"\n'
+        f'[[ports]]\nname = "a"\ndevice = "{first.device}"\nbms = "jbd"\ninterval = 0.2\n'
+        f'[[ports]]\nname = "b"\ndevice = "{second.device}"\nbms = "jkpb"\n'
+        f"addresses = [1, 2]\ninterval = 0.2\n"
+        f'[[ports]]\nname = "c"\ndevice = "/dev/null"\nbms = "jbd"\nprocess = "other"\n'
+    )
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(states)
+    cmd = [sys.executable, "-m", "bmsbank.services.poller", "--config", str(path)]
+    proc = subprocess.Popen([*cmd, "--process", "shared"])
+    try:
+        currents: dict[str, float] = {}
+        while len(currents) < 3:
+            assert pull.poll(10000), "no state from the poller process"
+            state = validate_state(unpack(pull.recv_multipart()[1]))
+            currents[state["pack"]] = state["current"]
+        assert currents == pytest.approx({"a:1": 3.0, "b:1": -2.0, "b:2": 1.5}, abs=0.01)
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0  # SIGTERM stops every port's thread
+        pull.close(0)
+        ctx.term()
+    unknown = subprocess.run([*cmd, "--process", "nope"], capture_output=True, text=True,
+                             timeout=30)  # fmt: skip
+    assert unknown.returncode == 2
+    assert "ports.process" in unknown.stderr and "shared, other" in unknown.stderr
+
+
+def test_a_port_thread_that_fails_stops_its_process_with_status_1(monkeypatch):
+    """supervisord then restarts the process whole, instead of it polling on with a port lost."""
+    from bmsbank.services.poller import service
+
+    ran: list[str] = []
+
+    def fake_run(config, name, stop):
+        ran.append(name)
+        if name == "bad":
+            raise RuntimeError("a defect")
+        while not stop():
+            time.sleep(0.01)
+
+    monkeypatch.setattr(service, "run", fake_run)
+    began = time.monotonic()
+    assert service.run_ports(None, ["good", "bad"]) == 1  # type: ignore[arg-type]
+    assert sorted(ran) == ["bad", "good"] and time.monotonic() - began < 5.0
+
+
 def test_poller_process_rejects_a_bad_config_in_one_line(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[[ports]]\nname = "x"\ndevice = "/dev/null"\nbms = "jbd"\nspeed = 9600\n')
@@ -247,7 +302,7 @@ def test_poller_process_rejects_a_bad_config_in_one_line(tmp_path):
     assert proc.stderr.strip() == (
         f"bmsbank-poller: {path}: ports[0].speed: unknown key; "
         "expected one of name, device, bms, addresses, baudrate, "
-        "interval, timeout, retries, command_gap, echo"
+        "interval, timeout, retries, command_gap, echo, process"
     )
     assert os.path.exists(path)
 

@@ -21,7 +21,7 @@ def test_root_supervisord_conf_matches_the_example_config():
     )
 
 
-def test_supervisord_parses_it_with_one_poller_per_port(tmp_path):
+def test_supervisord_parses_it_with_one_poller_per_process(tmp_path):
     cfg = config.load(str(ROOT / "config.example.toml"))
     # supervisord checks that log directories exist: point them at tmp_path.
     text = (ROOT / "supervisord.conf").read_text().replace("/var/log/bmsbank", str(tmp_path))
@@ -31,7 +31,7 @@ def test_supervisord_parses_it_with_one_poller_per_port(tmp_path):
     options = ServerOptions()
     options.realize(["-c", str(conf)])
     names = sorted(g.name for g in options.process_group_configs)
-    assert names == sorted(["arbiter", "publisher"] + [f"poller-{p.name}" for p in cfg.ports])
+    assert names == sorted(["arbiter", "publisher"] + [f"poller-{p}" for p in cfg.processes()])
     for group in options.process_group_configs:
         proc = group.process_configs[0]
         assert proc.autorestart is not False and proc.startretries >= 100

@@ -1,4 +1,8 @@
-"""``python -m bmsbank.services.poller --port NAME [--config FILE]``: poll one configured port."""
+"""``python -m bmsbank.services.poller (--process NAME | --port NAME ...) [--config FILE]``.
+
+Polls the ports of one poller process (``[[ports]] process``; what ``bmsbank supervisor-config``
+renders) or the ports named with ``--port`` (repeatable), each in a thread of its own.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +16,31 @@ from bmsbank.errors import ConfigError
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the poller service."""
-    p = argparse.ArgumentParser(prog="bmsbank-poller", description="Poll the BMS on one port.")
+    p = argparse.ArgumentParser(prog="bmsbank-poller", description="Poll the BMS on some ports.")
     p.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
     p.add_argument("--runtime-dir", help="directory of the ipc:// sockets")
-    p.add_argument("--port", required=True, help="name of a [[ports]] entry")
+    p.add_argument("--process", help="poll every port whose [[ports]] process is NAME")
+    p.add_argument("--port", action="append", default=[], help="poll this port (repeatable)")
     args = p.parse_args(argv)
+    if bool(args.process) == bool(args.port):
+        p.error("give --process NAME or one or more --port NAME")
     try:
         config = configuration.load(args.config, args.runtime_dir)
-        config.port(args.port)
+        if args.process:
+            ports = [port.name for port in config.processes().get(args.process, [])]
+            if not ports:
+                known = ", ".join(config.processes()) or "none configured"
+                raise ConfigError("ports.process", config.source,
+                                  f"a process of some port ({known}), not {args.process!r}")
+        else:
+            ports = [config.port(name).name for name in args.port]
     except ConfigError as exc:
         return runtime.fail("bmsbank-poller", exc)
-    logs.setup(f"poller[{args.port}]", config.log_level)
+    logs.setup(f"poller[{args.process or ','.join(ports)}]", config.log_level)
     runtime.exit_on_sigterm()
-    from bmsbank.services.poller.service import run
+    from bmsbank.services.poller.service import run_ports
 
-    try:
-        run(config, args.port)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run_ports(config, ports)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The poller: polls every pack on one port in turn and pushes state messages to the arbiter.
 
-One process per port. A missing port is retried with exponential backoff and logged once per state
-change; a malformed or missing reply is counted per link and never stops the loop.
+One thread per port (:func:`run`); the ports of one poller process (``[[ports]] process``, all of
+them unless a port is given a process of its own) share it (:func:`run_ports`). A missing port is
+retried with exponential backoff and logged once per state change; a malformed or missing reply
+is counted per link and never stops the loop.
 
 Control requests (:mod:`bmsbank.services.poller.control`) are carried out between two requests of
 the poll cycle, never inside a request/reply exchange: the poller calls ``between()`` after each
@@ -11,6 +13,7 @@ exchange, and :meth:`Poller.control` uses the same serial link, gaps and timeout
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.5  # s, first retry after a port failure
 BACKOFF_MAX = 30.0  # s
+WATCH_INTERVAL = 3600.0  # s; run_ports' main thread only waits for a signal or a failed port
 
 
 @dataclass
@@ -310,3 +314,45 @@ def run(
         poller.close()
         control.close()
         sock.close()
+
+
+def run_ports(config: Config, port_names: list[str], join_timeout: float = 5.0) -> int:
+    """Poll several ports in one process, each in a thread of its own, until SIGTERM/SIGINT.
+
+    One interpreter for all of them: its memory once, and the same code warm in the caches for
+    every port (a process per port pays both per port; see docs/PERFORMANCE.md). A port that
+    blocks (a USB adapter that hangs a write) blocks only its thread. A thread that dies of an
+    unexpected error stops the process with exit status 1, so that supervisord restarts it
+    whole instead of it polling on with a port missing.
+
+    Returns:
+        The exit status: 0 after a stop signal, 1 when a port's thread failed.
+
+    """
+    stopping = threading.Event()
+    failed: list[str] = []
+
+    def poll(name: str) -> None:
+        try:
+            run(config, name, stopping.is_set)
+        except Exception:
+            log.exception("[%s] poller failed", name)
+            failed.append(name)
+            stopping.set()
+
+    threads = [threading.Thread(target=poll, args=(name,), name=f"poller-{name}", daemon=True)
+               for name in port_names]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        while not stopping.wait(WATCH_INTERVAL):
+            pass
+    except (SystemExit, KeyboardInterrupt):  # SIGTERM (runtime.exit_on_sigterm) or SIGINT
+        stopping.set()
+    deadline = time.monotonic() + join_timeout
+    for thread in threads:  # each ends after its exchange or wait slice (<= 1 s) in progress
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if failed:
+        log.error("stopping: the poller of %s failed", ", ".join(failed))
+        return 1
+    return 0
