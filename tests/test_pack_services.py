@@ -6,10 +6,12 @@ import asyncio
 import time
 
 from dbus_fast import Message, Variant
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsbank.schema import TOPIC_STATE
 from bmsbank.services.publisher.dbus_service import IFACE
-from bmsbank.services.publisher.pack_paths import pack_values
+from bmsbank.services.publisher.pack_paths import changed_values, pack_values
 from tests.factories import state_msg
 from tests.test_publisher_service import NAME, STALE_AFTER, Rig, bank, run
 
@@ -230,3 +232,28 @@ def test_services_come_back_when_their_bus_connection_drops(tmp_path, dbus_addre
             assert sorted(await names(rig)) == [NAME, PACK]
 
     run(scenario(), timeout=25)
+
+
+readings = st.fixed_dictionaries({
+    "current": st.sampled_from([-5.0, 0.0, 5.04, 5.06]),
+    "cells": st.lists(st.sampled_from([3.3, 3.3004, 3.301, 3.4]), min_size=4, max_size=4),
+    "balancing": st.lists(st.sampled_from([0, 1]), min_size=4, max_size=4),
+    "temperatures": st.lists(st.sampled_from([20.0, 20.04, 21.0, -3.0]), min_size=1, max_size=2),
+    "alarms": st.dictionaries(st.sampled_from(["low_voltage", "high_temperature"]),
+                              st.sampled_from([0, 1, 2])),
+    "charge_fet": st.booleans(),
+    "soc": st.sampled_from([50.0, 50.04, 61.0]),
+})  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(readings, min_size=2, max_size=5))
+def test_paths_by_difference_give_exactly_the_full_computation(steps):
+    """Applying changed_values step after step leaves every path as pack_values would set it."""
+    states = [state_msg("usb0", 1, **step) for step in steps]
+    shown = pack_values(states[0], True, 4, 2)
+    for old, new in zip(states[:-1], states[1:], strict=True):
+        update = changed_values(old, new, 4, 2)
+        assert set(update) <= set(shown)  # never a path the service does not have
+        shown.update(update)
+        assert shown == pack_values(new, True, 4, 2)

@@ -98,15 +98,41 @@ def pack_values(
 
     """
     s: Mapping[str, Any] = state if state is not None and online else {}
-    volts: list[float] = list(s.get("cells") or [])
-    temps: list[float] = list(s.get("temperatures") or [])
+    values = _scalars(s, online, cells)
+    values.update(_cell_section(s, cells))
+    values.update(_temperature_section(s, sensors))
+    values.update(_alarm_section(s, online))
+    return values
+
+
+def changed_values(
+    old: Mapping[str, Any], new: Mapping[str, Any], cells: int, sensors: int
+) -> dict[str, Any]:
+    """The paths of an online pack that ``new`` may change after ``old`` ("by difference").
+
+    The scalars are always recomputed (the current moves with every reading); the cells and
+    balancing flags, the temperatures and the alarms only when their lists or map differ from
+    ``old`` (compared in C). Applied over ``pack_values(old, True, ...)`` the result gives
+    exactly ``pack_values(new, True, ...)`` (a property test checks it).
+    """
+    values = _scalars(new, True, cells)
+    if new.get("cells") != old.get("cells") or new.get("balancing") != old.get("balancing"):
+        values.update(_cell_section(new, cells))
+    if new.get("temperatures") != old.get("temperatures"):
+        values.update(_temperature_section(new, sensors))
+    if new.get("alarms") != old.get("alarms"):
+        values.update(_alarm_section(new, True))
+    return values
+
+
+def _scalars(s: Mapping[str, Any], online: bool, cells: int) -> dict[str, Any]:
+    """Liveness, the Dc/0 readings, SoC and capacity, FETs and history (``s`` empty: unknown)."""
     capacity, remaining = rounded(s.get("capacity"), 1), rounded(s.get("remaining"), 1)
-    values: dict[str, Any] = {
+    return {
         "/Connected": 1 if online else 0,
         "/Dc/0/Voltage": rounded(s.get("voltage"), 2),
         "/Dc/0/Current": rounded(s.get("current"), 1),
         "/Dc/0/Power": rounded(s.get("power"), 0),
-        "/Dc/0/Temperature": rounded(sum(temps) / len(temps), 1) if temps else None,
         "/Soc": rounded(s.get("soc"), 1),
         "/Soh": rounded(s.get("soh"), 1),
         "/Capacity": remaining,
@@ -120,18 +146,36 @@ def pack_values(
         "/System/MOSTemperature": rounded(s.get("mosfet_temperature"), 1),
         "/Io/AllowToCharge": _flag(s.get("charge_fet")),
         "/Io/AllowToDischarge": _flag(s.get("discharge_fet")),
-        "/Balancing": 1 if any(s.get("balancing") or ()) else (0 if s else None),
         "/History/ChargeCycles": s.get("cycles") if isinstance(s.get("cycles"), int) else None,
+    }
+
+
+def _cell_section(s: Mapping[str, Any], cells: int) -> dict[str, Any]:
+    """Cell voltages and balancing flags, their sum, spread, extremes and /Balancing."""
+    volts: list[float] = list(s.get("cells") or [])
+    values = _cells(volts, list(s.get("balancing") or []), cells)
+    values.update(_min_max(volts, "Voltage", "C", 3))
+    values["/Balancing"] = 1 if any(s.get("balancing") or ()) else (0 if s else None)
+    return values
+
+
+def _temperature_section(s: Mapping[str, Any], sensors: int) -> dict[str, Any]:
+    """/Dc/0/Temperature (the mean), each sensor and the extremes."""
+    temps: list[float] = list(s.get("temperatures") or [])
+    values: dict[str, Any] = {
+        "/Dc/0/Temperature": rounded(sum(temps) / len(temps), 1) if temps else None
     }
     for k, path in enumerate(_sensor_paths(sensors)):
         values[path] = round(temps[k], 1) + 0.0 if k < len(temps) else None
-    values.update(_cells(volts, list(s.get("balancing") or []), cells))
-    values.update(_min_max(volts, "Voltage", "C", 3))
     values.update(_min_max(temps, "Temperature", "T", 1))
+    return values
+
+
+def _alarm_section(s: Mapping[str, Any], online: bool) -> dict[str, Any]:
+    """Every /Alarms/* path; BmsCable says whether the pack is online."""
     alarms = s.get("alarms")
     alarms = alarms if isinstance(alarms, Mapping) else {}
-    for name, path in ALARM_PATHS.items():
-        values[path] = alarms.get(name, 0) if s else None
+    values = {path: alarms.get(name, 0) if s else None for name, path in ALARM_PATHS.items()}
     values[ALARM_PATHS["bms_cable"]] = 0 if online else ALARM
     return values
 

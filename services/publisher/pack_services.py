@@ -2,10 +2,11 @@
 
 A pack's service appears once its first state arrives (then its cell and sensor counts are known,
 so its paths never change afterwards) and stays while the publisher runs. Each state updates it
-with ONE ItemsChanged holding only what changed; a bank message only changes /Connected and the
-measurements when the arbiter's freshness for the pack changes. Liveness follows the arbiter: a
-pack the bank lists offline -- or every pack, while the bank itself is stale -- shows
-/Connected = 0, unknown measurements and the BmsCable alarm.
+with ONE ItemsChanged holding only what changed (paths are recomputed only for the parts of the
+state that differ from the last: :func:`pack_paths.changed_values`); a bank message only changes
+/Connected and the measurements when the arbiter's freshness for the pack changes. Liveness
+follows the arbiter: a pack the bank lists offline -- or every pack, while the bank itself is
+stale -- shows /Connected = 0, unknown measurements and the BmsCable alarm.
 
 Per-pack switches (charge, discharge, balancing off; SoC reset) are written on the pack's service
 and carried out through the control channel: see :mod:`pack_controls`.
@@ -116,8 +117,13 @@ class PackServices:
             self.services[pack] = service
             self._wake.set()
             return
-        service.state = state
-        await self._update(service)
+        previous, service.state = service.state, state
+        if service.online:  # only what this state may change ("by difference")
+            changed = pack_paths.changed_values(previous, state, service.cells, service.sensors)
+            if await service.ve.update(changed):
+                self.updates += 1
+        else:
+            await self._update(service)
 
     async def on_bank(self, bank: Mapping[str, Any]) -> None:
         """Follow the bank's view of which packs are online (all offline in the safe state)."""

@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
@@ -52,6 +52,7 @@ CAN_PERIOD = 1.0  # s between CAN cycles (seed 004 §1.4: 0x351 every second)
 STALE_MARGIN = 0.01  # s; the staleness check runs this long after the bank would be stale
 RCVHWM = 1000  # banks at ~1 Hz and a state per pack; a deep queue would only replay old limits
 RECV_BATCH = 200  # messages handled per wake-up at most (then other tasks get their turn)
+POLLIN = int(zmq.POLLIN)  # a plain int: zmq's enums cost a call each time they are combined
 DBUS_BACKOFF_MAX = 30.0
 DBUS_CONNECT_TIMEOUT = 5.0
 REJECT_LOG_INTERVAL = 60.0
@@ -194,17 +195,31 @@ class Publisher:
 
     # ---- tasks -------------------------------------------------------------------------------
 
-    async def _receive(self, sock: zmq.asyncio.Socket) -> None:
-        while True:
-            await self._handle(await sock.recv_multipart())
-            # Whatever else is queued is handled in the same wake-up (states come in bursts,
-            # one per pack of a port): waking the loop per message costs more than the message.
-            for _ in range(RECV_BATCH):
-                try:
-                    parts = await sock.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                await self._handle(parts)
+    async def _receive(self, sock: zmq.Socket) -> None:
+        """Handle what the tap brings, every message queued at each wake-up.
+
+        ``sock`` is a plain (blocking-API) socket read without blocking, its notification
+        descriptor watched by the loop: zmq.asyncio's futures per message cost more than the
+        message here (states come in bursts, one per pack, once per bank tick). The descriptor
+        is edge triggered, so the socket is asked (EVENTS) after every wake and before waiting.
+        """
+        loop = asyncio.get_running_loop()
+        ready = asyncio.Event()
+        fd = cast(int, sock.get(zmq.FD))
+        loop.add_reader(fd, ready.set)
+        try:
+            while True:
+                handled = 0
+                while handled < RECV_BATCH and cast(int, sock.get(zmq.EVENTS)) & POLLIN:
+                    await self._handle(sock.recv_multipart(zmq.NOBLOCK))
+                    handled += 1
+                if handled == RECV_BATCH:  # more may be queued: let other tasks run first
+                    await asyncio.sleep(0)
+                    continue
+                ready.clear()
+                await ready.wait()
+        finally:
+            loop.remove_reader(fd)
 
     async def _handle(self, parts: list[bytes]) -> None:
         try:
@@ -310,7 +325,7 @@ class Publisher:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.SUB)
+        sock = zmq.Socket(ctx, zmq.SUB)  # read without zmq.asyncio: see _receive
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
