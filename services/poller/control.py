@@ -78,9 +78,10 @@ class PollerControl:
         self.socket.setsockopt(zmq.MAXMSGSIZE, 65536)
         self.socket.connect(endpoint)
         #: the socket's notification descriptor, waited on with one select.poll set made once
-        #: (zmq.Poller's poll costs a zmq_poll plus a list of sockets per call). It is edge
-        #: triggered: it only says the socket's state may have changed, so :meth:`service` asks
-        #: EVENTS before every wait and after every wake.
+        #: (zmq.Poller's poll costs a zmq_poll plus a list of sockets per call). It only says the
+        #: socket's state may have changed, and stays readable until the socket is asked: so
+        #: :meth:`wait` asks EVENTS after every wake, and :meth:`service` remembers when it
+        #: left requests queued (``backlog``), which no later wake would announce.
         self.poll_set = select.poll()
         self.poll_set.register(self.socket.get(zmq.FD), select.POLLIN)
         self.next_between = 0.0  #: monotonic time before which :meth:`between` does not ask

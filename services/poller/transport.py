@@ -35,8 +35,8 @@ class SerialTransport:
         self._fd: int | None = None  #: the port's file descriptor, read directly (see _read)
         self._poll = select.poll()
         #: the last reply ended exactly where the received bytes did and nothing went wrong since:
-        #: no stale bytes are expected, so :meth:`drain` spares its syscall (a third of the cost
-        #: of an exchange here). Anything unusual clears it (see :meth:`unsettle`).
+        #: no stale bytes are expected, so :meth:`drain` spares its syscall (one of the few an
+        #: exchange makes). Anything unusual clears it (see :meth:`unsettle`).
         self.settled = False
 
     @property
