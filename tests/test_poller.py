@@ -235,7 +235,8 @@ def test_poller_process_pushes_msgpack_states(bus, tmp_path):
 
 
 def test_one_process_polls_several_ports_and_stops_cleanly(bus, tmp_path):
-    """The ports of one poller process are polled side by side, each in its own thread."""
+    """The ports of one poller process are polled side by side, each in its own thread; a
+    missing adapter holds up only its own."""
     first = bus("jbd", {1: BatteryModel(current=3.0)})
     second = bus("jkpb", {1: BatteryModel(current=-2.0), 2: BatteryModel(current=1.5)})
     states = free_tcp()
@@ -245,8 +246,9 @@ def test_one_process_polls_several_ports_and_stops_cleanly(bus, tmp_path):
         f'[[ports]]\nname = "a"\ndevice = "{first.device}"\nbms = "jbd"\ninterval = 0.2\n'
         f'[[ports]]\nname = "b"\ndevice = "{second.device}"\nbms = "jkpb"\n'
         f"addresses = [1, 2]\ninterval = 0.2\n"
-        f'[[ports]]\nname = "c"\ndevice = "/dev/null"\nbms = "jbd"\nprocess = "other"\n'
-    )
+        f'[[ports]]\nname = "c"\ndevice = "{tmp_path}/unplugged"\nbms = "jbd"\n'
+        f'[[ports]]\nname = "d"\ndevice = "/dev/null"\nbms = "jbd"\nprocess = "other"\n'
+    )  # c is missing: its thread backs off, the others poll on
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.bind(states)
