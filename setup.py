@@ -40,6 +40,9 @@ COMPILE_ARGS = ["-O2", "-ffp-contract=off"]
 EXTENSIONS = [
     Extension("bmsbank.native._frames", ["native/_frames.pyx"], extra_compile_args=COMPILE_ARGS),
     Extension(
+        "bmsbank.native._messages", ["native/_messages.pyx"], extra_compile_args=COMPILE_ARGS
+    ),
+    Extension(
         "bmsbank.native._limits",
         ["native/_limits.pyx"],
         depends=[

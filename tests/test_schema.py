@@ -228,3 +228,60 @@ def test_number_checks_accept_exactly_finite_readings_within_bounds(voltage, cur
         accepted = False
         assert str(exc).split(":")[0] in ("voltage", "current", "soh", "power")
     assert accepted == expected
+
+
+class _Count(int):
+    """An int subclass: the full checks take it, the compiled fast path leaves it to them."""
+
+
+_ODD_VALUES = [
+    None, True, False, 0, 1, -1, 2, 3, 255, 256, 2**53 + 1, 2**63, 2**64, 10**7, _Count(1),
+    0.0, 1.0, 1.5, 3.3, 6.0000001, -60.5, 99.9, 1e13, math.nan, math.inf, -math.inf,
+    "", "x", "a" * 65, [], [3.3], [3.3, 3.4], [True], [math.nan], [0, 1], [1.0], [2], ["3.3"],
+    {}, {"low_voltage": 1}, {"low_voltage": 1.0}, {"bogus": 1}, {"ok": -1}, {"ok": True},
+    {"ok": 3}, (3.3,),
+]  # fmt: skip
+_STATE_KEYS = sorted(state_msg()) + ["soh", "mosfet_temperature", "bms_ccl"]
+
+
+def _mutated(changes: dict, flags_follow: bool) -> dict:
+    msg = state_msg(cells=[3.3, 3.31, 3.29, 3.3], balancing=[0, 1, 0, 0])
+    for key, value in changes.items():
+        if value is KeyError:
+            msg.pop(key, None)
+        else:
+            msg[key] = value
+    if flags_follow and isinstance(msg.get("cells"), list) and "balancing" not in changes:
+        msg["balancing"] = [0] * len(msg["cells"])  # so that the checks after it are reached
+    return msg
+
+
+def _fast_check_holds(msg: dict) -> bool:
+    """state_ok in both implementations agrees, and says yes only to what the full checks take."""
+    from bmsbank import schema
+    from bmsbank.native import _messages, _messages_py
+
+    compiled = _messages.state_ok(msg, schema.STATE_SPEC)
+    assert compiled == _messages_py.state_ok(msg, schema.STATE_SPEC), msg
+    try:
+        schema._check_state(msg)
+    except MessageError:
+        assert not compiled, f"the fast check took what the full checks reject: {msg}"
+    return compiled
+
+
+def test_the_compiled_fast_check_is_never_laxer_for_any_single_odd_value():
+    assert _fast_check_holds(_mutated({}, False))  # the usual case takes the fast path
+    for key in _STATE_KEYS:
+        for value in [*_ODD_VALUES, KeyError]:
+            for flags_follow in (False, True):
+                _fast_check_holds(_mutated({key: value}, flags_follow))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(changes=st.dictionaries(st.sampled_from(_STATE_KEYS),
+                               st.one_of(st.sampled_from(_ODD_VALUES), st.just(KeyError)),
+                               min_size=2, max_size=4),
+       flags_follow=st.booleans())  # fmt: skip
+def test_the_compiled_fast_check_is_never_laxer_for_odd_combinations(changes, flags_follow):
+    _fast_check_holds(_mutated(changes, flags_follow))
