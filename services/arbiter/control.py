@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -65,8 +65,8 @@ class ControlCounters:
     hellos: int = 0  #: valid hellos
 
     def as_dict(self) -> dict[str, int]:
-        """The counters as a plain dict."""
-        return asdict(self)
+        """The counters as a plain dict (shallow: dataclasses.asdict deep-copies plain ints)."""
+        return dict(vars(self))
 
 
 @dataclass

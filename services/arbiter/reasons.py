@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from bmsbank.config import BankConfig
 from bmsbank.native.limits import CHARGE_BLOCKING, DISCHARGE_BLOCKING
 
+MEMO_SIZE = 256  #: texts remembered at most
+
 
 class Explainer:
     """Texts for one bank: knows the pack ids and the configured windows."""
@@ -17,12 +19,24 @@ class Explainer:
     def __init__(self, bank: BankConfig, ids: Sequence[str]) -> None:
         self.bank = bank
         self.ids = list(ids)
+        #: (reason, side, cut) -> text: a bank in steady state gives the same reasons tick after
+        #: tick, and each text costs a table of closures to build
+        self._texts: dict[tuple, str] = {}
 
     def _who(self, pack: int) -> str:
         return self.ids[pack] if 0 <= pack < len(self.ids) else "bank"
 
     def current(self, reason: tuple, side: str, cut: tuple | None = None) -> str:
         """Why CCL (``side`` = "charge") or DCL (``side`` = "discharge") has its value [A]."""
+        key = (reason, side, cut)
+        text = self._texts.get(key)
+        if text is None:
+            if len(self._texts) >= MEMO_SIZE:  # values that keep moving: start afresh
+                self._texts.clear()
+            text = self._texts[key] = self._current(reason, side, cut)
+        return text
+
+    def _current(self, reason: tuple, side: str, cut: tuple | None) -> str:
         rule, pack, item, value, amount, share = reason
         who = self._who(pack)
         window = self.bank.charge_window if side == "charge" else self.bank.discharge_window

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
 MAX_STATES = 10000  # states taken per tick at most (the PULL socket's high-water mark)
 POLLIN = int(zmq.POLLIN)
+SNDMORE = int(zmq.SNDMORE)  # a plain int: zmq's enums cost a call each time they are combined
 
 
 def _prepare(endpoint: str) -> None:
@@ -79,7 +80,8 @@ class Arbiter:
             log.warning("rejected state: %s", exc)
             return
         if self.registry.accept(msg, now) is not None:
-            self.tap.send_multipart([TOPIC_STATE, parts[1]])
+            self.tap.send(TOPIC_STATE, SNDMORE)  # two sends: send_multipart combines enum flags
+            self.tap.send(parts[1])
 
     def publish_bank(self, now: float) -> dict:
         """Refresh freshness, compute the bank and publish it."""
