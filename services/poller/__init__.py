@@ -1,1 +1,1 @@
-"""Poller service: one process per port, reads every BMS on it and streams state messages."""
+"""Poller service: a thread per port reads every BMS on it and streams state messages."""
