@@ -330,21 +330,30 @@ def test_killed_poller_goes_offline_and_comes_back(demo):
     before = demo.bank(lambda b: b["online"] == DEMO_PACKS)["cvl"]
     pid = int(demo.supervisorctl("pid", "poller-jkbus").strip())
     os.kill(pid, signal.SIGSTOP)  # hung first: its packs must go offline within stale_after
-    t0 = time.monotonic()
-    bank = demo.bank(lambda b: b["online"] == DEMO_PACKS - 3, timeout=STALE_AFTER + 5)
-    assert time.monotonic() - t0 <= STALE_AFTER + 1.5
-    assert bank["offline"] == 3
-    online = [p for p in bank["packs"] if p["online"]]
-    total = sum(p["capacity"] for p in online)  # recomputed at once over the 2 packs left
-    assert bank["ccl"] == pytest.approx(min(p["ccl"] * total / p["capacity"] for p in online))
-    assert bank["reasons"]["ccl"].startswith("jbd")
-    cells = bank["cells_per_pack"]  # jkbus packs may still be charging: CVL down to float
-    assert bank["cvl"] == pytest.approx(cells * 3.375) and "unseen" in bank["reasons"]["cvl"]
-    assert bank["alarms"]["bms_cable"] == 2
-    # the publisher gets the same bank a moment after this test's tap reader does
-    assert dbus_until(demo, {"/System/NrOfModulesOffline": 3, "/Alarms/BmsCable": 2})
-
-    os.kill(pid, signal.SIGKILL)  # dead: supervisord restarts it
+    try:
+        t0 = time.monotonic()
+        bank = demo.bank(lambda b: b["online"] == DEMO_PACKS - 3, timeout=STALE_AFTER + 5)
+        assert time.monotonic() - t0 <= STALE_AFTER + 1.5
+        assert bank["offline"] == 3
+        online = [p for p in bank["packs"] if p["online"]]
+        total = sum(p["capacity"] for p in online)  # recomputed at once over the packs left
+        share_limit = min(p["ccl"] * total / p["capacity"] for p in online)
+        why = bank["reasons"]["ccl"]
+        # never more than a share allows; equal to it unless a rise is still on its hold or
+        # ramp (packs join the demo one by one, each on the ramp: 1 A/s per pack)
+        assert bank["ccl"] <= share_limit + 1e-6
+        if bank["ccl"] < share_limit - 0.05:
+            assert why.startswith(("held after a cut", "ramping up to")), why
+            assert f"up to {share_limit:.1f} A" in why, why
+        else:
+            assert why.startswith("jbd"), why
+        cells = bank["cells_per_pack"]  # jkbus packs may still be charging: CVL down to float
+        assert bank["cvl"] == pytest.approx(cells * 3.375) and "unseen" in bank["reasons"]["cvl"]
+        assert bank["alarms"]["bms_cable"] == 2
+        # the publisher gets the same bank a moment after this test's tap reader does
+        assert dbus_until(demo, {"/System/NrOfModulesOffline": 3, "/Alarms/BmsCable": 2})
+    finally:
+        os.kill(pid, signal.SIGKILL)  # dead: supervisord restarts it (also after a failure)
     t1 = time.monotonic()
     demo.bank(lambda b: b["online"] == DEMO_PACKS, timeout=10)
     assert time.monotonic() - t1 <= 5.0
