@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -260,6 +260,11 @@ def validate_bank(msg: Any) -> dict:
 def pack(body: Mapping) -> bytes:
     """Serialise a message body with msgpack."""
     return msgpack.packb(body, use_bin_type=True)
+
+
+def packer() -> Callable[[Mapping], bytes]:
+    """A reusable :func:`pack` for one thread (a msgpack Packer keeps its buffer between calls)."""
+    return msgpack.Packer(use_bin_type=True).pack
 
 
 def unpack(data: bytes) -> Any:

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from bmsbank.native.messages import state_body
 from bmsbank.schema import SCHEMA_VERSION
 
 #: fields a plugin may leave out, with the value a state message carries then
@@ -28,14 +29,7 @@ def pack_id(port: str, address: int) -> str:
 
 def derive(fields: Mapping[str, Any]) -> dict[str, Any]:
     """Add power [W], min/max cell voltage and cell delta [V] to a plugin's fields."""
-    out = dict(OPTIONAL_DEFAULTS)
-    out.update(fields)
-    cells = out.get("cells") or []
-    out["power"] = float(out["voltage"]) * float(out["current"])
-    out["min_cell_voltage"] = min(cells) if cells else 0.0
-    out["max_cell_voltage"] = max(cells) if cells else 0.0
-    out["cell_delta"] = out["max_cell_voltage"] - out["min_cell_voltage"]
-    return out
+    return state_body(fields if type(fields) is dict else dict(fields), OPTIONAL_DEFAULTS, {})
 
 
 def make_state(
@@ -61,17 +55,20 @@ def make_state(
         wall: unix time of the reading [s] (default: now).
 
     """
-    body = derive(fields)
-    body.update(
-        v=SCHEMA_VERSION,
-        kind="state",
-        pack=pack_id(port, address),
-        port=port,
-        address=address,
-        bms=bms,
-        seq=seq,
-        mono=time.monotonic() if mono is None else mono,
-        time=time.time() if wall is None else wall,
-        link=dict(link),
+    # one compiled call per state: defaults, the family's fields, derived values, then the header
+    return state_body(
+        fields if type(fields) is dict else dict(fields),
+        OPTIONAL_DEFAULTS,
+        {
+            "v": SCHEMA_VERSION,
+            "kind": "state",
+            "pack": pack_id(port, address),
+            "port": port,
+            "address": address,
+            "bms": bms,
+            "seq": seq,
+            "mono": time.monotonic() if mono is None else mono,
+            "time": time.time() if wall is None else wall,
+            "link": dict(link),
+        },
     )
-    return body

@@ -820,3 +820,32 @@ def framer(spec):
     if isinstance(spec, FrameThenAck):
         return AckFramer(spec)
     raise TypeError(f"not a framing spec: {spec!r}")
+
+
+def take(framer, bytearray buf):
+    """Take the first frame out of ``buf``: the scan loop every family's ``extract`` runs.
+
+    See the twin for the contract. ``buf`` is a bytearray so that consumed bytes can be deleted
+    in place; the framer's scan checks every index it reads.
+    """
+    cdef Py_ssize_t noise = 0, begin, end
+    cdef int status, reason
+    cdef bytes data
+    while True:
+        status, begin, end, reason = framer.scan(buf)
+        if status == C_SKIP:
+            del buf[begin:end]
+            continue
+        if begin:
+            noise += begin
+            del buf[:begin]
+            end -= begin
+        if status == C_FRAME or status == C_EXCEPTION:
+            data = bytes(buf[:end])
+            del buf[:end]
+            return status, noise, data, 0
+        if status == C_BAD:
+            data = bytes(buf[:max(1, end)])
+            del buf[:1]
+            return status, noise, data, reason
+        return status, noise, b"", 0

@@ -584,6 +584,39 @@ def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck) -> Framer:
     raise TypeError(f"not a framing spec: {spec!r}")
 
 
+def take(framer: Framer, buf: bytearray) -> tuple[int, int, bytes, int]:
+    """Take the first frame out of ``buf``: the scan loop every family's ``extract`` runs.
+
+    Line padding is dropped, noise before a frame start is dropped and counted, a frame is
+    removed whole and returned, a Modbus exception reply too, and of a corrupt candidate one
+    byte is dropped (to resynchronise) and its bytes returned.
+
+    Returns:
+        (status, noise bytes dropped, data, reason): status FRAME or EXCEPTION with the frame,
+        BAD with the corrupt candidate's bytes and its reason code, or NONE / PARTIAL (more bytes
+        needed) with no bytes.
+    """
+    noise = 0
+    while True:
+        status, begin, end, reason = framer.scan(buf)
+        if status == SKIP:
+            del buf[begin:end]
+            continue
+        if begin:
+            noise += begin
+            del buf[:begin]
+            end -= begin
+        if status == FRAME or status == EXCEPTION:
+            data = bytes(buf[:end])
+            del buf[:end]
+            return status, noise, data, 0
+        if status == BAD:
+            data = bytes(buf[: max(1, end)])
+            del buf[:1]
+            return status, noise, data, reason
+        return status, noise, b"", 0
+
+
 __all__ = [
     "BAD",
     "EXCEPTION",
@@ -603,4 +636,5 @@ __all__ = [
     "framer",
     "negsum16",
     "sum8",
+    "take",
 ]

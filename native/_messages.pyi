@@ -1,5 +1,6 @@
-"""Type stubs for the compiled state check (same API as ``_messages_py``)."""
+"""Type stubs for the compiled state body and check (same API as ``_messages_py``)."""
 
 IMPLEMENTATION: str
 
 def state_ok(msg: dict, spec: tuple) -> bool: ...
+def state_body(fields: dict, defaults: dict, header: dict) -> dict: ...

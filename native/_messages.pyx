@@ -105,3 +105,36 @@ def state_ok(dict msg, tuple spec):
         if type(x) is not int or x < 0:
             return False
     return True
+
+
+def state_body(dict fields, dict defaults, dict header):
+    """A state message body: ``defaults``, then ``fields``, the derived values, then ``header``.
+
+    Derived, for every family alike: power [W] = voltage x current, min and max cell voltage and
+    their delta [V] (0.0 without cells). Raises as the twin does (KeyError without voltage or
+    current, TypeError or ValueError on values that are not numbers).
+    """
+    cdef dict out = dict(defaults)
+    cdef object cells, low, high, x
+    cdef Py_ssize_t i, n
+    out.update(fields)
+    out["power"] = float(out["voltage"]) * float(out["current"])
+    cells = out.get("cells")
+    if type(cells) is list and len(<list>cells) > 0:
+        low = high = (<list>cells)[0]
+        n = len(<list>cells)
+        for i in range(1, n):
+            x = (<list>cells)[i]
+            if x < low:
+                low = x
+            elif x > high:
+                high = x
+    elif cells:
+        low, high = min(cells), max(cells)
+    else:
+        low = high = 0.0
+    out["min_cell_voltage"] = low
+    out["max_cell_voltage"] = high
+    out["cell_delta"] = high - low
+    out.update(header)
+    return out

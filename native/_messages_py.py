@@ -77,3 +77,21 @@ def state_ok(msg: dict, spec: tuple) -> bool:
         return False
     link = msg.get("link")
     return type(link) is dict and all(type(x) is int and x >= 0 for x in link.values())
+
+
+def state_body(fields: dict, defaults: dict, header: dict) -> dict:
+    """A state message body: ``defaults``, then ``fields``, the derived values, then ``header``.
+
+    Derived, for every family alike: power [W] = voltage x current, min and max cell voltage and
+    their delta [V] (0.0 without cells).
+    """
+    out = dict(defaults)
+    out.update(fields)
+    out["power"] = float(out["voltage"]) * float(out["current"])
+    cells = out.get("cells")
+    low, high = (min(cells), max(cells)) if cells else (0.0, 0.0)
+    out["min_cell_voltage"] = low
+    out["max_cell_voltage"] = high
+    out["cell_delta"] = high - low
+    out.update(header)
+    return out

@@ -33,6 +33,7 @@ checksum: Callable[..., int] = _impl.checksum
 sum8: Callable[..., int] = _impl.sum8
 negsum16: Callable[..., int] = _impl.negsum16
 crc16_modbus: Callable[..., int] = _impl.crc16_modbus
+take: Callable[..., tuple[int, int, bytes, int]] = _impl.take
 
 __all__ = [
     "BAD",
@@ -51,4 +52,5 @@ __all__ = [
     "framer",
     "negsum16",
     "sum8",
+    "take",
 ]

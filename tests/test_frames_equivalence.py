@@ -170,3 +170,27 @@ def test_framers_agree(frames_impls, framing, parts, start):
     if found[0] in (0, 4):  # FRAME, EXCEPTION: the payload the layouts read
         assert _outcome(a.payload, buf, found[1], found[2]) == _outcome(
             b.payload, buf, found[1], found[2])  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(framing=st.sampled_from(FRAMINGS), parts=st.lists(chunks, max_size=6))
+def test_take_agrees_and_consumes_the_stream_alike(frames_impls, framing, parts):
+    compiled, twin = frames_impls
+    stream = b"".join(parts)
+    a, b = compiled.framer(framing), twin.framer(framing)
+    buf_a, buf_b = bytearray(stream), bytearray(stream)
+    taken = 0
+    for _ in range(len(stream) + 1):  # every call consumes, or says it needs more bytes
+        got = compiled.take(a, buf_a)
+        assert got == twin.take(b, buf_b)
+        assert buf_a == buf_b
+        status, _noise, data, _reason = got
+        assert status != 5  # SKIP: padding is dropped inside take, never handed out
+        if status in (0, 4):  # FRAME, EXCEPTION: the frame, as scan found it, removed whole
+            assert data and stream.find(data, taken) >= 0
+        if status not in (0, 2, 4):  # NONE, PARTIAL: what is left waits for more bytes
+            assert data == b""
+            break
+        taken = len(stream) - len(buf_a)
+    else:
+        raise AssertionError("take never stopped")

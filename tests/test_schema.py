@@ -285,3 +285,50 @@ def test_the_compiled_fast_check_is_never_laxer_for_any_single_odd_value():
        flags_follow=st.booleans())  # fmt: skip
 def test_the_compiled_fast_check_is_never_laxer_for_odd_combinations(changes, flags_follow):
     _fast_check_holds(_mutated(changes, flags_follow))
+
+
+_CELL_LISTS = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                 st.integers(-5000, 5000)), max_size=40)  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(cells=_CELL_LISTS, voltage=st.floats(allow_nan=False), current=st.floats(allow_nan=False),
+       as_tuple=st.booleans())  # fmt: skip
+def test_state_body_derives_alike_in_both_implementations(cells, voltage, current, as_tuple):
+    from bmsbank.native import _messages, _messages_py
+
+    fields = {"voltage": voltage, "current": current, "cells": tuple(cells) if as_tuple else cells}
+    defaults, header = {"soh": None, "cycles": 0}, {"v": 1, "pack": "p:1"}
+    out = _messages.state_body(fields, defaults, header)
+    twin = _messages_py.state_body(fields, defaults, header)
+    assert list(out) == list(twin)  # same keys in the same order: the same msgpack bytes
+    for key, value in twin.items():
+        assert value == out[key] or (value != value and out[key] != out[key]), key
+    expected_low = min(cells) if cells else 0.0
+    assert out["min_cell_voltage"] is expected_low or out["min_cell_voltage"] == expected_low
+    assert out["max_cell_voltage"] == (max(cells) if cells else 0.0) or math.isnan(
+        out["max_cell_voltage"]
+    )
+    assert out["power"] == pytest.approx(voltage * current, nan_ok=True)
+    assert fields == {"voltage": voltage, "current": current,
+                      "cells": tuple(cells) if as_tuple else cells}  # fmt: skip (not changed)
+
+
+def test_state_body_puts_fields_over_defaults_and_the_header_last():
+    from bmsbank.native import _messages, _messages_py
+
+    for impl in (_messages, _messages_py):
+        out = impl.state_body({"voltage": 52, "current": -2.5, "cells": [3.3, 3.1, 3.2],
+                               "soh": 97.0, "v": 9}, {"soh": None, "hardware": ""},
+                              {"v": 1})  # fmt: skip
+        assert out["soh"] == 97.0 and out["hardware"] == "" and out["v"] == 1
+        assert out["power"] == -130.0
+        assert (out["min_cell_voltage"], out["max_cell_voltage"]) == (3.1, 3.3)
+        assert out["cell_delta"] == pytest.approx(0.2)
+        empty = impl.state_body({"voltage": 1.0, "current": 1.0, "cells": []}, {}, {})
+        assert (empty["min_cell_voltage"], empty["max_cell_voltage"], empty["cell_delta"]) == (
+            0.0, 0.0, 0.0)  # fmt: skip
+        with pytest.raises(KeyError):
+            impl.state_body({"current": 1.0, "cells": []}, {}, {})
+        with pytest.raises((TypeError, ValueError)):
+            impl.state_body({"voltage": "x", "current": 1.0, "cells": []}, {}, {})

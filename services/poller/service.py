@@ -24,7 +24,7 @@ import zmq
 from bmsbank.config import Config, PortConfig
 from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
-from bmsbank.schema import TOPIC_STATE, pack, validate_state
+from bmsbank.schema import TOPIC_STATE, packer, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
 from bmsbank.services.poller.transport import SerialTransport
@@ -264,10 +264,14 @@ def zmq_sender(config: Config, context: zmq.Context) -> tuple[zmq.Socket, Callab
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(config.states_endpoint)
     dropped = ChangeLog(log)
+    pack = packer()  # this port thread's own
+    more, last = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)  # plain ints: no enum per send
 
     def send(msg: dict[str, Any]) -> None:
         try:
-            sock.send_multipart([TOPIC_STATE, pack(msg)], flags=zmq.NOBLOCK)
+            # two sends: once the first part is queued the second is too (zmq multipart is atomic)
+            sock.send(TOPIC_STATE, more)
+            sock.send(pack(msg), last)
             dropped.set("arbiter", "reachable", logging.DEBUG)
         except zmq.Again:
             dropped.set("arbiter", "not taking states (dropping)", logging.WARNING)

@@ -34,11 +34,11 @@ from bmsbank.native.frames import (
     FRAME,
     REASON_TEXT,
     REASONS,
-    SKIP,
     FieldTable,
     TlvTable,
     crc16_modbus,
     framer,
+    take,
 )
 from bmsbank.native.spec import FrameSpec, Layout
 from bmsbank.schema import ALARM
@@ -235,29 +235,17 @@ class Plugin:
                 ``kind`` says which counter it belongs to.
 
         """
-        while True:
-            status, begin, end, reason = self.framer.scan(buf)
-            if status == SKIP:
-                del buf[begin:end]
-                continue
-            if begin:
-                stats.noise_bytes += begin
-                del buf[:begin]
-                end -= begin
-            if status == FRAME:
-                frame = bytes(buf[:end])
-                del buf[:end]
-                return frame
-            if status == EXCEPTION:
-                frame = bytes(buf[:end])
-                del buf[:end]
-                raise FrameError(f"{self.name}: exception reply, code {frame[2]}", frame,
-                                 kind="exception")  # fmt: skip
-            if status == BAD:
-                raw = bytes(buf[: max(1, end)])
-                del buf[:1]
-                raise FrameError(f"{self.name}: {REASON_TEXT[reason]}", raw, kind=REASONS[reason])
-            return None
+        status, noise, data, reason = take(self.framer, buf)  # the scan loop, compiled
+        if noise:
+            stats.noise_bytes += noise
+        if status == FRAME:
+            return data
+        if status == EXCEPTION:
+            raise FrameError(f"{self.name}: exception reply, code {data[2]}", data,
+                             kind="exception")  # fmt: skip
+        if status == BAD:
+            raise FrameError(f"{self.name}: {REASON_TEXT[reason]}", data, kind=REASONS[reason])
+        return None
 
     def parse(
         self, frame: bytes, request: bytes | None = None, address: int | None = None
