@@ -10,7 +10,7 @@ from typing import Any
 
 from bmsbank import config as configuration
 from bmsbank import runtime
-from bmsbank.errors import BmsBankError, ConfigError, FrameError
+from bmsbank.errors import BmsBankError, ConfigError, FrameError, MessageError
 
 PROG = "bmsbank"
 
@@ -115,6 +115,8 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """Decode captured replies with a BMS family and print the state as JSON."""
+    from bmsbank.plausibility import default_bounds, implausible
+    from bmsbank.schema import validate_state
     from bmsbank.services.poller import plugins
     from bmsbank.services.poller.decode import decode_replies, parse_args
     from bmsbank.state import make_state
@@ -141,6 +143,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
     address = args.address if args.address is not None else plugin.default_address
     state = make_state("decode", address, plugin.name, 0, fields, stats.as_dict())
     print(json.dumps(_json_safe(state), indent=2))
+    # What a poller would do with it: the schema, then a LiFePO4 pack's plausible readings.
+    try:
+        validate_state(state)
+        why = implausible(state, default_bounds())
+    except MessageError as exc:
+        why = str(exc)
+    if why is not None:
+        return runtime.fail(PROG, f"rejected (implausible): {why}", 1)
     return 0
 
 

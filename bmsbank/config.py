@@ -229,6 +229,13 @@ class BankConfig:
         "/var/lib/bmsbank/state.json",
         'file keeping days since full charge and the counted SoC across restarts, "" = none',
     )
+    confirm_states: int = _spec(
+        2,
+        "states in a row, 1-10, a pack must report before a cut of its charge or discharge "
+        "current or the over-voltage cut acts (1 = at once); a cut the BMS flags itself acts at "
+        "once",
+        lambda n: 1 <= n <= 10,
+    )
 
     def float_voltage(self) -> float:
         """Volts per cell CVL falls to while a pack is unseen."""

@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import msgpack
@@ -99,10 +100,21 @@ _OPTIONAL_NUMBERS: dict[str, tuple[float, float]] = {
     "bms_dcl": (0.0, 10000.0),
     "bms_cvl": (0.0, 1000.0),
 }
-CELL_BOUNDS = (0.0, 6.0)  # V
+CELL_BOUNDS = (0.0, 6.0)  # V (the schema's bounds; a pack's own are in bmsbank.plausibility)
 TEMPERATURE_BOUNDS = (-60.0, 150.0)  # °C
 MAX_CELLS = 64
 MAX_TEMPERATURES = 16
+MAX_HARDWARE = 128  # characters of the hardware text (make_state cuts a longer one)
+MAX_COUNTER = 2**63 - 1
+#: every key of a state message, exactly: an unknown key is rejected (a newer or foreign producer
+#: is refused, not half-understood), so the message size is bounded by the bounds below
+STATE_KEYS = frozenset((
+    "v", "kind", "pack", "port", "address", "bms", "epoch", "seq", "mono", "time",
+    "voltage", "current", "power", "soc", "soh", "capacity", "remaining", "cycles", "cells",
+    "balancing", "temperatures", "mosfet_temperature", "charge_fet", "discharge_fet",
+    "bms_ccl", "bms_dcl", "bms_cvl", "min_cell_voltage", "max_cell_voltage", "cell_delta",
+    "alarms", "hardware", "link",
+))  # fmt: skip
 
 
 def _number(msg: Mapping, key: str, low: float, high: float) -> float:
@@ -119,8 +131,17 @@ _NUMBER_CHECKS = tuple((key, low, high) for key, (low, high) in _NUMBERS.items()
 _OPTIONAL_CHECKS = tuple((key, low, high) for key, (low, high) in _OPTIONAL_NUMBERS.items())
 _LONGEST_TEXT = 64  # characters of a pack id, port or family name
 #: what :func:`bmsbank.native.messages.state_ok` checks a state against (built once)
-STATE_SPEC = (SCHEMA_VERSION, _NUMBER_CHECKS, _OPTIONAL_CHECKS, frozenset(ALARMS), *CELL_BOUNDS,
-              MAX_CELLS, *TEMPERATURE_BOUNDS, MAX_TEMPERATURES, _LONGEST_TEXT)  # fmt: skip
+STATE_SPEC = (SCHEMA_VERSION, STATE_KEYS, _NUMBER_CHECKS, _OPTIONAL_CHECKS, frozenset(ALARMS),
+              frozenset(LINK_COUNTERS), *CELL_BOUNDS, MAX_CELLS, *TEMPERATURE_BOUNDS,
+              MAX_TEMPERATURES, _LONGEST_TEXT, MAX_HARDWARE)  # fmt: skip
+#: largest state body on the wire [bytes]: the largest valid state (64 cells, 16 sensors, every
+#: alarm and counter, the longest texts) packs to under 2.5 KiB (tested); the arbiter's socket
+#: drops a peer that sends more (ZeroMQ's MAXMSGSIZE), so no sender can make it hold more
+MAX_STATE_BYTES = 4096
+#: largest bank body on the wire [bytes] (256 packs' summaries fit several times)
+MAX_BANK_BYTES = 1 << 20
+#: how far a derived value may be from its recomputation (power: relative, plus watts)
+POWER_TOLERANCE = (1e-6, 1e-6)
 _INT_TYPE = frozenset((int,))
 _FLAGS = frozenset((0, 1))
 
@@ -192,11 +213,18 @@ def _check_state(msg: Any) -> dict:
         raise MessageError("state: expected a map")
     if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "state":
         raise MessageError(f"state: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
+    _only(msg, STATE_KEYS, "state")
+    missing = STATE_KEYS.difference(msg)
+    if missing:
+        raise MessageError(f"state: missing field(s) {sorted(missing)[:4]}")
     _string(msg, "pack")
     _string(msg, "port")
     _string(msg, "bms")
+    if not isinstance(msg["hardware"], str) or len(msg["hardware"]) > MAX_HARDWARE:
+        raise MessageError(f"hardware: expected a string of at most {MAX_HARDWARE} characters")
     _integer(msg, "address", 0, 255)
-    _integer(msg, "seq", 0, 2**63 - 1)
+    _integer(msg, "epoch", 0, MAX_COUNTER)
+    _integer(msg, "seq", 0, MAX_COUNTER)
     _integer(msg, "cycles", 0, 10**6)
     get = msg.get
     # Inline in the usual case (this runs for every state in two processes): an exact int or
@@ -228,14 +256,70 @@ def _check_state(msg: Any) -> dict:
     _alarms(msg)
     link = msg.get("link")
     if not isinstance(link, dict) or not (
-        _INT_TYPE.issuperset(map(type, link.values())) and min(link.values(), default=0) >= 0
+        _INT_TYPE.issuperset(map(type, link.values()))
+        and min(link.values(), default=0) >= 0
+        and max(link.values(), default=0) <= MAX_COUNTER
     ):
         raise MessageError("link: expected a map of non-negative counters")
+    _only(link, set(LINK_COUNTERS), "link")
+    _derived(msg)
     return msg
 
 
+def _derived(msg: dict) -> None:
+    """The derived fields must be what the readings give (a receiver trusts them for display)."""
+    cells = msg["cells"]
+    for key, value in (("min_cell_voltage", min(cells)), ("max_cell_voltage", max(cells))):
+        if msg.get(key) != value or type(msg.get(key)) not in _REAL_TYPES:
+            raise MessageError(f"{key}: {msg.get(key)!r} is not the {key[:3]} of the cells")
+    delta = msg.get("cell_delta")
+    if type(delta) not in _REAL_TYPES or abs(delta - (max(cells) - min(cells))) > 1e-9:
+        raise MessageError(f"cell_delta: {delta!r} is not the spread of the cells")
+    power = msg["voltage"] * msg["current"]
+    if abs(msg["power"] - power) > POWER_TOLERANCE[0] * abs(power) + POWER_TOLERANCE[1]:
+        raise MessageError(f"power: {msg['power']!r} is not voltage x current ({power!r})")
+
+
+#: bank fields that are a number or None (unknown), with their bounds
+_BANK_NUMBERS: dict[str, tuple[float, float]] = {
+    "voltage": (0.0, 1000.0), "current": (-1.0e5, 1.0e5), "current_avg": (-1.0e5, 1.0e5),
+    "power": (-1.0e8, 1.0e8), "soc": (0.0, 100.0), "soh": (0.0, 100.0),
+    "capacity": (0.0, 1.0e7), "installed_capacity": (0.0, 1.0e7), "remaining": (0.0, 1.0e7),
+    "consumed": (0.0, 1.0e7), "time_to_go": (0.0, 1.0e10), "temperature": TEMPERATURE_BOUNDS,
+    "min_temperature": TEMPERATURE_BOUNDS, "max_temperature": TEMPERATURE_BOUNDS,
+    "min_cell_voltage": CELL_BOUNDS, "max_cell_voltage": CELL_BOUNDS,
+    "days_since_full": (0.0, 1.0e6), "low_voltage": (0.0, 1000.0), "cycles": (0, 10**6),
+    "time": (0.0, 1.0e11), "mono": (0.0, 1.0e12),
+}  # fmt: skip
+_BANK_COUNTS = ("online", "offline", "waiting", "blocking_charge", "blocking_discharge",
+                "balancing", "cells_per_pack")  # fmt: skip
+_BANK_FLAGS = ("allow_charge", "allow_discharge", "full_charge_due")
+_BANK_IDS = ("min_temperature_id", "max_temperature_id", "min_cell_id", "max_cell_id")
+CHARGE_STATE_NAMES = ("bulk", "absorption", "float")
+MAX_PACKS = 256  # packs in one bank
+MAX_REASON_LENGTH = 512
+#: per-pack summary fields of a bank that are a number or None
+_PACK_NUMBERS: dict[str, tuple[float, float]] = {
+    "age": (0.0, 1.0e12), "voltage": (0.0, 1000.0), "current": (-10000.0, 10000.0),
+    "soc": (0.0, 100.0), "capacity": (0.0, 1.0e5), "min_cell_voltage": CELL_BOUNDS,
+    "max_cell_voltage": CELL_BOUNDS, "ccl": (0.0, 10000.0), "dcl": (0.0, 10000.0),
+    "days_since_full": (0.0, 1.0e6),
+}  # fmt: skip
+
+
+def _maybe(msg: Mapping, key: str, low: float, high: float) -> None:
+    if msg.get(key) is not None:
+        _number(msg, key, low, high)
+
+
+def _text_or_none(msg: Mapping, key: str, most: int) -> None:
+    x = msg.get(key)
+    if x is not None and (not isinstance(x, str) or len(x) > most):
+        raise MessageError(f"{key}: expected a string of at most {most} characters, or null")
+
+
 def validate_bank(msg: Any) -> dict:
-    """Check a decoded bank message: the numbers the publisher sends to chargers must be sane.
+    """Check a decoded bank message: every field the publisher reads, and the limits above all.
 
     Raises:
         MessageError: naming the first field that fails.
@@ -245,16 +329,76 @@ def validate_bank(msg: Any) -> dict:
         raise MessageError("bank: expected a map")
     if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "bank":
         raise MessageError(f"bank: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
-    _integer(msg, "seq", 0, 2**63 - 1)
+    _integer(msg, "seq", 0, MAX_COUNTER)
     _number(msg, "cvl", 0.0, 1000.0)
     _number(msg, "ccl", 0.0, 10000.0)
     _number(msg, "dcl", 0.0, 10000.0)
     for key in ("online", "offline", "blocking_charge", "blocking_discharge"):
         _integer(msg, key, 0, 10000)
+    # The rest is checked where present: the publisher reads each with a default.
+    _text_or_none(msg, "name", _LONGEST_TEXT)
+    for key, (low, high) in _BANK_NUMBERS.items():
+        _maybe(msg, key, low, high)
+    for key in _BANK_COUNTS:
+        if msg.get(key) is not None:
+            _integer(msg, key, 0, 10000)
+    for key in _BANK_FLAGS:
+        if msg.get(key) is not None and not isinstance(msg[key], bool):
+            raise MessageError(f"{key}: expected a boolean")
+    for key in _BANK_IDS:
+        _text_or_none(msg, key, _LONGEST_TEXT)
+    if msg.get("charge_state", "bulk") not in CHARGE_STATE_NAMES:
+        raise MessageError(f"charge_state: expected one of {', '.join(CHARGE_STATE_NAMES)}")
+    reasons = msg.get("reasons", {})
+    if not isinstance(reasons, dict) or not set(reasons) <= {"cvl", "ccl", "dcl"}:
+        raise MessageError("reasons: expected a map of cvl, ccl and dcl to texts")
+    for key, text in reasons.items():
+        _string({key: text}, key, MAX_REASON_LENGTH)
+    to_soc = msg.get("time_to_soc", {})
+    if not isinstance(to_soc, dict) or len(to_soc) > 101:
+        raise MessageError("time_to_soc: expected a map of SoC to seconds or null")
+    for key, x in to_soc.items():
+        if not isinstance(key, str):
+            raise MessageError("time_to_soc: expected SoC texts as keys")
+        _maybe({key: x}, key, 0.0, 1.0e10)
     _alarms(msg)
-    if not isinstance(msg.get("packs"), list):
-        raise MessageError("packs: expected a list")
+    packs = msg.get("packs")
+    if not isinstance(packs, list) or len(packs) > MAX_PACKS:
+        raise MessageError(f"packs: expected a list of at most {MAX_PACKS} pack summaries")
+    for i, summary in enumerate(packs):
+        try:
+            _pack_summary(summary)
+        except MessageError as exc:
+            raise MessageError(f"packs[{i}].{exc}") from None
+    if not isinstance(msg.get("counters", {}), dict):
+        raise MessageError("counters: expected a map")
     return msg
+
+
+def _pack_summary(p: Any) -> None:
+    """One entry of a bank's ``packs``, as the publisher's per-pack services read it."""
+    if not isinstance(p, dict):
+        raise MessageError("pack summary: expected a map")
+    _string(p, "id")
+    _text_or_none(p, "bms", _LONGEST_TEXT)
+    for key in ("online", "joined"):
+        if p.get(key) is not None and not isinstance(p[key], bool):
+            raise MessageError(f"{key}: expected a boolean")
+    for key, (low, high) in _PACK_NUMBERS.items():
+        _maybe(p, key, low, high)
+    if p.get("temperatures") is not None:
+        _numbers(p, "temperatures", TEMPERATURE_BOUNDS, MAX_TEMPERATURES)
+    for key in ("ccl_reason", "dcl_reason", "blocking_charge", "blocking_discharge",
+                "last_rejection"):  # fmt: skip
+        _text_or_none(p, key, MAX_REASON_LENGTH)
+    alarms = p.get("alarms", [])
+    if not isinstance(alarms, list) or not all(a in ALARMS for a in alarms):
+        raise MessageError("alarms: expected a list of alarm names")
+    rejected = p.get("rejected", {})
+    if not isinstance(rejected, dict) or not all(
+        isinstance(k, str) and type(v) is int and v >= 0 for k, v in rejected.items()
+    ):
+        raise MessageError("rejected: expected a map of reason to count")
 
 
 def pack(body: Mapping) -> bytes:
@@ -306,7 +450,7 @@ def _pack_id(msg: Mapping, key: str = "pack") -> str:
     return pid
 
 
-def _only(msg: Mapping, keys: set[str], kind: str) -> None:
+def _only(msg: Mapping, keys: AbstractSet[str], kind: str) -> None:
     extra = set(msg) - keys
     if extra:
         raise MessageError(f"{kind}: unknown field(s) {sorted(map(str, extra))[:4]}")

@@ -7,7 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from bmsbank.native.messages import state_body
-from bmsbank.schema import SCHEMA_VERSION
+from bmsbank.schema import MAX_HARDWARE, SCHEMA_VERSION
+
+#: this process's run: a receiver tells a restarted poller (a new epoch, its sequence from 0)
+#: from a replay of an earlier run [unix µs at import]
+EPOCH = time.time_ns() // 1000
 
 #: fields a plugin may leave out, with the value a state message carries then
 OPTIONAL_DEFAULTS: dict[str, Any] = {
@@ -41,6 +45,7 @@ def make_state(
     link: Mapping[str, int],
     mono: float | None = None,
     wall: float | None = None,
+    epoch: int | None = None,
 ) -> dict[str, Any]:
     """A complete state message body for one pack reading.
 
@@ -53,11 +58,16 @@ def make_state(
         link: the link's error counters.
         mono: monotonic time of the reading [s] (default: now).
         wall: unix time of the reading [s] (default: now).
+        epoch: the sender's run (default: this process's :data:`EPOCH`).
 
     """
+    fields = fields if type(fields) is dict else dict(fields)
+    hardware = fields.get("hardware")
+    if type(hardware) is str and len(hardware) > MAX_HARDWARE:  # a BMS's text is not ours to bound
+        fields = {**fields, "hardware": hardware[:MAX_HARDWARE]}
     # one compiled call per state: defaults, the family's fields, derived values, then the header
     return state_body(
-        fields if type(fields) is dict else dict(fields),
+        fields,
         OPTIONAL_DEFAULTS,
         {
             "v": SCHEMA_VERSION,
@@ -66,6 +76,7 @@ def make_state(
             "port": port,
             "address": address,
             "bms": bms,
+            "epoch": EPOCH if epoch is None else epoch,
             "seq": seq,
             "mono": time.monotonic() if mono is None else mono,
             "time": time.time() if wall is None else wall,

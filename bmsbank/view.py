@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bmsbank.errors import MessageError
+from bmsbank.schema import validate_bank
+
 
 def _f(x: Any, fmt: str, unit: str = "") -> str:
     return "--" if x is None else f"{x:{fmt}}{unit}"
@@ -15,10 +18,10 @@ def bank_line(bank: dict[str, Any]) -> str:
     days = bank.get("days_since_full")
     full = "unknown" if days is None else f"{days:.1f} d ago"
     return (
-        f"bank {bank.get('name', '')}: {_f(bank['voltage'], '.2f', ' V')} "
-        f"{_f(bank['current'], '+.1f', ' A')} {_f(bank['power'], '.0f', ' W')} "
-        f"SoC {_f(bank['soc'], '.1f', ' %')} | CVL {bank['cvl']:.2f} V "
-        f"CCL {bank['ccl']:.1f} A DCL {bank['dcl']:.1f} A | {bank['charge_state']}, "
+        f"bank {bank.get('name', '')}: {_f(bank.get('voltage'), '.2f', ' V')} "
+        f"{_f(bank.get('current'), '+.1f', ' A')} {_f(bank.get('power'), '.0f', ' W')} "
+        f"SoC {_f(bank.get('soc'), '.1f', ' %')} | CVL {bank['cvl']:.2f} V "
+        f"CCL {bank['ccl']:.1f} A DCL {bank['dcl']:.1f} A | {bank.get('charge_state', '?')}, "
         f"last full {full} | "
         f"online {bank['online']}/{bank['online'] + bank['offline']}"
         f"{' (' + str(bank['waiting']) + ' waiting to rejoin)' if bank.get('waiting') else ''} | "
@@ -40,12 +43,30 @@ def pack_line(p: dict[str, Any]) -> str:
         f"  {p['id']:<16} {p.get('bms') or '?':<8} {_f(p.get('voltage'), '6.2f', ' V')} "
         f"{_f(p.get('current'), '+6.1f', ' A')} SoC {_f(p.get('soc'), '5.1f', ' %')} "
         f"cells {_f(p.get('min_cell_voltage'), '.3f')}-{_f(p.get('max_cell_voltage'), '.3f')} V "
-        f"T {temps} °C {state} age {_f(p.get('age'), '.1f', ' s')}"
+        f"T {temps} °C {state} age {_f(p.get('age'), '.1f', ' s')}{rejections(p)}"
     )
 
 
+def rejections(p: dict[str, Any]) -> str:
+    """" | rejected 3 (cells 2, unconfirmed 1), last: ..." for a pack whose states were refused."""
+    counts = p.get("rejected") or {}
+    if not counts:
+        return ""
+    held = ", a cut waits for confirmation" if p.get("held") else ""
+    each = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+    return f" | rejected {sum(counts.values())} ({each}){held}, last: {p.get('last_rejection')}"
+
+
 def render(bank: dict[str, Any]) -> str:
-    """The bank line, one line per pack, then why each limit has its value."""
+    """The bank line, one line per pack, then why each limit has its value.
+
+    A bank message that does not validate is not shown, only why (a view must not crash on
+    what it reads from a socket).
+    """
+    try:
+        validate_bank(bank)
+    except MessageError as exc:
+        return f"bank message rejected: {exc}"
     lines = [bank_line(bank)]
     lines += [pack_line(p) for p in bank.get("packs", [])]
     lines += [f"  {k.upper()} because: {v}" for k, v in bank.get("reasons", {}).items()]

@@ -8,6 +8,7 @@ can only make validation faster, never laxer than those checks: a test holds it 
 """
 
 IMPLEMENTATION = "cython"
+cdef object COUNTER = 2**63 - 1  # largest counter, sequence or epoch
 
 
 cdef inline bint _number(object x, double low, double high):
@@ -50,25 +51,28 @@ def state_ok(dict msg, tuple spec):
 
     Args:
         msg: a decoded message.
-        spec: ``bmsbank.schema.STATE_SPEC``: (version, required numbers, optional numbers,
-            alarm names, cell bounds and most cells, temperature bounds and most sensors,
-            longest text).
+        spec: ``bmsbank.schema.STATE_SPEC``: (version, the exact keys, required numbers,
+            optional numbers, alarm names, link counter names, cell bounds and most cells,
+            temperature bounds and most sensors, longest text, longest hardware text).
 
     """
     cdef tuple check
-    cdef object x, version, alarm_names
+    cdef object x, version, alarm_names, link_names, keys, name
     cdef tuple numbers, optional
     cdef double cell_low, cell_high, t_low, t_high
-    cdef Py_ssize_t most_cells, most_sensors, longest
-    (version, numbers, optional, alarm_names, cell_low, cell_high, most_cells,
-     t_low, t_high, most_sensors, longest) = spec
-    if msg.get("v") != version or msg.get("kind") != "state":
+    cdef Py_ssize_t most_cells, most_sensors, longest, most_hardware
+    (version, keys, numbers, optional, alarm_names, link_names, cell_low, cell_high, most_cells,
+     t_low, t_high, most_sensors, longest, most_hardware) = spec
+    if msg.get("v") != version or msg.get("kind") != "state" or msg.keys() != keys:
         return False
     if not (_text(msg.get("pack"), longest) and _text(msg.get("port"), longest)
             and _text(msg.get("bms"), longest)):
         return False
-    if not (_count(msg.get("address"), 0, 255) and _count(msg.get("seq"), 0, 2**63 - 1)
-            and _count(msg.get("cycles"), 0, 10**6)):
+    x = msg["hardware"]
+    if type(x) is not str or len(<str>x) > most_hardware:
+        return False
+    if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, COUNTER)
+            and _count(msg["seq"], 0, COUNTER) and _count(msg["cycles"], 0, 10**6)):
         return False
     for check in numbers:
         if not _number(msg.get(check[0]), check[1], check[2]):
@@ -101,10 +105,34 @@ def state_ok(dict msg, tuple spec):
     link = msg.get("link")
     if type(link) is not dict:
         return False
-    for x in (<dict>link).values():
-        if type(x) is not int or x < 0:
+    for name, x in (<dict>link).items():
+        if name not in link_names or not _count(x, 0, COUNTER):
             return False
-    return True
+    return _derived_ok(msg, <list>cells)
+
+
+cdef bint _derived_ok(dict msg, list cells):
+    """The derived values are exactly what the readings give (power within 1e-6 relative)."""
+    cdef Py_ssize_t i, n = len(cells)
+    cdef double low, high, v, power
+    low = high = <double>cells[0]  # checked numbers (exact ints or floats) and at least one
+    for i in range(1, n):
+        v = <double>cells[i]
+        if v < low:
+            low = v
+        elif v > high:
+            high = v
+    x = msg["min_cell_voltage"]
+    if not (type(x) is float or type(x) is int) or x != low:
+        return False
+    x = msg["max_cell_voltage"]
+    if not (type(x) is float or type(x) is int) or x != high:
+        return False
+    x = msg["cell_delta"]
+    if not (type(x) is float or type(x) is int) or not abs(<double>x - (high - low)) <= 1e-9:
+        return False
+    power = <double>msg["voltage"] * <double>msg["current"]
+    return abs(<double>msg["power"] - power) <= 1e-6 * abs(power) + 1e-6
 
 
 def state_body(dict fields, dict defaults, dict header):

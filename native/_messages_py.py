@@ -9,6 +9,7 @@ from typing import Any
 
 IMPLEMENTATION = "python"
 
+_COUNTER = 2**63 - 1  # largest counter, sequence or epoch
 _EXACT = 2**53  # integers beyond are not compared as floats (rounding could land them in bounds)
 
 
@@ -41,14 +42,17 @@ def state_ok(msg: dict, spec: tuple) -> bool:
         spec: ``bmsbank.schema.STATE_SPEC``.
 
     """
-    (version, numbers, optional, alarm_names, cell_low, cell_high, most_cells,
-     t_low, t_high, most_sensors, longest) = spec  # fmt: skip
-    if msg.get("v") != version or msg.get("kind") != "state":
+    (version, keys, numbers, optional, alarm_names, link_names, cell_low, cell_high, most_cells,
+     t_low, t_high, most_sensors, longest, most_hardware) = spec  # fmt: skip
+    if msg.get("v") != version or msg.get("kind") != "state" or msg.keys() != keys:
         return False
     if not all(_text(msg.get(key), longest) for key in ("pack", "port", "bms")):
         return False
-    if not (_count(msg.get("address"), 0, 255) and _count(msg.get("seq"), 0, 2**63 - 1)
-            and _count(msg.get("cycles"), 0, 10**6)):  # fmt: skip
+    hardware = msg["hardware"]
+    if type(hardware) is not str or len(hardware) > most_hardware:
+        return False
+    if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, _COUNTER)
+            and _count(msg["seq"], 0, _COUNTER) and _count(msg["cycles"], 0, 10**6)):  # fmt: skip
         return False
     if not all(_number(msg.get(key), low, high) for key, low, high in numbers):
         return False
@@ -76,7 +80,27 @@ def state_ok(msg: dict, spec: tuple) -> bool:
     if not all(name in alarm_names and _count(x, 0, 2) for name, x in alarms.items()):
         return False
     link = msg.get("link")
-    return type(link) is dict and all(type(x) is int and x >= 0 for x in link.values())
+    if type(link) is not dict or not all(
+        name in link_names and _count(x, 0, _COUNTER) for name, x in link.items()
+    ):
+        return False
+    return _derived_ok(msg, cells)
+
+
+def _derived_ok(msg: dict, cells: list) -> bool:
+    """The derived values are exactly what the readings give (power within 1e-6 relative)."""
+    low, high = min(cells), max(cells)
+    x = msg["min_cell_voltage"]
+    if type(x) not in (int, float) or x != low:
+        return False
+    x = msg["max_cell_voltage"]
+    if type(x) not in (int, float) or x != high:
+        return False
+    x = msg["cell_delta"]
+    if type(x) not in (int, float) or not abs(x - (high - low)) <= 1e-9:
+        return False
+    power = msg["voltage"] * msg["current"]
+    return abs(msg["power"] - power) <= 1e-6 * abs(power) + 1e-6
 
 
 def state_body(fields: dict, defaults: dict, header: dict) -> dict:

@@ -21,9 +21,11 @@ _impl = select("bmsbank.native._limits", _limits_py)
 
 IMPLEMENTATION: str = _impl.IMPLEMENTATION
 Engine: type[_limits_py.Engine] = _impl.Engine
+#: one pack's limits from one state, exactly as the engine computes them
+PackRules: type[_limits_py.PackRules] = _impl.PackRules
 fraction = _impl.fraction
 
 __all__ = [
     "ABSORPTION", "BULK", "CHARGE_BLOCKING", "CHARGE_STATES", "DISCHARGE_BLOCKING", "FLOAT",
-    "IMPLEMENTATION", "RULES", "Engine", "fraction",
+    "IMPLEMENTATION", "RULES", "Engine", "PackRules", "fraction",
 ]  # fmt: skip

@@ -16,7 +16,8 @@ PACKS = ["a:1", "b:1", "c:1"]
 
 def setup(**bank):
     engine = BankEngine.from_mapping(
-        {"stale_after": 10.0, "share": "count", "strings": [[p] for p in PACKS], **bank}, "test"
+        {"stale_after": 10.0, "share": "count", "strings": [[p] for p in PACKS],
+         "confirm_states": 1, **bank}, "test",  # cuts act at once: the bank message under test
     )
     return engine, BankComputer(engine, "test", started=0.0)
 

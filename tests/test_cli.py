@@ -56,6 +56,15 @@ def test_decode_rejects_a_bad_checksum_with_the_reason():
     assert frame[:4].hex(" ") in out.stderr  # the raw bytes are shown
 
 
+def test_decode_refuses_a_state_no_pack_could_report():
+    """655.35 V from four 3.9 V cells passes the JBD checksum; no LiFePO4 pack reads that."""
+    basic = test_jbd.basic_frame(voltage=0xFFFF)
+    out = bmsbank("decode", "jbd", basic.hex(), test_jbd.CAPTURED[1].hex)
+    assert out.returncode == 1
+    assert json.loads(out.stdout)["voltage"] == pytest.approx(655.35)  # shown, then refused
+    assert out.stderr.startswith("bmsbank: rejected (implausible): voltage: 655.35 V disagrees")
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -23,8 +23,10 @@ STEP = 16 * 0.003 * 20 / 60  # default CVL ramp per 20 s step [V]
 
 
 def make(ids=("a:1", "a:2"), cells=16, capacity=100.0, **bank) -> BankEngine:
+    """An engine whose cuts act at once (the rules under test; confirmation: test_plausibility)."""
     packs = {pid: {"cells": cells, "capacity": capacity} for pid in ids}
-    return BankEngine.from_mapping({"stale_after": 10.0, "packs": packs, **bank}, "test")
+    bank = {"stale_after": 10.0, "packs": packs, "confirm_states": 1, **bank}
+    return BankEngine.from_mapping(bank, "test")
 
 
 def send(e: BankEngine, t: float, pid: str, **fields) -> None:

@@ -201,6 +201,9 @@ def test_list_checks_accept_exactly_finite_readings_within_bounds(cells, temps, 
 
     msg = state_msg(cells=[3.3] * len(cells))
     msg.update(cells=cells, temperatures=temps, link=counters)
+    if fine(cells, 0.0, 6.0):  # the derived values follow the cells (they are checked too)
+        msg.update(min_cell_voltage=min(cells), max_cell_voltage=max(cells),
+                   cell_delta=max(cells) - min(cells))  # fmt: skip
     expected = (fine(cells, 0.0, 6.0) and fine(temps, -60.0, 150.0)
                 and all(type(v) is int and v >= 0 for v in counters.values()))  # fmt: skip
     try:
@@ -219,6 +222,8 @@ def test_number_checks_accept_exactly_finite_readings_within_bounds(voltage, cur
 
     msg = state_msg()
     msg.update(voltage=voltage, current=current, soh=soh)
+    if fine(voltage, 0.0, 1000.0) and fine(current, -10000.0, 10000.0):
+        msg["power"] = voltage * current  # derived: checked against the readings
     expected = (fine(voltage, 0.0, 1000.0) and fine(current, -10000.0, 10000.0)
                 and (soh is None or fine(soh, 0.0, 100.0)))  # fmt: skip
     try:
@@ -332,3 +337,74 @@ def test_state_body_puts_fields_over_defaults_and_the_header_last():
             impl.state_body({"current": 1.0, "cells": []}, {}, {})
         with pytest.raises((TypeError, ValueError)):
             impl.state_body({"voltage": "x", "current": 1.0, "cells": []}, {}, {})
+
+
+# -- strict states (issue 11): exact fields, bounded texts and counters, derived values checked
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"extra": 1}, "state"),  # an unknown field: refused, not carried on the tap
+        ({"cell_delta": KeyError}, "state"),  # a missing one
+        ({"min_cell_voltage": "3.3"}, "min_cell_voltage"),  # crashed `bmsbank status`
+        ({"min_cell_voltage": 1.0}, "min_cell_voltage"),
+        ({"max_cell_voltage": 4.0}, "max_cell_voltage"),
+        ({"cell_delta": 2.0}, "cell_delta"),
+        ({"power": 1.0e6}, "power"),
+        ({"hardware": "x" * 129}, "hardware"),
+        ({"hardware": 7}, "hardware"),
+        ({"link": {"ok": 1, "made_up": 2}}, "link"),
+        ({"link": {"ok": 2**63}}, "link"),
+        ({"epoch": -1}, "epoch"),
+        ({"epoch": True}, "epoch"),
+    ],
+)
+def test_a_state_is_exactly_what_a_poller_sends(change, field):
+    from bmsbank import schema
+    from bmsbank.native import _messages, _messages_py
+
+    msg = state_msg()
+    for key, value in change.items():
+        if value is KeyError:
+            del msg[key]
+        else:
+            msg[key] = value
+    with pytest.raises(MessageError) as err:
+        validate_state(msg)
+    assert str(err.value).startswith(f"{field}:"), err.value
+    assert not _messages.state_ok(msg, schema.STATE_SPEC)
+    assert not _messages_py.state_ok(msg, schema.STATE_SPEC)
+
+
+def test_every_state_make_state_builds_has_exactly_the_schema_fields():
+    from bmsbank import schema
+
+    msg = state_msg()
+    assert set(msg) == schema.STATE_KEYS
+    assert validate_state(msg) is msg and _fast_check_holds(msg)
+
+
+def test_a_long_hardware_text_is_cut_by_make_state_not_refused():
+    from bmsbank.state import make_state
+
+    fields = dict(state_msg(), hardware="JBD-" + "x" * 300)
+    for key in list(fields):
+        if key not in ("voltage", "current", "soc", "capacity", "remaining", "cells",
+                       "balancing", "temperatures", "charge_fet", "discharge_fet", "hardware"):
+            del fields[key]  # fmt: skip
+    msg = make_state("p", 1, "jbd", 0, fields, {})
+    assert len(msg["hardware"]) == 128 and validate_state(msg) is msg
+
+
+def test_the_largest_valid_state_fits_the_arbiters_message_size():
+    from bmsbank import schema
+    from bmsbank.errors import LINK_COUNTERS
+
+    msg = state_msg(cells=[3.123456789] * 64, temperatures=[21.123456789] * 16,
+                    alarms=dict.fromkeys(schema.ALARMS, 2), hardware="€" * 128,
+                    soh=99.123456789, mosfet_temperature=40.123456789, bms_ccl=1.1, bms_dcl=2.2,
+                    bms_cvl=200.5, cycles=10**6)  # fmt: skip
+    msg.update(pack="p" * 60 + ":255", port="p" * 64, bms="b" * 64, address=255,
+               seq=2**63 - 1, epoch=2**63 - 1,
+               link=dict.fromkeys(LINK_COUNTERS, 2**63 - 1))  # fmt: skip
+    assert validate_state(msg) is msg
+    assert len(schema.pack(msg)) < 2560 < schema.MAX_STATE_BYTES

@@ -18,7 +18,9 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     alarms {name: 0/1/2}, packs (per-pack summary: id, bms, online, joined, age [s] or None,
     voltage, current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, ccl, dcl [A]
     and ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None),
-    days_since_full, alarms (active names)), counters.
+    days_since_full, alarms (active names), rejected {reason: count} and last_rejection (the
+    pack's states refused: schema, plausibility, sequence, time, unconfirmed cuts; see
+    :mod:`bmsbank.services.arbiter.registry`), held (a state waits for confirmation)), counters.
 
 CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
@@ -141,6 +143,9 @@ class BankComputer:
             "blocking_discharge": dcl_why if row[0] and row[4] <= 0.0 else None,
             "days_since_full": days(row[6]),
             "alarms": sorted(n for n, lvl in s.get("alarms", {}).items() if lvl >= ALARM),
+            "rejected": dict(entry.rejected),
+            "last_rejection": entry.last_rejection or None,
+            "held": entry.held is not None,
         }
 
 

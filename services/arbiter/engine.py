@@ -8,14 +8,16 @@ caller passes: the arbiter's monotonic clock, or the ``t`` of a JSON line.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from bmsbank import config as configuration
+from bmsbank import plausibility
 from bmsbank.config import BankConfig
 from bmsbank.native import limits
 from bmsbank.services.arbiter.reasons import Explainer
-from bmsbank.services.arbiter.registry import PackRegistry
+from bmsbank.services.arbiter.registry import Debounce, PackRegistry
 from bmsbank.topology import Topology, engine_params
 
 NAN = float("nan")
@@ -29,21 +31,31 @@ def finite(x: float) -> float | None:
 class BankEngine:
     """One bank: latest state per pack, and the limits computed from them."""
 
-    def __init__(self, bank: BankConfig, topo: Topology) -> None:
-        """Build the engine for ``bank`` wired as ``topo``."""
+    def __init__(self, bank: BankConfig, topo: Topology, wall_clock: bool = True) -> None:
+        """Build the engine for ``bank`` wired as ``topo``.
+
+        ``wall_clock``: compare a reading's unix time with this machine's clock (the arbiter);
+        False where time is the input's (``bmsbank limits``, the plant).
+        """
         self.bank = bank
         self.topo = topo
-        cells = {pid: n for pid, n in zip(topo.ids, topo.cells, strict=True) if n}
-        self.registry = PackRegistry(list(topo.ids), bank.stale_after, cells)
-        self.native = limits.Engine(
-            engine_params(bank, topo), topo.strings, topo.cells, topo.capacities
+        params = engine_params(bank, topo)
+        debounce = Debounce(
+            limits.PackRules(params).evaluate, bank.cell_charge_voltage, bank.confirm_states
         )
+        self.registry = PackRegistry(
+            list(topo.ids), bank.stale_after, plausibility.bounds(bank, topo), debounce,
+            wall=time.time if wall_clock else None,
+        )  # fmt: skip
+        self.native = limits.Engine(params, topo.strings, topo.cells, topo.capacities)
         self.explain = Explainer(bank, topo.ids)
         self.entries = [self.registry.packs[pid] for pid in topo.ids]
         self.ticks = 0  #: engine cycles run
 
     @classmethod
-    def from_mapping(cls, bank: Mapping[str, Any], source: str = "<engine>") -> BankEngine:
+    def from_mapping(
+        cls, bank: Mapping[str, Any], source: str = "<engine>", wall_clock: bool = False
+    ) -> BankEngine:
         """An engine from a ``[bank]`` table (keys as in the config file).
 
         Raises:
@@ -51,11 +63,15 @@ class BankEngine:
 
         """
         config = configuration.parse({"bank": dict(bank)}, source)
-        return cls(config.bank, config.topology())
+        return cls(config.bank, config.topology(), wall_clock)
 
     def accept(self, msg: Any, t: float) -> bool:
-        """Take one pack state received at engine time ``t`` [s]; False when it was rejected."""
-        return self.registry.accept(msg, t) is not None
+        """Take one pack state received at engine time ``t`` [s]; False when it was rejected.
+
+        True also for a state held until the next confirms it (see ``[bank] confirm_states``).
+        """
+        held = self.registry.held
+        return self.registry.accept(msg, t) is not None or self.registry.held > held
 
     def tick(self, t: float) -> dict[str, Any]:
         """Run the engine at time ``t`` [s]; the raw result (numbers, NaN, reason tuples)."""

@@ -19,7 +19,7 @@ import zmq
 
 from bmsbank.config import Config
 from bmsbank.errors import MessageError
-from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, pack, unpack
+from bmsbank.schema import MAX_STATE_BYTES, TOPIC_BANK, TOPIC_STATE, pack, unpack
 from bmsbank.services.arbiter.bank import BankComputer
 from bmsbank.services.arbiter.control import ControlRouter
 from bmsbank.services.arbiter.engine import BankEngine
@@ -28,7 +28,11 @@ from bmsbank.services.arbiter.persist import StateFile
 log = logging.getLogger(__name__)
 
 SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
-MAX_STATES = 10000  # states taken per tick at most (the PULL socket's high-water mark)
+STATES_HWM = 1000  # states queued per poller connection (about 15 minutes of one port's)
+MAX_STATES = 10000  # states taken per tick at most
+#: messages queued per tap reader: with states of at most MAX_STATE_BYTES and banks of a few
+#: KiB, a reader that stops reading costs the arbiter at most a few MiB
+TAP_HWM = 1000
 POLLIN = int(zmq.POLLIN)
 SNDMORE = int(zmq.SNDMORE)  # a plain int: zmq's enums cost a call each time they are combined
 
@@ -56,12 +60,15 @@ class Arbiter:
         self.next_save = now + SAVE_EVERY
         for endpoint in (config.states_endpoint, config.tap_endpoint, config.control_endpoint):
             _prepare(endpoint)
+        # Memory is bounded by count x size: a peer sending a bigger message is disconnected,
+        # a tap reader that stops reading holds at most TAP_HWM messages (then it loses them).
         self.pull = self.context.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, 10000)
+        self.pull.setsockopt(zmq.RCVHWM, STATES_HWM)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_STATE_BYTES)
         self.pull.setsockopt(zmq.LINGER, 0)
         self.pull.bind(config.states_endpoint)
         self.tap = self.context.socket(zmq.PUB)
-        self.tap.setsockopt(zmq.SNDHWM, 10000)
+        self.tap.setsockopt(zmq.SNDHWM, TAP_HWM)
         self.tap.setsockopt(zmq.LINGER, 0)
         self.tap.bind(config.tap_endpoint)
         self.control = ControlRouter(config.control_endpoint, self.registry.packs, self.context)

@@ -15,15 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
+from bmsbank import plausibility
 from bmsbank.config import Config, PortConfig
 from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
+from bmsbank.plausibility import PackBounds, default_bounds, implausible
 from bmsbank.schema import TOPIC_STATE, packer, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
@@ -59,8 +61,17 @@ class Poller:
         port: PortConfig,
         send: Callable[[dict[str, Any]], None],
         plugin: Plugin | None = None,
+        bounds: Mapping[str, PackBounds] | None = None,
     ) -> None:
+        """Poll ``port``, handing each state to ``send``.
+
+        ``bounds``: per pack id, its plausible readings (:mod:`bmsbank.plausibility`); a state
+        outside them is counted as malformed and not sent. None: the defaults for the port's
+        family on a LiFePO4 bank.
+        """
         self.port = port
+        self.bounds = bounds or {}
+        self.default_bounds = default_bounds()
         self.plugin = plugin or plugins.load(port.bms, port.options)
         self.send = send
         self.transport = SerialTransport(
@@ -156,6 +167,9 @@ class Poller:
         try:
             # A frame can pass its checksum and still carry nonsense: never send that on.
             validate_state(msg)
+            why = implausible(msg, self.bounds.get(msg["pack"], self.default_bounds))
+            if why is not None:
+                raise MessageError(why)
         except MessageError as exc:
             link.stats.ok -= 1
             link.stats.malformed += 1
@@ -295,7 +309,7 @@ def run(
     port = config.port(port_name)
     context: zmq.Context = zmq.Context.instance()
     sock, send = zmq_sender(config, context)
-    poller = Poller(port, send)
+    poller = Poller(port, send, bounds=plausibility.bounds(config.bank, config.topology()))
     control = PollerControl(
         config.control_endpoint, port.name, poller.plugin.name, poller.pack_ids(), context,
         hello_interval or HELLO_INTERVAL,

@@ -36,7 +36,14 @@ import zmq.asyncio
 from bmsbank.config import Config
 from bmsbank.control import ControlClient
 from bmsbank.errors import MessageError
-from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack, validate_bank, validate_state
+from bmsbank.schema import (
+    MAX_BANK_BYTES,
+    TOPIC_BANK,
+    TOPIC_STATE,
+    unpack,
+    validate_bank,
+    validate_state,
+)
 
 from . import canbms, paths
 from .can_output import CanOutput
@@ -327,6 +334,7 @@ class Publisher:
         ctx = zmq.asyncio.Context()
         sock = zmq.Socket(ctx, zmq.SUB)  # read without zmq.asyncio: see _receive
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_BANK_BYTES)  # a bigger one is not from the arbiter
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
         if self.packs is not None:
