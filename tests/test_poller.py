@@ -320,3 +320,15 @@ def test_implausible_values_are_counted_and_not_sent(bus, caplog):
     poller.poll_once()
     poller.close()
     assert len(sent) == 1 and sent[0]["link"]["malformed"] == 2 and sent[0]["seq"] == 0
+
+
+def test_a_state_no_pack_could_report_is_counted_and_not_sent(bus):
+    """A corrupted reply can pass its plain-sum checksum: the poller checks the readings too."""
+    model = BatteryModel(cells=8, imbalance=2.5)  # the last cell reads ~5.8 V: not a LiFePO4 cell
+    server = bus("jbd", {1: model})
+    poller, sent = run_poller(port_config(server.device, "jbd", [1]))
+    assert sent == [] and poller.links[1].stats.malformed == 1
+    model.imbalance = 0.0
+    poller.poll_once()
+    poller.close()
+    assert len(sent) == 1 and sent[0]["link"]["malformed"] == 1 and sent[0]["link"]["ok"] == 1
