@@ -39,7 +39,9 @@ DEMO_PORTS = (
 #: the process poller-shared, as an installation's ports do by default
 DEMO_OWN_PROCESS = frozenset({"jkbus"})
 
-#: a private bus that lets anyone own names and eavesdrop (demo and tests only)
+#: a private bus on which its clients may own any name and eavesdrop (demo and tests only); only
+#: the user running the dbus-daemon may connect (no ``<allow user="*"/>``: dbus-daemon then takes
+#: connections from its own uid only), so no other local user can switch a FET through it
 PRIVATE_BUS_CONF = """<!DOCTYPE busconfig PUBLIC
  "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -48,7 +50,6 @@ PRIVATE_BUS_CONF = """<!DOCTYPE busconfig PUBLIC
   <listen>unix:path={sock}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
-    <allow user="*"/>
     <allow own="*"/>
     <allow send_destination="*" eavesdrop="true"/>
     <allow receive_sender="*"/>
@@ -118,6 +119,7 @@ def plan(rundir: str, can: str | None) -> DemoPlan:
     """Write the demo's config files into ``rundir`` and return where things are."""
     python = sys.executable
     logdir = os.path.join(rundir, "log")
+    os.makedirs(rundir, mode=0o700, exist_ok=True)  # a new one: this user's only
     os.makedirs(logdir, exist_ok=True)
     env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
     dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"

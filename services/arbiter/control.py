@@ -38,6 +38,7 @@ from bmsbank.schema import (
     validate_control_result,
     validate_hello,
 )
+from bmsbank.sockets import bind_private
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ControlRouter:
         self.socket.setsockopt(zmq.SNDHWM, 1000)
         self.socket.setsockopt(zmq.RCVHWM, 1000)
         self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
-        self.socket.bind(endpoint)
+        bind_private(self.socket, endpoint)  # only the service user can switch a FET
 
     # -- the loop's entry points -------------------------------------------------------------
     def receive(self, now: float) -> int:

@@ -11,7 +11,6 @@ path backwards. States are taken in one burst per bank tick (see :meth:`Arbiter.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -24,6 +23,7 @@ from bmsbank.services.arbiter.bank import BankComputer
 from bmsbank.services.arbiter.control import ControlRouter
 from bmsbank.services.arbiter.engine import BankEngine
 from bmsbank.services.arbiter.persist import StateFile
+from bmsbank.sockets import bind_private
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ MAX_STATES = 10000  # states taken per tick at most
 TAP_HWM = 1000
 POLLIN = int(zmq.POLLIN)
 SNDMORE = int(zmq.SNDMORE)  # a plain int: zmq's enums cost a call each time they are combined
-
-
-def _prepare(endpoint: str) -> None:
-    if endpoint.startswith("ipc://"):
-        os.makedirs(os.path.dirname(endpoint[len("ipc://") :]) or ".", exist_ok=True)
 
 
 class Arbiter:
@@ -58,19 +53,17 @@ class Arbiter:
             self.engine.restore(now, snap)
             log.info("restored days since full charge and SoC from %s", config.bank.state_file)
         self.next_save = now + SAVE_EVERY
-        for endpoint in (config.states_endpoint, config.tap_endpoint, config.control_endpoint):
-            _prepare(endpoint)
         # Memory is bounded by count x size: a peer sending a bigger message is disconnected,
         # a tap reader that stops reading holds at most TAP_HWM messages (then it loses them).
         self.pull = self.context.socket(zmq.PULL)
         self.pull.setsockopt(zmq.RCVHWM, STATES_HWM)
         self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_STATE_BYTES)
         self.pull.setsockopt(zmq.LINGER, 0)
-        self.pull.bind(config.states_endpoint)
+        bind_private(self.pull, config.states_endpoint)
         self.tap = self.context.socket(zmq.PUB)
         self.tap.setsockopt(zmq.SNDHWM, TAP_HWM)
         self.tap.setsockopt(zmq.LINGER, 0)
-        self.tap.bind(config.tap_endpoint)
+        bind_private(self.tap, config.tap_endpoint)
         self.control = ControlRouter(config.control_endpoint, self.registry.packs, self.context)
         self.next_bank = now + min(0.5, config.bank.interval)
 
