@@ -206,6 +206,15 @@ def cmd_supervisor_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Make a CURVE key pair for the arbiter or a remote poller."""
+    from bmsbank.curve import make_keys
+
+    public, secret = make_keys(args.directory, args.name)
+    print(f"public key: {public}\nsecret key: {secret} (readable by you only)")
+    return 0
+
+
 def _add_control(sub: Any) -> None:
     """The ``control`` subcommand's arguments."""
     from bmsbank.schema import CONTROL_ACTIONS
@@ -285,6 +294,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--python", default=sys.executable, help="python of the installation")
     g.add_argument("--config-path", help="config path to write into the commands")
     g.set_defaults(func=cmd_supervisor_config)
+    y = sub.add_parser("keys", help="make a CURVE key pair (remote pollers, see README)")
+    y.add_argument("directory", help="where to write NAME.key and NAME.key_secret")
+    y.add_argument("name", help="whose keys: arbiter, or the remote poller's name")
+    y.set_defaults(func=cmd_keys)
     return p
 
 

@@ -25,6 +25,7 @@ ENV_CONFIG = "BMSBANK_CONFIG"
 ENV_RUNTIME_DIR = "BMSBANK_RUNTIME_DIR"
 DEFAULT_CONFIG = "/etc/bmsbank/bmsbank.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+REMOTE_PACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}:(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$")
 #: chemistries the cell-voltage defaults are made for
 CHEMISTRIES = ("LiFePO4",)
 
@@ -229,6 +230,11 @@ class BankConfig:
         "/var/lib/bmsbank/state.json",
         'file keeping days since full charge and the counted SoC across restarts, "" = none',
     )
+    remote_packs: list = _spec(
+        [],
+        'ids of packs on remote pollers (zmq.remote_states), e.g. ["rack2:1", "rack2:2"]',
+        lambda xs: all(isinstance(x, str) and REMOTE_PACK_RE.match(x) for x in xs),
+    )
     confirm_states: int = _spec(
         2,
         "states in a row, 1-10, a pack must report before a cut of its charge or discharge "
@@ -323,6 +329,23 @@ class ZmqConfig:
     control: str = _spec(
         "", "a ZeroMQ endpoint the arbiter binds for control requests (empty = default)"
     )
+    remote_states: str = _spec(
+        "",
+        "a tcp:// endpoint the arbiter binds for pollers on other machines, CURVE only (needs "
+        'curve_secret_key and curve_clients; "" = none, the default: no TCP listener)',
+        lambda s: s == "" or s.startswith("tcp://"),
+    )
+    curve_secret_key: str = _spec(
+        "", "a ZeroMQ secret key file (NAME.key_secret, `bmsbank keys`): this side's CURVE key"
+    )
+    curve_clients: str = _spec(
+        "", "the arbiter's allow-list: a directory of remote pollers' public key files (*.key)"
+    )
+    curve_server_key: str = _spec(
+        "",
+        "a remote poller's: the arbiter's public key file; set, the poller pushes its states "
+        "over CURVE to zmq.states (a tcp:// endpoint of the arbiter's remote_states)",
+    )
 
 
 @dataclass(frozen=True)
@@ -415,8 +438,10 @@ class Config:
         return out
 
     def pack_ids(self) -> list[str]:
-        """Every configured pack id, "port:address", in config order."""
-        return [f"{p.name}:{a}" for p in self.ports for a in p.addresses]
+        """Every configured pack id, "port:address", in config order (remote packs last)."""
+        return [f"{p.name}:{a}" for p in self.ports for a in p.addresses] + list(
+            self.bank.remote_packs
+        )
 
     def topology(self) -> Topology:
         """The bank's strings and packs (raises ConfigError when they do not fit the ports)."""
@@ -529,10 +554,28 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             known = ", ".join([*_TOP_KEYS, *sections, "ports"])
             raise ConfigError(key, source, f"unknown key; expected one of {known}")
     config = Config(**values)
+    _check_curve(config.zmq, source)
     _check_cell_voltages(config.bank, source)
     _check_force_charge(config.can, source)
     config.topology()  # checks strings and packs against the ports
     return config
+
+
+def _check_curve(zc: ZmqConfig, source: str) -> None:
+    """Remote pollers come with keys, or not at all; the key files must be there."""
+    if zc.remote_states and not (zc.curve_secret_key and zc.curve_clients):
+        raise ConfigError("zmq.remote_states", source,
+                          "curve_secret_key and curve_clients as well (CURVE only)")  # fmt: skip
+    if zc.curve_server_key and not zc.curve_secret_key:
+        raise ConfigError("zmq.curve_server_key", source,
+                          "curve_secret_key as well (this poller's own key)")  # fmt: skip
+    for key in ("curve_secret_key", "curve_server_key"):
+        path = getattr(zc, key)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"zmq.{key}", source, f"an existing key file, got {path!r}")
+    if zc.curve_clients and not os.path.isdir(zc.curve_clients):
+        raise ConfigError("zmq.curve_clients", source,
+                          f"a directory of public key files, got {zc.curve_clients!r}")  # fmt: skip
 
 
 def _check_cell_voltages(bank: BankConfig, source: str) -> None:

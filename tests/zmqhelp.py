@@ -21,14 +21,18 @@ def free_tcp() -> str:
 
 
 @contextlib.contextmanager
-def running_arbiter(**bank: object) -> Iterator[tuple[Arbiter, zmq.Context, str, str]]:
+def running_arbiter(
+    zmq_extra: dict[str, str] | None = None, **bank: object
+) -> Iterator[tuple[Arbiter, zmq.Context, str, str]]:
     """An arbiter in a thread on loopback tcp: yields (arbiter, context, states, tap).
 
-    Its control endpoint (also loopback tcp) is ``arbiter.config.control_endpoint``.
+    Its control endpoint (also loopback tcp) is ``arbiter.config.control_endpoint``;
+    ``zmq_extra``: more ``[zmq]`` keys (remote pollers).
     """
     states, tap, control = free_tcp(), free_tcp(), free_tcp()
     bank = {"interval": 0.2, "state_file": "", **bank}
-    cfg = parse({"bank": bank, "zmq": {"states": states, "tap": tap, "control": control}}, "test")
+    zc = {"states": states, "tap": tap, "control": control, **(zmq_extra or {})}
+    cfg = parse({"bank": bank, "zmq": zc}, "test")
     ctx = zmq.Context()
     arbiter = Arbiter(cfg, ctx)
     stop = threading.Event()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import zmq
 
 from bmsbank.config import Config
+from bmsbank.curve import RemoteListener
 from bmsbank.errors import MessageError
 from bmsbank.schema import MAX_STATE_BYTES, TOPIC_BANK, TOPIC_STATE, pack, unpack
 from bmsbank.services.arbiter.bank import BankComputer
@@ -65,6 +66,9 @@ class Arbiter:
         self.tap.setsockopt(zmq.LINGER, 0)
         bind_private(self.tap, config.tap_endpoint)
         self.control = ControlRouter(config.control_endpoint, self.registry.packs, self.context)
+        self.remote: RemoteListener | None = None
+        if config.zmq.remote_states:  # pollers on other machines: CURVE with an allow-list
+            self.remote = RemoteListener(config.zmq, self.context, STATES_HWM, MAX_STATE_BYTES)
         self.next_bank = now + min(0.5, config.bank.interval)
 
     def handle(self, parts: list[bytes], now: float) -> None:
@@ -87,6 +91,8 @@ class Arbiter:
         """Refresh freshness, compute the bank and publish it."""
         bank = self.bank.compute(now)
         bank["counters"]["control"] = self.control.counters.as_dict()
+        if self.remote is not None:
+            bank["counters"]["remote_refused"] = self.remote.count_refused()
         self.tap.send_multipart([TOPIC_BANK, pack(bank)])
         if now >= self.next_save:
             self.state_file.save(self.engine.snapshot())
@@ -99,6 +105,11 @@ class Arbiter:
         while taken < limit and self.pull.get(zmq.EVENTS) & POLLIN:
             self.handle(self.pull.recv_multipart(zmq.NOBLOCK), now)
             taken += 1
+        if self.remote is not None:
+            remote = self.remote.socket
+            while taken < limit and remote.get(zmq.EVENTS) & POLLIN:
+                self.handle(remote.recv_multipart(zmq.NOBLOCK), now)
+                taken += 1
         return taken
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> None:
@@ -140,3 +151,5 @@ class Arbiter:
         self.pull.close()
         self.tap.close()
         self.control.close()
+        if self.remote is not None:
+            self.remote.close()

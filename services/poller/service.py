@@ -23,6 +23,7 @@ import zmq
 
 from bmsbank import plausibility
 from bmsbank.config import Config, PortConfig
+from bmsbank.curve import client_keys
 from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
 from bmsbank.plausibility import PackBounds, default_bounds, implausible
@@ -276,6 +277,7 @@ def zmq_sender(config: Config, context: zmq.Context) -> tuple[zmq.Socket, Callab
     sock = context.socket(zmq.PUSH)
     sock.setsockopt(zmq.SNDHWM, 50)
     sock.setsockopt(zmq.LINGER, 0)
+    client_keys(config.zmq, sock)  # a remote poller: CURVE to the arbiter's remote_states
     sock.connect(config.states_endpoint)
     dropped = ChangeLog(log)
     pack = packer()  # this port thread's own
