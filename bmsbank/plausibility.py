@@ -48,6 +48,12 @@ VOLTAGE_TOLERANCE = (0.05, 1.0)
 CURRENT_MARGIN = (3.0, 50.0)
 
 
+#: a reported capacity may be this many times the configured one, or its inverse (a BMS set up
+#: with the nominal capacity, a user with the measured one); no single pack holds more Ah
+CAPACITY_FACTOR = 4.0
+MAX_CAPACITY = 5000.0  # Ah
+
+
 @dataclass(frozen=True)
 class PackBounds:
     """The plausible range of one pack's readings."""
@@ -56,6 +62,7 @@ class PackBounds:
     cell_low: float  #: V
     cell_high: float  #: V
     max_current: float  #: A, either direction
+    capacity: float = 0.0  #: Ah configured (0 = as the pack reports)
 
 
 def bounds(bank: BankConfig, topo: Topology) -> dict[str, PackBounds]:
@@ -68,6 +75,7 @@ def bounds(bank: BankConfig, topo: Topology) -> dict[str, PackBounds]:
             cell_low=chem.cell_low,
             cell_high=chem.cell_high,
             max_current=factor * max(topo.max_charge[k], topo.max_discharge[k]) + extra,
+            capacity=topo.capacities[k],
         )
         for k, pid in enumerate(topo.ids)
     }
@@ -104,6 +112,11 @@ def implausible(state: Mapping[str, Any], b: PackBounds) -> str | None:
     if abs(state["current"]) > b.max_current:
         current = state["current"]
         return f"current: {current:g} A is beyond what this pack carries ({b.max_current:g} A)"
+    capacity = state["capacity"]
+    low, high = (b.capacity / CAPACITY_FACTOR, b.capacity * CAPACITY_FACTOR) if b.capacity else (
+        0.0, MAX_CAPACITY)  # fmt: skip
+    if not low <= capacity <= high:
+        return f"capacity: {capacity:g} Ah (plausible {low:g}-{high:g} Ah)"
     cvl = state["bms_cvl"]
     if cvl is not None and cvl > len(cells) * b.cell_high:
         return f"bms_cvl: {cvl:g} V for {len(cells)} cells"

@@ -254,3 +254,17 @@ def test_a_stale_or_future_reading_is_rejected():
     assert r.last_rejection.startswith("time: a reading 3600 s old")
     assert r.accept(at(now + 600, 2), 1.0) is None and "ahead" in r.last_rejection
     assert r.accept(at(now - 1.0, 3), 1.0) is not None
+
+
+def test_a_capacity_far_from_the_configured_one_is_refused_and_a_jump_waits():
+    b = PackBounds(cells=0, cell_low=1.0, cell_high=4.5, max_current=350.0, capacity=100.0)
+    assert implausible(state_msg("a", 1, capacity=280.0, remaining=100.0), b) is None
+    why = implausible(state_msg("a", 1, capacity=60000.0, remaining=100.0), b)
+    assert why is not None and why.startswith("capacity: 60000 Ah")
+    assert implausible(state_msg("a", 1, capacity=6000.0, remaining=100.0), B).startswith(
+        "capacity:")  # fmt: skip (nothing configured: no pack holds 6000 Ah)
+    e = engine()
+    feed, before = steady(e)
+    feed.cycle(a1={"capacity": 250.0})  # would move the share of every other pack
+    feed.cycle()
+    assert e.registry.packs["a:1"].rejected == {"unconfirmed": 1}

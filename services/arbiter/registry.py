@@ -33,6 +33,9 @@ from bmsbank.schema import ALARM, validate_state
 
 log = logging.getLogger(__name__)
 
+#: what a state means to the limits: (CCL [A], DCL [A], cell excess [V], capacity [Ah])
+Figures = tuple[float, float, float, float]
+
 MAX_AHEAD = 10.0  # s a reading's unix time may be ahead of this clock (clocks of two machines)
 EPOCHS_KEPT = 4  # poller runs remembered per port (a replay of a forgotten one is too old anyway)
 SEQ_SLACK = 100  # states a poller may send beyond its rate in one go
@@ -58,9 +61,7 @@ class PackEntry:
     held: dict[str, Any] | None = None  #: a state waiting for confirmation
     held_why: str = ""  #: the steps it would take
     held_count: int = 0  #: states in a row that would step
-    figures: tuple[float, float, float] | None = (
-        None  #: the accepted state's, for :class:`Debounce`
-    )
+    figures: Figures | None = None  #: the accepted state's, for :class:`Debounce`
 
 
 @dataclass
@@ -88,20 +89,20 @@ class Debounce:
         self.limit = limit  #: V per cell over which the over-voltage cut trips
         self.count = count  #: states in a row a step must be seen in (1 = at once)
 
-    def figures(self, k: int, state: Mapping[str, Any]) -> tuple[float, float, float]:
-        """(CCL [A], DCL [A], cell excess over the limit [V]) the engine takes from ``state``."""
+    def figures(self, k: int, state: Mapping[str, Any]) -> Figures:
+        """(CCL [A], DCL [A], cell excess over the limit [V], capacity [Ah]) from ``state``."""
         row = self.evaluate(k, state, self.limit)
-        return row[0], row[2], row[6]
+        return row[0], row[2], row[6], state["capacity"]
 
     def steps(
-        self, state: Mapping[str, Any], new: tuple[float, float, float],
-        old: tuple[float, float, float] | None,
-    ) -> str:  # fmt: skip
+        self, state: Mapping[str, Any], new: Figures, old: Figures | None
+    ) -> str:
         """The steps from figures ``old`` to ``new`` that ``state``'s BMS does not itself flag.
 
         A step: a current limit cut to 0, or by more than a tenth of what it was (and 1 A); the
-        over-voltage cut starting. Against no earlier state (the first): only cuts to 0 and the
-        over-voltage cut.
+        over-voltage cut starting; the capacity changing by more than a tenth (it moves the
+        capacity share of every other pack). Against no earlier state (the first): only cuts to
+        0 and the over-voltage cut.
         """
         alarms = state["alarms"]
         out = []
@@ -119,6 +120,8 @@ class Debounce:
             and not any(alarms.get(a, 0) >= ALARM for a in ("high_cell_voltage", "high_voltage"))
         ):
             out.append("over-voltage")
+        if old is not None and abs(new[3] - old[3]) > 0.1 * old[3] + 1.0:
+            out.append("capacity")
         return ", ".join(out)
 
 
