@@ -268,3 +268,16 @@ def test_a_capacity_far_from_the_configured_one_is_refused_and_a_jump_waits():
     feed.cycle(a1={"capacity": 250.0})  # would move the share of every other pack
     feed.cycle()
     assert e.registry.packs["a:1"].rejected == {"unconfirmed": 1}
+
+
+def test_a_pack_returning_with_a_cut_stays_offline_until_it_is_confirmed():
+    """Its reading from before it went away must not pass for fresh while the new one waits."""
+    e = engine()
+    feed, _ = steady(e)
+    for _ in range(11):
+        out = feed.cycle(a1={"cells": [3.3] * 15 + [5.9]})  # implausible: a:1 goes offline
+    assert out["offline"] == 1
+    out = feed.cycle(a1=CUTS["a low cell"])  # back, with a cut: held
+    assert out["offline"] == 1 and e.registry.packs["a:1"].online is False
+    out = feed.cycle(a1=CUTS["a low cell"])  # confirmed: online with its new reading
+    assert out["online"] == 2 and e.registry.packs["a:1"].state["min_cell_voltage"] == 2.75

@@ -192,7 +192,8 @@ class PackRegistry:
             and self.debounce.count > 1
             and not self._confirmed(entry, state)
         ):
-            entry.seen = now  # the pack answers; its reading waits for the next to confirm it
+            if entry.online:  # it answers; its last accepted reading stands one poll more
+                entry.seen = now  # (an offline pack stays offline: its old reading is no news)
             self.held += 1
             return None
         self.counters.states += 1
