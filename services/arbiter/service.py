@@ -49,10 +49,7 @@ class Arbiter:
         self.registry = self.engine.registry
         self.bank = BankComputer(self.engine, config.bank.name, now)
         self.state_file = StateFile(config.bank.state_file)
-        snap = self.state_file.load()
-        if snap is not None:
-            self.engine.restore(now, snap)
-            log.info("restored days since full charge and SoC from %s", config.bank.state_file)
+        self._restore(now)
         self.next_save = now + SAVE_EVERY
         for endpoint in (config.states_endpoint, config.tap_endpoint, config.control_endpoint):
             _prepare(endpoint)
@@ -66,6 +63,18 @@ class Arbiter:
         self.tap.bind(config.tap_endpoint)
         self.control = ControlRouter(config.control_endpoint, self.registry.packs, self.context)
         self.next_bank = now + min(0.5, config.bank.interval)
+
+    def _restore(self, now: float) -> None:
+        """Take back the engine's memory from the state file; a file it refuses is ignored."""
+        snap = self.state_file.load(self.engine.native.n)
+        if snap is None:
+            return
+        try:
+            self.engine.restore(now, snap)
+        except ValueError as exc:  # checked on load too: only a file from another bank gets here
+            log.warning("state file %s not for this bank, ignored: %s", self.state_file.path, exc)
+            return
+        log.info("restored days since full charge and SoC from %s", self.state_file.path)
 
     def handle(self, parts: list[bytes], now: float) -> None:
         """Accept one message from a poller; forward it to the tap when it validates."""
