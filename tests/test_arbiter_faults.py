@@ -25,7 +25,9 @@ from pathlib import Path
 
 import zmq
 
+from bmsbank.config import parse
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, pack, unpack
+from bmsbank.services.arbiter.service import gather_grace
 from tests.factories import state_msg
 from tests.zmqhelp import free_tcp
 
@@ -201,3 +203,25 @@ def test_a_pack_that_never_reports_does_not_hold_back_the_first_bank(tmp_path):
         finally:
             sub.close(0)
             stop(proc)
+
+
+def test_the_grace_covers_two_poll_cycles_and_stays_under_half_of_stale_after():
+    def grace(stale_after: float, *ports: tuple[float, int]) -> float:
+        table = [
+            {
+                "name": f"p{i}",
+                "device": f"/dev/ttyUSB{i}",
+                "bms": "jkpb",
+                "interval": every,
+                "addresses": list(range(1, packs + 1)),
+            }
+            for i, (every, packs) in enumerate(ports)
+        ]
+        return gather_grace(parse({"bank": {"stale_after": stale_after}, "ports": table}, "test"))
+
+    assert grace(10.0) == 2.0  # no port here (remote pollers): two default intervals
+    assert grace(30.0, (1.0, 1)) == 2.0
+    assert grace(20.0, (1.0, 1), (3.0, 1)) == 6.0  # the slowest port's two intervals
+    assert grace(30.0, (1.0, 16)) == 8.0  # 16 packs on a bus take longer than its interval
+    assert grace(10.0, (1.0, 16)) == 5.0  # never more than half of stale_after
+    assert grace(1.0, (1.0, 1)) == 0.5

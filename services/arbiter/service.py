@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
 GATHER_MIN = 2.0  # s; the least grace for the packs to report (two default poll intervals)
+PER_PACK = 0.25  # s a poll cycle takes per pack on a bus, about (request, reply, gaps)
 STALL_MIN = 1.0  # s; a bank tick this late (and at least two intervals) means the loop stalled
 MAX_STATES = 10000  # states taken per tick at most (the PULL socket's high-water mark)
 POLLIN = int(zmq.POLLIN)
@@ -46,10 +47,12 @@ SNDMORE = int(zmq.SNDMORE)  # a plain int: zmq's enums cost a call each time the
 def gather_grace(config: Config) -> float:
     """Seconds to wait for every pack before the first bank (and after a stall).
 
-    Two of the slowest configured poll intervals (at least :data:`GATHER_MIN`), never more than
-    half of ``stale_after``, so the publisher's last bank is still fresh when the next comes.
+    Two of the slowest configured poll cycles (at least :data:`GATHER_MIN`), never more than
+    half of ``stale_after``, so the publisher's last bank is still fresh when the next comes. A
+    cycle is the port's interval, or longer on a bus whose packs take more than that to read
+    (:data:`PER_PACK` each).
     """
-    slowest = max((p.interval for p in config.ports), default=1.0)
+    slowest = max((max(p.interval, PER_PACK * len(p.addresses)) for p in config.ports), default=1.0)
     return min(0.5 * config.bank.stale_after, max(GATHER_MIN, 2.0 * slowest))
 
 
