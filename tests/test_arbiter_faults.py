@@ -222,6 +222,6 @@ def test_the_grace_covers_two_poll_cycles_and_stays_under_half_of_stale_after():
     assert grace(10.0) == 2.0  # no port here (remote pollers): two default intervals
     assert grace(30.0, (1.0, 1)) == 2.0
     assert grace(20.0, (1.0, 1), (3.0, 1)) == 6.0  # the slowest port's two intervals
-    assert grace(30.0, (1.0, 16)) == 8.0  # 16 packs on a bus take longer than its interval
-    assert grace(10.0, (1.0, 16)) == 5.0  # never more than half of stale_after
+    assert grace(30.0, (1.0, 15)) == 7.5  # 15 packs on a bus take longer than its interval
+    assert grace(10.0, (1.0, 15)) == 5.0  # never more than half of stale_after
     assert grace(1.0, (1.0, 1)) == 0.5
