@@ -9,7 +9,9 @@ from bmsbank.native._limits_py import CHARGE_BLOCKING as CHARGE_BLOCKING
 from bmsbank.native._limits_py import CHARGE_STATES as CHARGE_STATES
 from bmsbank.native._limits_py import DISCHARGE_BLOCKING as DISCHARGE_BLOCKING
 from bmsbank.native._limits_py import FLOAT as FLOAT
+from bmsbank.native._limits_py import MAX_AGE as MAX_AGE
 from bmsbank.native._limits_py import RULES as RULES
+from bmsbank.native._limits_py import check_snapshot as check_snapshot
 
 IMPLEMENTATION: str
 
@@ -49,5 +51,5 @@ class Engine:
 
 __all__ = [
     "ABSORPTION", "BULK", "CHARGE_BLOCKING", "CHARGE_STATES", "DISCHARGE_BLOCKING", "FLOAT",
-    "IMPLEMENTATION", "RULES", "Engine", "PackRules", "fraction",
+    "IMPLEMENTATION", "MAX_AGE", "RULES", "Engine", "PackRules", "check_snapshot", "fraction",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ the last bit (see the equivalence tests). Time ``t`` and ``seen`` are taken as f
 changes here.
 """
 
-from bmsbank.native._limits_py import RULES
+from bmsbank.native._limits_py import MAX_AGE, RULES, check_snapshot
 
 include "_structs.pxi"
 include "_packs.pxi"
@@ -469,7 +469,13 @@ cdef class Engine:
         return snap
 
     def restore(self, double t, snap):
-        """Take back a :meth:`snapshot` at engine time ``t`` (ages are counted from ``t``)."""
+        """Take back a :meth:`snapshot` at engine time ``t`` (ages are counted from ``t``).
+
+        Raises:
+            ValueError: ``snap`` is not a snapshot of this bank (the twin's ``check_snapshot``,
+                shared); the engine is left as it was.
+        """
+        snap = check_snapshot(snap, self.n)
         self.charge.restore(t, snap)
         if snap.get("soc") is not None and self.coulomb:
             self.cc_soc = float(snap["soc"])
@@ -477,5 +483,5 @@ cdef class Engine:
 
 __all__ = [
     "ABSORPTION", "BULK", "CHARGE_BLOCKING", "CHARGE_STATES", "DISCHARGE_BLOCKING", "FLOAT",
-    "IMPLEMENTATION", "RULES", "Engine", "PackRules", "fraction",
+    "IMPLEMENTATION", "MAX_AGE", "RULES", "Engine", "PackRules", "check_snapshot", "fraction",
 ]

@@ -339,13 +339,61 @@ class Engine:
         return snap
 
     def restore(self, t: float, snap: Mapping[str, Any]) -> None:
-        """Take back a :meth:`snapshot` at engine time ``t`` (ages are counted from ``t``)."""
+        """Take back a :meth:`snapshot` at engine time ``t`` (ages are counted from ``t``).
+
+        Raises:
+            ValueError: ``snap`` is not a snapshot of this bank (:func:`check_snapshot`); the
+                engine is left as it was.
+        """
+        snap = check_snapshot(snap, self.n)
         self.charge.restore(t, snap)
         if snap.get("soc") is not None and self.coulomb:
             self.cc_soc = float(snap["soc"])
 
 
+MAX_AGE = 100 * 365 * 86400.0  #: s; an older "last full charge" is not a real one
+
+
+def check_snapshot(snap: Any, n: int) -> dict:
+    """A :meth:`Engine.snapshot` of a bank of ``n`` packs, checked field by field.
+
+    Shared by both engines (not a hot path), so they accept and refuse exactly the same. A
+    missing key is unknown (None); unknown keys are ignored.
+
+    Returns:
+        {"since_full": n ages [s] or None, "since_reset": age [s] or None, "soc": % or None}.
+
+    Raises:
+        ValueError: not a mapping, ``since_full`` not a list of ``n``, an age that is not a
+            number from 0 to :data:`MAX_AGE`, a SoC that is not a number from 0 to 100.
+    """
+    if not isinstance(snap, Mapping):
+        raise ValueError(f"snapshot: expected a mapping, got {type(snap).__name__}")
+    ages = snap.get("since_full")
+    if ages is None:
+        ages = [None] * n
+    if not isinstance(ages, (list, tuple)) or len(ages) != n:
+        got = f"{len(ages)} items" if isinstance(ages, (list, tuple)) else type(ages).__name__
+        raise ValueError(f"since_full: expected a list of {n} ages (one per pack), got {got}")
+    return {
+        "since_full": [_optional(a, f"since_full[{k}]", MAX_AGE) for k, a in enumerate(ages)],
+        "since_reset": _optional(snap.get("since_reset"), "since_reset", MAX_AGE),
+        "soc": _optional(snap.get("soc"), "soc", 100.0),
+    }
+
+
+def _optional(x: Any, name: str, high: float) -> float | None:
+    """None, or ``x`` as a float when it is a number from 0 to ``high`` (else ValueError)."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"{name}: expected a number or null, got {type(x).__name__}")
+    if not 0.0 <= x <= high:  # false for NaN; compared before converting (huge integers)
+        raise ValueError(f"{name}: {str(x)[:32]} is not from 0 to {high:g}")
+    return float(x)
+
+
 __all__ = [
     "ABSORPTION", "BULK", "CHARGE_BLOCKING", "CHARGE_STATES", "DISCHARGE_BLOCKING", "FLOAT",
-    "IMPLEMENTATION", "RULES", "Engine", "PackRules", "fraction",
+    "IMPLEMENTATION", "MAX_AGE", "RULES", "Engine", "PackRules", "check_snapshot", "fraction",
 ]  # fmt: skip

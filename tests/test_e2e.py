@@ -128,6 +128,12 @@ def demo(tmp_path_factory):
     d = Demo(rundir)
     try:
         d.bank(lambda b: b["online"] == DEMO_PACKS, timeout=30)
+        # the first bank may already have every pack (the arbiter gathers them before it): give
+        # the publisher the moment it takes to put that bank on D-Bus
+        deadline = time.monotonic() + 15
+        while SERVICE not in asyncio.run(_bus_names(d.bus_address)):
+            assert time.monotonic() < deadline, "the bank never appeared on D-Bus"
+            time.sleep(0.2)
         yield d
     finally:
         output = d.stop()
@@ -138,6 +144,18 @@ def demo(tmp_path_factory):
     assert "CCL because: " in output and "DCL because: " in output
     time.sleep(0.5)
     assert processes_using(rundir) == [], "the demo left processes behind"
+
+
+async def _bus_names(address: str) -> list[str]:
+    bus = await MessageBus(bus_address=address).connect()
+    try:
+        reply = await bus.call(
+            Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                    interface="org.freedesktop.DBus", member="ListNames")
+        )  # fmt: skip
+        return list(reply.body[0])
+    finally:
+        bus.disconnect()
 
 
 async def _read_paths(

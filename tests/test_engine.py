@@ -392,7 +392,7 @@ def test_days_since_full_and_counted_soc_survive_a_restart(tmp_path):
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh)
     again = make(coulomb_counting=True)
-    again.restore(5.0, StateFile(path).load())
+    again.restore(5.0, StateFile(path).load(again.native.n))
     out = cycle(again, 5.0, soc=50.0)
     assert out["since_full"] == pytest.approx(3600.0 + 86400.0, abs=5.0)
     assert out["soc"] == pytest.approx(snap["soc"])
@@ -401,7 +401,7 @@ def test_days_since_full_and_counted_soc_survive_a_restart(tmp_path):
 def test_an_unreadable_state_file_is_ignored(tmp_path):
     path = tmp_path / "state.json"
     path.write_text("{not json")
-    assert StateFile(str(path)).load() is None
+    assert StateFile(str(path)).load(1) is None
     StateFile(str(tmp_path / "no" / "such" / "dir" / "x.json")).save({"soc": 1.0})  # creates dirs
     StateFile(str(path / "cannot")).save({"soc": 1.0})  # a file as directory: logged, no raise
 

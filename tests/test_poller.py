@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -13,7 +14,8 @@ import zmq
 
 from bmsbank.config import parse
 from bmsbank.schema import TOPIC_STATE, unpack, validate_state
-from bmsbank.services.poller.service import BACKOFF_MAX, Poller
+from bmsbank.services.poller import service
+from bmsbank.services.poller.service import BACKOFF_MAX, DEVICE_WATCH, Poller
 from bmsbank.services.poller.simulators import create
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.ptyserver import PtyServer
@@ -156,9 +158,16 @@ def test_missing_port_backs_off_and_logs_once_then_recovers(tmp_path, caplog):
     link = str(tmp_path / "tty-late")
     sent: list[dict] = []
     poller = Poller(port_config(link, "jbd", [1]), sent.append)
+    backoffs, waits = [], []
     with caplog.at_level(logging.INFO):
-        delays = [poller.poll_once() for _ in range(9)]
-    assert delays[:4] == [0.5, 1.0, 2.0, 4.0] and delays[-1] == BACKOFF_MAX
+        for _ in range(9):
+            poller.retry_at = 0.0  # the backoff has run out: try again
+            waits.append(poller.poll_once())
+            backoffs.append(poller.retry_at - time.monotonic())
+            waits.append(poller.poll_once())  # still backing off: no attempt, no count
+    assert [round(b * 2) / 2 for b in backoffs[:4]] == [0.5, 1.0, 2.0, 4.0]
+    assert backoffs[-1] == pytest.approx(BACKOFF_MAX, abs=0.5)
+    assert max(waits) <= DEVICE_WATCH  # it looks at the device path while backing off
     assert [r.getMessage() for r in caplog.records].count(
         next(r.getMessage() for r in caplog.records if "port: missing" in r.getMessage())
     ) == 1
@@ -187,6 +196,54 @@ def test_port_that_vanishes_is_reopened(tmp_path):
             poller.poll_once()
         assert len(sent) >= 2 and poller.transport.is_open
     finally:
+        poller.close()
+        server.stop()
+
+
+def test_a_port_back_after_a_long_outage_is_reopened_at_once(tmp_path, monkeypatch):
+    """The adapter's device path (a symlink, as /dev/serial/by-id is) goes away for long enough
+    that the backoff reaches its cap, and comes back right after a failed attempt: the poller
+    reopens it on its next look at the path instead of waiting out the cap.
+
+    The cap is monkeypatched down to 4 s (the outage 6 s) so the test does not wait 60 s; the
+    behaviour is the same with 30 s and 60 s: the return is seen within ``DEVICE_WATCH``.
+    """
+    monkeypatch.setattr(service, "BACKOFF_MAX", 4.0)
+    link = tmp_path / "usb-jbd-if00-port0"  # what the config names: a symlink to the pty
+    server = PtyServer(create("jbd", {1: BatteryModel()}), link=str(link), model_wire=False)
+    server.start()
+    sent: list[dict] = []
+    poller = Poller(port_config(str(link), "jbd", [1], interval=0.2), sent.append)
+    stop = threading.Event()
+
+    def loop() -> None:  # run()'s loop, without the control channel
+        while not stop.is_set():
+            stop.wait(poller.poll_once())
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5.0
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sent, "no state before the outage"
+        server.stop()  # unplugged: the pty and the symlink go, the next exchange fails
+        time.sleep(6.0)  # backoff 0.5, 1, 2, 4, 4: at its cap
+        assert not poller.transport.is_open and poller.backoff == 4.0
+        errors = poller.links[1].stats.port_errors
+        while poller.links[1].stats.port_errors == errors:  # an attempt just failed: the next
+            time.sleep(0.01)  # one is a whole cap away
+        count = len(sent)
+        server = PtyServer(create("jbd", {1: BatteryModel()}), link=str(link), model_wire=False)
+        server.start()  # plugged back in: a new device behind the same path
+        back = time.monotonic()
+        while len(sent) == count and time.monotonic() - back < 5.0:
+            time.sleep(0.01)
+        assert len(sent) > count, "no state after the port came back"
+        assert time.monotonic() - back <= 2.0  # the issue's bound; the cap alone would be 4 s
+    finally:
+        stop.set()
+        thread.join(5)
         poller.close()
         server.stop()
 

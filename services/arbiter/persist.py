@@ -3,7 +3,9 @@
 The file holds the engine's snapshot (ages in seconds, not clock readings, because the engine's
 clock is the arbiter's monotonic clock, which restarts with the machine) and the wall time it was
 written, so the time the arbiter was down is added on load. Writes are atomic (temporary file +
-rename); a file that cannot be read or written is logged once and never stops the arbiter.
+rename). Loading checks every field (``bmsbank.persisted`` for the file, the engines' shared
+``check_snapshot`` for the snapshot: types, ranges, one age per pack); a file that fails any
+check, or cannot be read or written, is logged once and the arbiter carries on as with no file.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import os
 import time
 from typing import Any
 
+from bmsbank.native._limits_py import check_snapshot
+from bmsbank.persisted import CorruptFile, number, read_json, table
+
 log = logging.getLogger(__name__)
 
 MAX_DOWNTIME = 10 * 365 * 86400.0  # s; a larger gap means the wall clock was wrong
+MAX_WALL = 1e11  # s since 1970 (year 5138); a larger "saved" is not a time
 
 
 class StateFile:
@@ -26,24 +32,28 @@ class StateFile:
         self.path = path
         self.warned = False
 
-    def load(self) -> dict[str, Any] | None:
-        """The saved snapshot with its ages advanced by the downtime, or None."""
-        if not self.path or not os.path.exists(self.path):
-            return None
+    def load(self, packs: int) -> dict[str, Any] | None:
+        """The saved snapshot of a bank of ``packs`` with its ages advanced by the downtime.
+
+        Returns:
+            The snapshot (see ``check_snapshot``), or None when there is no file or it is unusable
+            (logged once as a warning).
+        """
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            snap = dict(data["engine"])
-            down = time.time() - float(data["saved"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("state file %s unreadable, starting afresh: %s", self.path, exc)
+            data = read_json(self.path)
+            if data is None:
+                return None
+            saved = number(data.get("saved"), "saved", 0.0, MAX_WALL)
+            snap = check_snapshot(table(data.get("engine"), "engine"), packs)
+        except ValueError as exc:  # CorruptFile included
+            log.warning("state file %s unusable, starting as without one: %s", self.path, exc)
             return None
+        down = time.time() - saved
         if not 0.0 <= down <= MAX_DOWNTIME:
             down = 0.0
-        ages = snap.get("since_full") or []
-        snap["since_full"] = [None if a is None else float(a) + down for a in ages]
-        if snap.get("since_reset") is not None:
-            snap["since_reset"] = float(snap["since_reset"]) + down
+        snap["since_full"] = [None if a is None else a + down for a in snap["since_full"]]
+        if snap["since_reset"] is not None:
+            snap["since_reset"] += down
         return snap
 
     def save(self, snap: dict[str, Any]) -> None:
@@ -61,3 +71,6 @@ class StateFile:
             if not self.warned:
                 log.warning("cannot write state file %s: %s", self.path, exc)
                 self.warned = True
+
+
+__all__ = ["CorruptFile", "StateFile"]

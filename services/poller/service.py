@@ -2,8 +2,11 @@
 
 One thread per port (:func:`run`); the ports of one poller process (``[[ports]] process``, all of
 them unless a port is given a process of its own) share it (:func:`run_ports`). A missing port is
-retried with exponential backoff and logged once per state change; a malformed or missing reply
-is counted per link and never stops the loop.
+retried with exponential backoff and logged once per state change; while it backs off, its device
+path is looked at (one stat) every :data:`DEVICE_WATCH` seconds, and a path that appears (or
+becomes another device) is opened at once, so an adapter plugged back in rejoins within a second
+whatever the backoff has grown to. A malformed or missing reply is counted per link and never
+stops the loop.
 
 Control requests (:mod:`bmsbank.services.poller.control`) are carried out between two requests of
 the poll cycle, never inside a request/reply exchange: the poller calls ``between()`` after each
@@ -13,6 +16,7 @@ exchange, and :meth:`Poller.control` uses the same serial link, gaps and timeout
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.5  # s, first retry after a port failure
 BACKOFF_MAX = 30.0  # s
+DEVICE_WATCH = 0.5  # s between two looks (one stat each) at a missing port's device path
 WATCH_INTERVAL = 3600.0  # s; run_ports' main thread only waits for a signal or a failed port
 
 
@@ -84,6 +89,8 @@ class Poller:
         self.cycle = 0
         self.seq = 0
         self.backoff = BACKOFF_MIN
+        self.retry_at = 0.0  #: monotonic time of the next attempt to open a missing port [s]
+        self._device_then: tuple[int, int, int] | None = None  #: the device at the last failure
         self.changes = ChangeLog(log, f"[{port.name}] ")
         self._last_io = 0.0
         #: the counters of the pack being polled (stale bytes drained before a request count there)
@@ -99,11 +106,18 @@ class Poller:
     def poll_once(self) -> float:
         """Run one poll cycle over every pack; return seconds to wait before the next attempt.
 
-        When the port is missing the return value is the backoff delay instead of the interval.
+        When the port is missing the return value is at most :data:`DEVICE_WATCH`: the next
+        call opens it when its backoff has run out or its device path has come (back).
         """
-        if not self.transport.is_open and not self._open():
-            delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
-            return delay
+        if not self.transport.is_open:
+            now = time.monotonic()
+            if now < self.retry_at and self._device() in (None, self._device_then):
+                return min(DEVICE_WATCH, self.retry_at - now)
+            if not self._open():
+                delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
+                self.retry_at = now + delay
+                self._device_then = self._device()
+                return min(DEVICE_WATCH, delay)
         # Late replies and line noise gather while the port idles: ask the driver once a cycle
         # (within the cycle, only after an exchange that went wrong; see SerialTransport.drain).
         self.transport.unsettle()
@@ -115,6 +129,18 @@ class Poller:
             return self.backoff
         self.cycle += 1
         return self.port.interval
+
+    def _device(self) -> tuple[int, int, int] | None:
+        """What the configured device path is now (device, inode, device number), None if absent.
+
+        A symlink (``/dev/serial/by-id/...``) is followed. A pyserial URL is never a path: it
+        keeps None and is retried on its backoff alone.
+        """
+        try:
+            info = os.stat(self.port.device)
+        except (OSError, ValueError):
+            return None
+        return info.st_dev, info.st_ino, info.st_rdev
 
     def _lose_port(self, exc: TransportError) -> None:
         for link in self.links.values():

@@ -15,8 +15,10 @@ The counters are kept in Wh as floats, so nothing is lost between the 100 Wh ste
 and roll over to zero at 2**32 x 100 Wh like the frame's un32 fields (:data:`ROLLOVER_WH`).
 
 :class:`EnergyFile` keeps them in a small JSON file ("" = not kept): written atomically
-(temporary file + rename), an unreadable file is logged as a warning and counting starts from 0
-(the seed: "an acceptable compromise is to restart at zero"; VRM handles a counter reset).
+(temporary file + rename). Loading checks every field (two numbers from 0 to the rollover, the
+file version when present); a file that fails, or cannot be read at all, is logged as one
+warning and counting starts from 0 (the seed: "an acceptable compromise is to restart at zero";
+VRM handles a counter reset).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ import os
 import time
 from collections.abc import Mapping
 from typing import Any
+
+from bmsbank.persisted import CorruptFile, number, read_json
 
 from .canbms import ENERGY_UNITS, ENERGY_WH
 
@@ -106,18 +110,19 @@ class EnergyFile:
 
     def load(self) -> tuple[float, float]:
         """The saved (energy in, energy out) [Wh]; (0, 0) when there is none or it is unreadable."""
-        if not self.path or not os.path.exists(self.path):
-            return 0.0, 0.0
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            values = (_finite(data["energy_in_wh"]), _finite(data["energy_out_wh"]))
-            if values[0] is None or values[1] is None or min(values[0], values[1]) < 0.0:
-                raise ValueError(f"not two energies >= 0 Wh: {values}")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = read_json(self.path)
+            if data is None:
+                return 0.0, 0.0
+            version = data.get("v", FILE_VERSION)
+            if type(version) is not int or version != FILE_VERSION:  # not True, not 1.0
+                raise CorruptFile(f"v: {str(version)[:16]}, expected {FILE_VERSION}")
+            energy_in = number(data.get("energy_in_wh"), "energy_in_wh", 0.0, ROLLOVER_WH)
+            energy_out = number(data.get("energy_out_wh"), "energy_out_wh", 0.0, ROLLOVER_WH)
+        except CorruptFile as exc:
             log.warning("energy file %s unreadable, counting from 0: %s", self.path, exc)
             return 0.0, 0.0
-        return values[0], values[1]
+        return energy_in, energy_out
 
     def save(self, totals: tuple[float, float]) -> bool:
         """Write (energy in, energy out) [Wh] atomically; log once and carry on when it cannot.

@@ -12,7 +12,8 @@ so a name typed in the GUI survives restarts and reinstalls.
 Without a settings service (plain Debian, the demo) the configured instance is used and the custom
 name is kept in a small JSON file (``[dbus] names_file``). Anything going wrong while talking to the
 settings service falls back the same way, with one warning: a missing instance must never keep the
-bank off the bus.
+bank off the bus. A names file that is not an object of unique ids to valid custom names (checked
+entry by entry) is logged once and taken as empty.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from typing import Any
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from bmsbank.persisted import CorruptFile, read_json
+
 from .dbus_service import VeService
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ BUSITEM = "com.victronenergy.BusItem"
 DEVICE_CLASS = "battery"
 CALL_TIMEOUT = 3.0  # s for one call to the settings service
 _INSTANCE = re.compile(r"^([a-z_]+):(\d{1,4})$")
+UNIQUE_ID_MAX = 255  # characters of a unique id kept in the names file (a settings path element)
 
 
 def bus_element(text: str) -> str:
@@ -97,13 +101,10 @@ class NameStore:
         self._warned = False
 
     def _read(self) -> dict[str, str]:
-        if not self.path or not os.path.exists(self.path):
-            return {}
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            return {k: v for k, v in data.items() if isinstance(v, str)}
-        except (OSError, ValueError, AttributeError) as exc:
+            data = read_json(self.path)
+            return {} if data is None else _names(data)
+        except CorruptFile as exc:
             self._warn("unreadable", exc)
             return {}
 
@@ -130,6 +131,21 @@ class NameStore:
         if not self._warned:
             log.warning("custom-name file %s %s: %s", self.path, what, exc)
             self._warned = True
+
+
+def _names(data: dict[str, Any]) -> dict[str, str]:
+    """The names file's contents when every entry is a unique id and a valid custom name.
+
+    Raises:
+        CorruptFile: naming the first entry that is not.
+
+    """
+    from .paths import custom_name_ok  # here: paths imports this module
+
+    for uid, name in data.items():
+        if not 0 < len(uid) <= UNIQUE_ID_MAX or not custom_name_ok(name):
+            raise CorruptFile(f"entry {uid[:32]!r}: not a unique id and a name of 1-64 characters")
+    return data
 
 
 class SettingsError(Exception):
