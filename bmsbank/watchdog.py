@@ -83,9 +83,10 @@ class Watchdog:
 
     def __init__(
         self, runtime_dir: str, programs: Sequence[str], supervisor: Supervisor,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.monotonic, start_grace: float = START_GRACE,
     ) -> None:  # fmt: skip
         self.runtime_dir = runtime_dir
+        self.start_grace = start_grace
         self.programs = list(programs)
         self.supervisor = supervisor
         self.clock = clock
@@ -138,9 +139,9 @@ class Watchdog:
             if seen_pid != pid:
                 self._first_seen[program] = (pid, now)
                 return True
-            if now - since <= START_GRACE:
+            if now - since <= self.start_grace:
                 return True
-            why = f"no heartbeat within {START_GRACE:g} s of its start"
+            why = f"no heartbeat within {self.start_grace:g} s of its start"
         self._kill(program, pid, why)
         return True
 
@@ -192,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runtime-dir", help="directory of the sockets and heartbeat files")
     p.add_argument("--program", action="append", default=[], required=True,
                    help="supervisord program to watch (repeatable)")  # fmt: skip
+    p.add_argument("--start-grace", type=float, default=START_GRACE,
+                   help="seconds a new process may take before its first heartbeat")  # fmt: skip
     args = p.parse_args(argv)
     try:
         config = configuration.load(args.config, args.runtime_dir)
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from supervisor import childutils
 
     rpc = childutils.getRPCInterface(os.environ).supervisor
-    watchdog = Watchdog(config.runtime_dir, args.program, rpc)
+    watchdog = Watchdog(config.runtime_dir, args.program, rpc, start_grace=args.start_grace)
     log.info("watching %s (heartbeats in %s)", ", ".join(args.program),
              os.path.dirname(runtime.heartbeat_path(config.runtime_dir, "x")))  # fmt: skip
     serve(watchdog, sys.stdin.buffer, sys.stdout.buffer)

@@ -32,7 +32,10 @@ SERVICE = "com.victronenergy.battery.bmsbank"
 class Stack:
     """The installation, started by :meth:`start`, stopped (and removed) by :meth:`close`."""
 
-    def __init__(self, stale_after: float = 3.0, watchdog: bool = True) -> None:
+    def __init__(
+        self, stale_after: float = 3.0, watchdog: bool = True, mute_grace: float | None = None
+    ) -> None:
+        """Write the files; ``mute_grace``: also run "mute", a watched program that never beats."""
         # a short directory of our own: unix socket paths are limited to 108 bytes
         self.rundir = Path(tempfile.mkdtemp(prefix="bmsmini", dir="/tmp"))
         self.stale_after = stale_after
@@ -57,6 +60,12 @@ class Stack:
         services = service_programs(self.config, py, self.config_path, env)
         if not watchdog:
             services = [p for p in services if not isinstance(p, EventListener)]
+        elif mute_grace is not None:
+            programs.append(Program("mute", [py, "-c", "import time; time.sleep(3600)"], 50))
+            listener = services.pop()
+            extra = ["--program", "mute", "--start-grace", str(mute_grace)]
+            services.append(EventListener(listener.name, [*listener.command, *extra],
+                                          listener.priority, listener.environment))
         self.conf = self.rundir / "supervisord.conf"
         logdir = str(self.rundir / "log")
         self.conf.write_text(render(programs + services, str(self.rundir), logdir))

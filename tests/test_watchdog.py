@@ -24,11 +24,12 @@ from tests.ministack import Stack, has_owner, limits, run
 pytestmark = pytest.mark.timeout(180)
 
 STALE_AFTER = 3.0
+MUTE_GRACE = 4.0  # s the watchdog gives the never-beating program "mute" after its start
 
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(stale_after=STALE_AFTER).start()
+    s = Stack(stale_after=STALE_AFTER, mute_grace=MUTE_GRACE).start()
     try:
         yield s
     finally:
@@ -96,7 +97,6 @@ def test_hung_publisher_leaves_dbus_within_stale_after_and_comes_back(stack):
             bus.disconnect()
 
     pid, gone, again = run(scenario())
-    print(f"hung publisher off D-Bus after {gone:.2f} s")
     assert gone <= STALE_AFTER + 1.0, gone  # its non-safe limits vanished in time
     assert stack.pid("publisher") != pid
     assert again[0] > 0 and again[1] > 0
@@ -133,8 +133,18 @@ def test_hung_arbiter_and_poller_are_restarted_and_the_bank_recovers(stack):
 
     hung, publisher = run(scenario())
     log = stack.log("watchdog")
-    print(log)
     for name, pid in hung.items():
         assert f"{name} (pid {pid}) hung" in log
     # the publisher in its safe state was alive and said so: not killed
     assert stack.pid("publisher") == publisher
+
+
+def test_a_process_that_never_beats_is_killed_after_the_start_grace(stack):
+    first = stack.pid("mute")
+    deadline = time.monotonic() + MUTE_GRACE + 30
+    while stack.pid("mute") == first:
+        assert time.monotonic() < deadline, "a silent process was never restarted"
+        time.sleep(0.2)
+    assert f"mute (pid {first}) hung: no heartbeat within {MUTE_GRACE:g} s of its start" in (
+        stack.log("watchdog")
+    )

@@ -319,23 +319,29 @@ class Publisher:
     async def _can_loop(self) -> None:
         """CAN cycles on their own deadlines (see the module docstring); never waits for D-Bus."""
         while True:
+            started = self.clock()
             try:
                 await self._can_cycle()
             except Exception:
                 self.counters.errors += 1
                 log.exception("CAN cycle failed")
             now = self.clock()
-            wait = self._until_can(now)
+            wait = self._until_can(now, started)
             try:
                 await asyncio.wait_for(self._can_now.wait(), wait)
             except TimeoutError:
                 self._woke(self.clock() - now - wait)
             self._can_now.clear()
 
-    def _until_can(self, now: float) -> float:
-        """Seconds until the next CAN cycle: one period after the last 0x351, a bit early."""
+    def _until_can(self, now: float, started: float) -> float:
+        """Seconds until the next CAN cycle: one period after the last 0x351, a bit early.
+
+        ``started`` is when the cycle just run began: a 0x351 older than that and a period
+        old means none is being sent (no data, silent, the bus down), and the cycle (which
+        also opens the bus and reads keep-alives) comes a period later.
+        """
         last = self.can_output.last_sent(LIMITS_ID) if self.can_output else None
-        if last is None or last + CAN_PERIOD <= now:  # none sent now (silent, bus down, no data)
+        if last is None or (last < started and last + CAN_PERIOD <= now):
             return CAN_PERIOD
         return max(0.0, last + CAN_PERIOD - CAN_LEAD - now)
 
@@ -344,7 +350,8 @@ class Publisher:
         stale_after = self.config.bank.stale_after
         if self.stale:  # nothing to check until a bank arrives (on_bank leaves the safe state)
             return stale_after
-        return max(STALE_MARGIN, stale_after - (self.clock() - self.last_seen) + STALE_MARGIN)
+        since = max(self.last_seen, self.resumed_at)
+        return max(STALE_MARGIN, stale_after - (self.clock() - since) + STALE_MARGIN)
 
     def _can_values(self) -> dict[str, Any]:
         """D-Bus paths of the CAN port: force-charge request, adapter up, GX listening."""
