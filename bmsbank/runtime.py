@@ -93,6 +93,8 @@ class Heartbeat:
         self.deadline: float | None = None  #: the last deadline written
         self._failed = False
         self._next = 0.0  # the rate limit of beat_every
+        self._closed = False
+        self._lock = threading.Lock()  # a beat from the thread never follows close()
 
     @classmethod
     def supervised(cls, runtime_dir: str) -> Heartbeat:
@@ -106,17 +108,20 @@ class Heartbeat:
 
     def beat(self, deadline: float) -> None:
         """Promise the next beat before ``deadline`` [s, monotonic clock]."""
-        if self.path is None:
-            return
-        tmp = f"{self.path}.{self.pid}.tmp"
+        with self._lock:
+            if self.path is not None and not self._closed:
+                self._write(self.path, deadline)
+
+    def _write(self, path: str, deadline: float) -> None:
+        tmp = f"{path}.{self.pid}.tmp"
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(tmp, "w", encoding="ascii") as fh:
                 fh.write(f"{self.pid} {deadline:.3f}\n")
-            os.replace(tmp, self.path)  # atomic: the watchdog never reads half a line
+            os.replace(tmp, path)  # atomic: the watchdog never reads half a line
         except OSError as exc:
             if not self._failed:
-                log.warning("cannot write the heartbeat %s: %s", self.path, exc)
+                log.warning("cannot write the heartbeat %s: %s", path, exc)
                 self._failed = True
             return
         self.deadline = deadline
@@ -153,12 +158,14 @@ class Heartbeat:
 
     def close(self) -> None:
         """Remove the file after a clean shutdown (supervisord then shows the program stopped)."""
-        if self.path is None or self.deadline is None:
-            return
-        try:
-            with open(self.path, encoding="ascii") as fh:
-                mine = fh.read().split()[:1] == [str(self.pid)]
-            if mine:
-                os.unlink(self.path)
-        except (OSError, ValueError):
-            pass
+        with self._lock:
+            self._closed = True
+            if self.path is None or self.deadline is None:
+                return
+            try:
+                with open(self.path, encoding="ascii") as fh:
+                    mine = fh.read().split()[:1] == [str(self.pid)]
+                if mine:
+                    os.unlink(self.path)
+            except (OSError, ValueError):
+                pass

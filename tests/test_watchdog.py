@@ -13,12 +13,13 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 from dbus_fast.aio import MessageBus
 
 from bmsbank import runtime
-from bmsbank.watchdog import read_beat
+from bmsbank.watchdog import Beat, read_beat
 from tests.ministack import Stack, has_owner, limits, run
 
 pytestmark = pytest.mark.timeout(180)
@@ -148,3 +149,25 @@ def test_a_process_that_never_beats_is_killed_after_the_start_grace(stack):
     assert f"mute (pid {first}) hung: no heartbeat within {MUTE_GRACE:g} s of its start" in (
         stack.log("watchdog")
     )
+
+
+def test_heartbeat_file_round_trip_and_clean_removal(tmp_path):
+    off = runtime.Heartbeat(str(tmp_path), None)  # not under supervisord: writes nothing
+    off.beat(123.0)
+    assert not off.enabled and not (tmp_path / runtime.HEARTBEAT_DIR).exists()
+    beat = runtime.Heartbeat(str(tmp_path), "publisher")
+    beat.beat(1234.5678)
+    path = runtime.heartbeat_path(str(tmp_path), "publisher")
+    assert read_beat(path) == Beat(os.getpid(), 1234.568)
+    assert os.listdir(tmp_path / runtime.HEARTBEAT_DIR) == ["publisher"]  # no temporary left
+    Path(path).write_text("999999 1.0\n")  # a newer process's file: not ours to remove
+    beat.close()
+    assert read_beat(path) == Beat(999999, 1.0)
+    beat.beat(5.0)  # after close: nothing
+    assert read_beat(path) == Beat(999999, 1.0)
+    mine = runtime.Heartbeat(str(tmp_path), "publisher")
+    mine.beat(2.0)
+    mine.close()
+    assert not os.path.exists(path)
+    Path(path).write_text("not a beat")
+    assert read_beat(path) is None

@@ -30,8 +30,9 @@ Heartbeat (under supervisord): the publisher promises the watchdog a bank or the
 ``stale_after`` + :data:`HEARTBEAT_MARGIN` after its last bank (``stale_after`` from now while
 already safe). A publisher that hangs is killed then, its D-Bus name goes with it, and a fresh
 one starts: hung, it leaves non-safe limits on D-Bus for at most about ``stale_after`` + 0.5 s.
-A publisher that resumes after that deadline may be killed too; either way D-Bus never shows
-limits older than that as if they were current.
+The resume rule above may wait longer than that deadline (banks are expected after a resume);
+with no arbiter either, the watchdog then kills the publisher instead of it going safe. Either
+way D-Bus does not show limits older than that as if they were current.
 """
 
 from __future__ import annotations
@@ -453,10 +454,11 @@ class Publisher:
         try:
             await self._stop.wait()
         finally:
-            tasks += self._background
+            saving = [t for t in self._background if t.get_name() == "energy-save"]
+            tasks += [t for t in self._background if t not in saving]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *saving, return_exceptions=True)  # one writer at a time
             sock.close(linger=0)
             if self.packs is not None and self.packs.control is not None:
                 await self.packs.control.aclose()
