@@ -73,9 +73,9 @@ def read_beat(path: str) -> Beat | None:
 class Supervisor(Protocol):
     """The two calls of supervisord's XML-RPC interface the watchdog uses."""
 
-    def getProcessInfo(self, name: str) -> dict[str, Any]: ...  # noqa: D102, N802
+    def getProcessInfo(self, name: str) -> dict[str, Any]: ...  # noqa: D102
 
-    def signalProcess(self, name: str, signal: str) -> bool: ...  # noqa: D102, N802
+    def signalProcess(self, name: str, signal: str) -> bool: ...  # noqa: D102
 
 
 class Watchdog:
