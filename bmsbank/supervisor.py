@@ -1,4 +1,7 @@
-"""Render supervisord configuration: one program per configured port, the arbiter, the publisher.
+"""Render supervisord configuration: one program per poller process, the arbiter, the publisher.
+
+Beside them, the watchdog (:mod:`bmsbank.watchdog`) as an ``[eventlistener:watchdog]`` section:
+it kills a service whose heartbeat stopped, for supervisord to restart it.
 
 The repository's ``supervisord.conf`` is this renderer's output for ``config.example.toml``
 (``bmsbank supervisor-config``); the demo renders its own with simulators and a private bus added.
@@ -52,13 +55,38 @@ class Program:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class EventListener(Program):
+    """One [eventlistener:x] section: a program that supervisord also sends ``events``.
+
+    Its stdout is the event protocol's channel, so it logs to stderr alone (supervisord refuses
+    ``redirect_stderr`` for a listener).
+    """
+
+    events: str = "TICK_5"
+
+    def render(self, logdir: str) -> str:
+        """The section text: the program's, less its stdout log, plus the events."""
+        lines = super().render(logdir).splitlines()
+        lines[0] = f"[eventlistener:{self.name}]"
+        lines = [line for line in lines if not line.startswith(("redirect_stderr=", "stdout_"))]
+        lines += [
+            f"events={self.events}",
+            "stdout_logfile=NONE",
+            f"stderr_logfile={logdir}/{self.name}.log",
+            "stderr_logfile_maxbytes=1MB",
+            "stderr_logfile_backups=2",
+        ]
+        return "\n".join(lines) + "\n"
+
+
 def service_programs(
     config: Config, python: str, config_path: str, environment: Mapping[str, str] | None = None
 ) -> list[Program]:
     """The bmsbank services for ``config``: arbiter, publisher, one poller per poller process.
 
     A poller process (``[[ports]] process``; by default every port shares one) is the program
-    ``poller-<process>``.
+    ``poller-<process>``. The last entry is the watchdog listener that watches all of them.
     """
     env = dict(environment or {})
     base = ["--config", config_path]
@@ -75,6 +103,10 @@ def service_programs(
                 env,
             )
         )
+    watched = [arg for p in programs for arg in ("--program", p.name)]
+    programs.append(
+        EventListener("watchdog", [python, "-m", "bmsbank.watchdog", *base, *watched], 10, env)
+    )
     return programs
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from supervisor.options import ServerOptions
+from supervisor.options import EventListenerPoolConfig, ServerOptions
 
 from bmsbank import config, supervisor
 
@@ -31,8 +31,18 @@ def test_supervisord_parses_it_with_one_poller_per_process(tmp_path):
     options = ServerOptions()
     options.realize(["-c", str(conf)])
     names = sorted(g.name for g in options.process_group_configs)
-    assert names == sorted(["arbiter", "publisher"] + [f"poller-{p}" for p in cfg.processes()])
+    services = ["arbiter", "publisher"] + [f"poller-{p}" for p in cfg.processes()]
+    assert names == sorted([*services, "watchdog"])
     for group in options.process_group_configs:
         proc = group.process_configs[0]
         assert proc.autorestart is not False and proc.startretries >= 100
-        assert "-m bmsbank.services." in proc.command
+        if group.name == "watchdog":
+            # an event listener fed TICK_5, watching every service, logging to stderr only
+            assert isinstance(group, EventListenerPoolConfig)
+            assert [e.__name__ for e in group.pool_events] == ["Tick5Event"]
+            assert "-m bmsbank.watchdog" in proc.command
+            watched = proc.command.split("--program ")[1:]
+            assert sorted(w.strip() for w in watched) == sorted(services)
+            assert not proc.redirect_stderr and proc.stderr_logfile.endswith("watchdog.log")
+        else:
+            assert "-m bmsbank.services." in proc.command

@@ -21,16 +21,24 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return runtime.fail("bmsbank-arbiter", exc)
     logs.setup("arbiter", config.log_level)
-    runtime.exit_on_sigterm()
+    runtime.exit_on_stop_signals()
     from bmsbank.services.arbiter.service import Arbiter
+
+    heartbeat = runtime.Heartbeat.supervised(config.runtime_dir)
+    allowance = runtime.hung_after(config.bank.stale_after, config.bank.interval)
+
+    def stop() -> bool:  # asked on every turn of the loop: the heartbeat says it turns
+        heartbeat.beat_every(min(1.0, allowance / 4), allowance)
+        return False
 
     arbiter = Arbiter(config)
     try:
-        arbiter.run()
+        arbiter.run(stop)
     except KeyboardInterrupt:
         pass
     finally:
         arbiter.close()
+        heartbeat.close()
     return 0
 
 

@@ -37,10 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return runtime.fail("bmsbank-poller", exc)
     logs.setup(f"poller[{args.process or ','.join(ports)}]", config.log_level)
-    runtime.exit_on_sigterm()
+    runtime.exit_on_stop_signals()
     from bmsbank.services.poller.service import run_ports
 
-    return run_ports(config, ports)
+    # From a thread: the main thread only waits, and a port that hangs must not count as the
+    # process hanging (it blocks its own thread only); a stopped process stops this one too.
+    heartbeat = runtime.Heartbeat.supervised(config.runtime_dir)
+    heartbeat.start_thread(runtime.hung_after(config.bank.stale_after, config.bank.interval))
+    try:
+        return run_ports(config, ports)
+    finally:
+        heartbeat.close()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from bmsbank import runtime
 from bmsbank.config import load
 from bmsbank.errors import ConfigError
 
@@ -14,7 +15,7 @@ from .service import Publisher
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the config and run the publisher until SIGTERM/SIGINT.
+    """Parse arguments, load the config and run the publisher until SIGTERM, SIGINT or SIGHUP.
 
     Returns:
         0 after a clean shutdown, 2 when the configuration is invalid.
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, config.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    runtime.exit_on_stop_signals()  # until the loop installs its own handlers for them
     asyncio.run(Publisher(config).run())
     return 0
 

@@ -1,9 +1,10 @@
 """What the CAN-bus BMS port sends, and when: frame rates, force charge, energy, stale data.
 
 :class:`CanOutput` is pure bookkeeping driven by the publisher: :meth:`CanOutput.update` takes
-each bank message (real or the safe one), :meth:`CanOutput.due` is asked once per 1 s tick which
-frames to send now. Time is always passed in (the publisher's monotonic clock); nothing here
-reads a clock or touches the bus (:class:`~.can_sender.CanSender` does).
+each bank message (real or the safe one), :meth:`CanOutput.due` is asked at each CAN cycle which
+frames to send now, and :meth:`CanOutput.last_sent` tells when 0x351 went, from which the
+publisher sets the next cycle's deadline. Time is always passed in (the publisher's monotonic
+clock); nothing here reads a clock or touches the bus (:class:`~.can_sender.CanSender` does).
 
 Rates (seed 004 states only one: 0x351 at least every 3 s, advised every second):
 
@@ -39,6 +40,7 @@ from .energy import MAX_GAP, EnergyCounter, EnergyFile
 
 log = logging.getLogger(__name__)
 
+LIMITS_ID = 0x351  #: CVL, CCL, DCL: the frame the GX must see at least every 3 s
 FAST_PERIOD = 1.0  #: s; 0x351 and the measurements
 SLOW_PERIOD = 10.0  #: s; identity, capacity and energy frames
 SLOW_IDS = frozenset({0x35E, 0x35F, 0x370, 0x371, 0x378, 0x379, 0x380, 0x381, 0x382})
@@ -167,6 +169,11 @@ class CanOutput:
     def _is_due(self, can_id: int, data: bytes, now: float) -> bool:
         last = self._sent.get(can_id)
         return last is None or last[1] != data or now - last[0] >= period(can_id) - SLACK
+
+    def last_sent(self, can_id: int) -> float | None:
+        """When ``can_id`` was last handed out by :meth:`due` [s], None if never (or reset)."""
+        last = self._sent.get(can_id)
+        return None if last is None else last[0]
 
     def resend_all(self) -> None:
         """Make every frame due at the next :meth:`due` (after a failed send or a silence)."""

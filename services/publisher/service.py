@@ -1,15 +1,19 @@
 """The publisher process: bank messages in over ZeroMQ, Venus D-Bus service and CAN-bus BMS out.
 
-One asyncio loop runs three tasks:
+One asyncio loop runs these tasks:
 
 * receive: a SUB socket on the arbiter's tap (topic ``bank``); each message is unpacked and
   validated with :mod:`bmsbank.schema`; a bad one is rejected, counted and logged (at most one
   warning a minute), never allowed to crash the loop or reach an output.
-* tick (every 1.0 s, on a fixed schedule, with CAN; without, only when the bank would go
-  stale): the staleness check, then the CAN frames due
-  (:class:`~.can_output.CanOutput`: 0x351 and the measurements every second whatever the
-  arbiter's timing, as the seed asks, since Venus stops charge and discharge after 3 s without
-  0x351; identity frames every 10 s) and a read of the GX's keep-alives.
+* watch: the staleness check, woken when the bank would go stale, and the heartbeat that
+  :mod:`bmsbank.watchdog` reads (see Liveness).
+* can (with CAN): the CAN cycles on their own deadlines (:class:`~.can_output.CanOutput`: 0x351
+  and the measurements every second, identity frames every 10 s, then a read of the GX's
+  keep-alives). The next cycle is due one period after the previous 0x351 (a little early, so
+  the gap never exceeds the period), whatever the D-Bus side is doing: this task never waits
+  for D-Bus, and the frames of a new bank are ready before its D-Bus update starts. The first
+  bank (or the safe state) after the start, and after a silence, goes out at once: Venus stops
+  charge and discharge 3 s after the last 0x351, and a restarted publisher must not eat that.
 * dbus: connects (with backoff 1 s doubling to 30 s while the bus is not there yet) once the
   first bank or the stale state exists, then sleeps until the connection drops and reconnects.
 
@@ -17,7 +21,18 @@ Liveness: when no valid bank arrives for ``[bank] stale_after`` seconds the publ
 both outputs to the safe state (:func:`paths.safe_bank`: CCL = DCL = 0, last CVL kept, BmsCable
 alarm) until a valid bank arrives again. Before the first bank nothing is published, so a
 restart of the publisher does not flash zero limits at Venus; the safe state starts after
-``stale_after`` seconds of waiting.
+``stale_after`` seconds of waiting. Only time during which the publisher could receive counts:
+after it was stopped (SIGSTOP then SIGCONT) or its loop was blocked, it reads the banks that
+queued meanwhile (or waits for the arbiter's next one) and is stale only when no valid bank came
+within ``stale_after`` of resuming. It never sends a safe state the arbiter did not cause.
+
+Heartbeat (under supervisord): the publisher promises the watchdog a bank or the safe state by
+``stale_after`` + :data:`HEARTBEAT_MARGIN` after its last bank (``stale_after`` from now while
+already safe). A publisher that hangs is killed then, its D-Bus name goes with it, and a fresh
+one starts: hung, it leaves non-safe limits on D-Bus for at most about ``stale_after`` + 0.5 s.
+The resume rule above may wait longer than that deadline (banks are expected after a resume);
+with no arbiter either, the watchdog then kills the publisher instead of it going safe. Either
+way D-Bus does not show limits older than that as if they were current.
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -36,6 +51,7 @@ import zmq.asyncio
 from bmsbank.config import Config
 from bmsbank.control import ControlClient
 from bmsbank.errors import MessageError
+from bmsbank.runtime import STOP_SIGNALS, Heartbeat
 from bmsbank.schema import (
     MAX_BANK_BYTES,
     TOPIC_BANK,
@@ -46,7 +62,7 @@ from bmsbank.schema import (
 )
 
 from . import canbms, paths
-from .can_output import CanOutput
+from .can_output import LIMITS_ID, CanOutput
 from .can_sender import CanSender
 from .dbus_service import VeService
 from .energy import MAX_GAP
@@ -56,7 +72,12 @@ from .pack_services import PackServices
 log = logging.getLogger(__name__)
 
 CAN_PERIOD = 1.0  # s between CAN cycles (seed 004 §1.4: 0x351 every second)
+CAN_LEAD = 0.05  # s; a cycle starts this early so that a late wake-up still keeps the period
 STALE_MARGIN = 0.01  # s; the staleness check runs this long after the bank would be stale
+#: s the watchdog allows beyond stale_after: time to enter the safe state and say so
+HEARTBEAT_MARGIN = 0.5
+HEARTBEAT_PERIOD = 1.0  # s between heartbeats while banks arrive (each moves the deadline on)
+STALL_MAX = 1.0  # s; a wake-up later than this (or stale_after / 2) means the loop was stopped
 RCVHWM = 1000  # banks at ~1 Hz and a state per pack; a deep queue would only replay old limits
 RECV_BATCH = 200  # messages handled per wake-up at most (then other tasks get their turn)
 POLLIN = int(zmq.POLLIN)  # a plain int: zmq's enums cost a call each time they are combined
@@ -75,6 +96,7 @@ class Counters:
     stale: int = 0  #: times the bank went stale (safe state entered)
     dbus_updates: int = 0  #: update() calls that changed something
     can_cycles: int = 0  #: CAN cycles run (frames sent are counted by the CanSender)
+    stalls: int = 0  #: times the loop found it had not run (stopped, blocked) for a while
     errors: int = 0  #: unexpected exceptions caught in a loop
 
 
@@ -87,13 +109,26 @@ class Publisher:
         *,
         dbus_address: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
+        """Set up the outputs for ``config``.
+
+        Args:
+            config: the whole configuration.
+            dbus_address: the bus to publish on (None: the system bus).
+            clock: monotonic time [s].
+            heartbeat: the watchdog's heartbeat (default: the supervisord program's, if any).
+
+        """
         self.config = config
         self.clock = clock
         self.counters = Counters()
         self.last_bank: dict[str, Any] | None = None
         self.last_seen = clock()  #: when the last valid bank arrived (start-up before the first)
+        self.resumed_at = self.last_seen  #: when the loop last came back from a stop or stall
         self.stale = False
+        self.heartbeat = heartbeat or Heartbeat.supervised(config.runtime_dir)
+        self.stall_limit = min(STALL_MAX, config.bank.stale_after / 2)
         self.current: dict[str, Any] | None = None  #: the bank being published (real or safe)
         self.frames: list[canbms.Frame] = []
         self.ve = VeService(dbus_address, config.dbus.service) if config.dbus.enabled else None
@@ -112,8 +147,11 @@ class Publisher:
         )  # fmt: skip
         self._registered = False
         self._have_data = asyncio.Event()
+        self._can_now = asyncio.Event()  # a CAN cycle is wanted before its deadline
         self._stop = asyncio.Event()
         self._last_reject_log: float | None = None
+        self._background: set[asyncio.Task] = set()  # fire-and-forget work the loops never await
+        self._next_beat = 0.0  # when on_bank renews the heartbeat next
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -152,11 +190,17 @@ class Publisher:
             log.info("bank data back after %.1f s: leaving the safe state", now - self.last_seen)
             self.stale = False
         self.last_bank, self.last_seen = bank, now
+        if now >= self._next_beat:  # the deadline follows the banks, not the watch's wake-ups
+            self._beat()
         await self._publish(bank, paths.dbus_values(bank, self.config))
 
     async def check_stale(self) -> None:
-        """Enter the safe state when no valid bank arrived for ``stale_after`` seconds."""
-        silent = self.clock() - self.last_seen
+        """Enter the safe state when no valid bank arrived for ``stale_after`` seconds.
+
+        Only time the publisher could receive counts: the wait starts again when the loop
+        resumes after a stop or a stall (:meth:`resumed`).
+        """
+        silent = self.clock() - max(self.last_seen, self.resumed_at)
         if self.stale or silent <= self.config.bank.stale_after:
             return
         self.stale = True
@@ -171,10 +215,36 @@ class Publisher:
         if self.packs is not None:
             await self.packs.on_state(state)
 
+    def resumed(self, why: str) -> None:
+        """Note that the loop could not run until now: the staleness wait starts again."""
+        self.resumed_at = self.clock()
+        self.counters.stalls += 1
+        log.warning("publisher %s: reading what queued meanwhile before judging the bank stale",
+                    why)  # fmt: skip
+
+    def _woke(self, late: float) -> None:
+        """A timed wake-up came ``late`` seconds after its time; a long delay is a stall."""
+        if late > self.stall_limit:
+            self.resumed(f"did not run for {late:.1f} s (stopped or blocked)")
+
+    def _beat(self) -> None:
+        """Promise the watchdog a fresh bank or the safe state by ``stale_after`` (+ margin).
+
+        While safe already, the promise is only to be alive ``stale_after`` from now.
+        """
+        now = self.clock()
+        stale_after = self.config.bank.stale_after
+        since = now if self.stale else self.last_seen
+        self.heartbeat.beat(since + stale_after + (0.0 if self.stale else HEARTBEAT_MARGIN))
+        self._next_beat = now + HEARTBEAT_PERIOD
+
     async def _publish(self, bank: dict[str, Any], values: dict[str, Any]) -> None:
         self.current = bank
         if self.can_output is not None:
+            idle = not self.frames or self.can_output.silent
             self.frames = self.can_output.update(bank, self.clock(), stale=self.stale)
+            if (idle or self.stale) and not self.can_output.silent:
+                self._can_now.set()  # the first frames (or the safe state): now, not next tick
         values.update(self._can_values())
         self._have_data.set()
         if self.packs is not None:
@@ -239,36 +309,57 @@ class Publisher:
             self.counters.errors += 1
             log.exception("failed to publish a message")
 
-    async def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_at = loop.time()
+    async def _watch(self) -> None:
+        """The staleness check and the heartbeat, each woken when it is due (else asleep)."""
+        renew = self.config.bank.stale_after / 2 if self.heartbeat.enabled else float("inf")
         while True:
             try:
                 await self.check_stale()
-                if self.can is not None:
-                    await self._can_cycle()
-                    if self._registered and self.ve is not None:
-                        await self.ve.update(self._can_values())
             except Exception:
                 self.counters.errors += 1
-                log.exception("publisher cycle failed")
-            now = loop.time()
-            if self.can is None:
-                # Without CAN the only duty is the staleness check: wake when the bank would go
-                # stale (a bank arriving meanwhile moves that moment on), not every second.
-                await asyncio.sleep(self._until_stale())
-                continue
-            next_at += CAN_PERIOD
-            if next_at < now:  # fell behind (suspended host): restart the schedule
-                next_at = now + CAN_PERIOD
-            await asyncio.sleep(next_at - now)
+                log.exception("staleness check failed")
+            self._beat()
+            delay = min(self._until_stale(), renew)
+            due = self.clock() + delay
+            await asyncio.sleep(delay)
+            self._woke(self.clock() - due)
+
+    async def _can_loop(self) -> None:
+        """CAN cycles on their own deadlines (see the module docstring); never waits for D-Bus."""
+        while True:
+            started = self.clock()
+            try:
+                await self._can_cycle()
+            except Exception:
+                self.counters.errors += 1
+                log.exception("CAN cycle failed")
+            now = self.clock()
+            wait = self._until_can(now, started)
+            try:
+                await asyncio.wait_for(self._can_now.wait(), wait)
+            except TimeoutError:
+                self._woke(self.clock() - now - wait)
+            self._can_now.clear()
+
+    def _until_can(self, now: float, started: float) -> float:
+        """Seconds until the next CAN cycle: one period after the last 0x351, a bit early.
+
+        ``started`` is when the cycle just run began: a 0x351 older than that and a period
+        old means none is being sent (no data, silent, the bus down), and the cycle (which
+        also opens the bus and reads keep-alives) comes a period later.
+        """
+        last = self.can_output.last_sent(LIMITS_ID) if self.can_output else None
+        if last is None or (last < started and last + CAN_PERIOD <= now):
+            return CAN_PERIOD
+        return max(0.0, last + CAN_PERIOD - CAN_LEAD - now)
 
     def _until_stale(self) -> float:
         """Seconds until :meth:`check_stale` would switch to the safe state (a little after)."""
         stale_after = self.config.bank.stale_after
         if self.stale:  # nothing to check until a bank arrives (on_bank leaves the safe state)
             return stale_after
-        return max(STALE_MARGIN, stale_after - (self.clock() - self.last_seen) + STALE_MARGIN)
+        since = max(self.last_seen, self.resumed_at)
+        return max(STALE_MARGIN, stale_after - (self.clock() - since) + STALE_MARGIN)
 
     def _can_values(self) -> dict[str, Any]:
         """D-Bus paths of the CAN port: force-charge request, adapter up, GX listening."""
@@ -288,12 +379,23 @@ class Publisher:
         sent = await asyncio.to_thread(self.can.send_all, frames)
         if frames:
             self.counters.can_cycles += 1
+        if self._registered and self.ve is not None:
+            self._spawn(self.ve.update(self._can_values()), "can-status")
         if out is None:
             return
         if sent < len(frames):
             out.resend_all()  # the bus failed: everything again once it is back
         if out.save_due(now):
-            await asyncio.to_thread(out.store.save, out.energy.totals)
+            self._spawn(asyncio.to_thread(out.store.save, out.energy.totals), "energy-save")
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``work`` beside the loops; skipped while the previous one of ``name`` runs."""
+        if any(task.get_name() == name for task in self._background):
+            work.close()
+            return
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _dbus(self) -> None:
         assert self.ve is not None
@@ -326,11 +428,15 @@ class Publisher:
         self._stop.set()
 
     async def run(self, install_signals: bool = True) -> None:
-        """Run until :meth:`stop` (or SIGTERM/SIGINT when ``install_signals``)."""
+        """Run until :meth:`stop` (or SIGTERM, SIGINT, SIGHUP when ``install_signals``).
+
+        With ``install_signals``, SIGCONT (the end of a SIGSTOP) restarts the staleness wait.
+        """
         loop = asyncio.get_running_loop()
         if install_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self.stop)
+            loop.add_signal_handler(signal.SIGCONT, self.resumed, "continued (SIGCONT)")
         ctx = zmq.asyncio.Context()
         sock = zmq.Socket(ctx, zmq.SUB)  # read without zmq.asyncio: see _receive
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -344,7 +450,10 @@ class Publisher:
         dbus_out = self.config.dbus.service if self.ve else "off"
         log.info("publisher: bank from %s, D-Bus %s, CAN %s", self.config.tap_endpoint, dbus_out,
                  can_out)  # fmt: skip
-        tasks = [asyncio.create_task(self._receive(sock)), asyncio.create_task(self._tick())]
+        self._beat()
+        tasks = [asyncio.create_task(self._receive(sock)), asyncio.create_task(self._watch())]
+        if self.can is not None:
+            tasks.append(asyncio.create_task(self._can_loop()))
         if self.ve is not None:
             tasks.append(asyncio.create_task(self._dbus()))
         if self.packs is not None:
@@ -353,9 +462,11 @@ class Publisher:
         try:
             await self._stop.wait()
         finally:
+            saving = [t for t in self._background if t.get_name() == "energy-save"]
+            tasks += [t for t in self._background if t not in saving]
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *saving, return_exceptions=True)  # one writer at a time
             sock.close(linger=0)
             if self.packs is not None and self.packs.control is not None:
                 await self.packs.control.aclose()
@@ -370,6 +481,7 @@ class Publisher:
             if self.can_output is not None:
                 self.can_output.save()
             if install_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (*STOP_SIGNALS, signal.SIGCONT):
                     loop.remove_signal_handler(sig)
+            self.heartbeat.close()
             log.info("publisher stopped (%s)", self.counters)

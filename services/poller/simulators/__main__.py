@@ -27,7 +27,7 @@ def _pick(values: list[float], i: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, build the packs and serve until SIGTERM/SIGINT."""
+    """Parse arguments, build the packs and serve until SIGTERM, SIGINT or SIGHUP."""
     p = argparse.ArgumentParser(prog="bmsbank-sim", description=__doc__.splitlines()[0])
     p.add_argument("--bms", required=True, help="plugin name (jbd, jkpb)")
     p.add_argument("--link", required=True, help="symlink to create for the pty's slave side")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, addr in enumerate(addresses)
     }
     server = PtyServer(create(args.bms, packs), link=args.link, snapshot=args.snapshot)
-    runtime.exit_on_sigterm()
+    runtime.exit_on_stop_signals()
     logging.info(
         "%s simulator on %s -> %s, addresses %s", args.bms, args.link, server.path, addresses
     )
