@@ -606,9 +606,8 @@ cdef class BinaryFramer(_Framer):
         return n
 
     cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
-        cdef Py_ssize_t n = mv.shape[0]
-        cdef Py_ssize_t p, total, e, j, run
-        cdef const unsigned char* trl = self.trailer
+        cdef Py_ssize_t p, q, run
+        cdef ScanC first, later
         run = _pad_run(mv, start, self.pad)
         if run:
             return _found(C_SKIP, start, start + run, 0)
@@ -616,6 +615,24 @@ cdef class BinaryFramer(_Framer):
         if p < 0:
             p = self._prefix_at(mv, start)  # keep a possible header prefix at the end
             return _found(C_NONE, p, p, 0)
+        first = self._candidate(mv, p)
+        if first.status != C_PARTIAL or self.fixed_length:
+            return first
+        # A start whose length runs past the bytes may be noise hiding a whole frame after it
+        # (never so with a fixed length): the first complete frame within its span wins.
+        q = self._header_at(mv, p + 1)
+        while q >= 0:
+            later = self._candidate(mv, q)
+            if later.status == C_FRAME:
+                return later
+            q = self._header_at(mv, q + 1)
+        return first
+
+    cdef ScanC _candidate(self, Bytes mv, Py_ssize_t p):
+        """The frame that the header at ``p`` announces, checked."""
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t total, e, j
+        cdef const unsigned char* trl = self.trailer
         if self.fixed_length:
             total = self.fixed_length
         else:
@@ -746,18 +763,40 @@ cdef class AsciiFramer(_Framer):
         self.head = spec.head
         self.max_info = spec.max_info
 
+    cdef Py_ssize_t _soi_at(self, Bytes mv, Py_ssize_t start):
+        """First SOI at or after ``start``, -1 when none."""
+        cdef const void* hit
+        if start >= mv.shape[0]:
+            return -1
+        hit = memchr(&mv[start], self.soi, mv.shape[0] - start)
+        if hit == NULL:
+            return -1
+        return <const unsigned char*>hit - &mv[0]
+
     cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
         cdef Py_ssize_t n = mv.shape[0]
-        cdef Py_ssize_t p, lat, e, i
+        cdef Py_ssize_t p, q
+        cdef ScanC first, later
+        p = self._soi_at(mv, start)
+        if p < 0:
+            return _found(C_NONE, n, n, 0)
+        first = self._candidate(mv, p)
+        if first.status != C_PARTIAL:
+            return first
+        q = self._soi_at(mv, p + 1)  # a whole frame after an SOI cut short wins (as binary)
+        while q >= 0:
+            later = self._candidate(mv, q)
+            if later.status == C_FRAME:
+                return later
+            q = self._soi_at(mv, q + 1)
+        return first
+
+    cdef ScanC _candidate(self, Bytes mv, Py_ssize_t p):
+        """The frame that the SOI at ``p`` announces, checked."""
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t lat, e, i
         cdef long long length
         cdef int lenid
-        cdef const void* hit
-        if start >= n:
-            return _found(C_NONE, n, n, 0)
-        hit = memchr(&mv[start], self.soi, n - start)
-        if hit == NULL:
-            return _found(C_NONE, n, n, 0)
-        p = <const unsigned char*>hit - &mv[0]
         lat = p + 1 + self.head
         if lat + 4 > n:
             for i in range(p + 1, n):

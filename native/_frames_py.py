@@ -397,8 +397,10 @@ class BinaryFramer(_Framer):
 
         Returns:
             ``(status, begin, end, reason)``, see ``spec.FRAME`` and its siblings: FRAME with
-            the frame at ``buf[begin:end]``; PARTIAL when a frame starts at ``begin`` but is
-            incomplete (``end`` is its end or -1); BAD when the candidate at ``begin`` is
+            the frame at ``buf[begin:end]`` (the first whole one: a start whose length runs
+            past the bytes gives way to a whole frame after it, since it may be noise);
+            PARTIAL when a frame starts at ``begin`` but is incomplete (``end`` is its end or
+            -1) and no whole frame follows it; BAD when the candidate at ``begin`` is
             corrupt (``end`` is the candidate's end, or ``begin + 1`` when its length is
             impossible; resume at ``begin + 1``); NONE when no header is present (bytes before
             ``begin`` are noise); SKIP for line padding at ``start``.
@@ -417,6 +419,24 @@ class BinaryFramer(_Framer):
                 if hdr.startswith(bytes(buf[q:n])):
                     return NONE, q, q, 0
             return NONE, n, n, 0
+        first = self._candidate(buf, p)
+        if first[0] != PARTIAL or fr.fixed_length:
+            return first
+        # A start whose length runs past the bytes may be noise hiding a whole frame after it
+        # (never so with a fixed length): the first complete frame within its span wins.
+        q = _find(buf, hdr, p + 1)
+        while q >= 0:
+            later = self._candidate(buf, q)
+            if later[0] == FRAME:
+                return later
+            q = _find(buf, hdr, q + 1)
+        return first
+
+    def _candidate(self, buf: Buffer, p: int) -> tuple[int, int, int, int]:
+        """The frame that the header at ``p`` announces, checked."""
+        fr = self.spec
+        hdr = fr.header
+        n = len(buf)
         total = self._total(buf, p)
         if total < 0:
             return PARTIAL, p, -1, 0
@@ -520,11 +540,26 @@ class AsciiFramer(_Framer):
 
     def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
         """Look for the first frame in ``buf[start:]`` (result as ``BinaryFramer.scan``)."""
-        sp = self.spec
+        soi = self.spec.soi
         n = _checked_start(buf, start)
-        p = _find(buf, sp.soi, start)
+        p = _find(buf, soi, start)
         if p < 0:
             return NONE, n, n, 0
+        first = self._candidate(buf, p)
+        if first[0] != PARTIAL:
+            return first
+        q = _find(buf, soi, p + 1)  # a whole frame after an SOI cut short wins (as binary)
+        while q >= 0:
+            later = self._candidate(buf, q)
+            if later[0] == FRAME:
+                return later
+            q = _find(buf, soi, q + 1)
+        return first
+
+    def _candidate(self, buf: Buffer, p: int) -> tuple[int, int, int, int]:
+        """The frame that the SOI at ``p`` announces, checked."""
+        sp = self.spec
+        n = len(buf)
         lat = p + 1 + sp.head  # LENGTH's first character
         if lat + 4 > n:
             if any(_hexval(c) < 0 for c in buf[p + 1 : n]):
