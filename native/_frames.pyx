@@ -541,7 +541,7 @@ cdef class _Framer:
         return r.status, r.begin, r.end, r.reason
 
     def payload(self, buf, Py_ssize_t begin=0, end=None):
-        """The bytes the layouts read: the frame itself."""
+        """The bytes the layouts read: the frame as received (see the twin)."""
         return _frame_bytes(buf, begin, end)
 
 

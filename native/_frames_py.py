@@ -364,7 +364,11 @@ class _Framer:
         return 1
 
     def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
-        """The bytes the layouts read: the frame itself."""
+        """The bytes the layouts read: the frame as received.
+
+        That is frame, pad and ack for a frame-then-ack reply; a Modbus read reply's data
+        starts at byte 3.
+        """
         return _frame_bytes(buf, begin, end)
 
 
@@ -457,7 +461,6 @@ class ModbusFramer(_Framer):
 
     def __init__(self, spec: ModbusRtu) -> None:
         self.spec = spec
-        self._functions = frozenset(spec.functions)
         # A candidate start: an address in range, then an accepted function code (an exception
         # reply's too) or the end of the bytes. The regular expression finds them at C speed,
         # one byte at a time (its match is one byte long, so overlapping starts are all found).
@@ -466,7 +469,7 @@ class ModbusFramer(_Framer):
         if not spec.requests:
             codes |= {f | 0x80 for f in spec.functions}
         after = "".join(f"\\x{c:02x}" for c in sorted(codes))
-        self._start_re = re.compile(f"[\\x{lo:02x}-\\x{hi:02x}](?=[{after}]|\\Z)".encode(), re.S)
+        self._start_re = re.compile(f"[\\x{lo:02x}-\\x{hi:02x}](?=[{after}]|\\Z)".encode())
 
     def _total(self, buf: Buffer, p: int) -> int:
         n = len(buf)
