@@ -507,6 +507,21 @@ cdef bytes _frame_bytes(buf, Py_ssize_t begin, object end):
     return _copy(mv, a, b)
 
 
+cdef Py_ssize_t _find_byte(Bytes mv, Py_ssize_t start, Py_ssize_t stop, unsigned char c):
+    """First position in ``start:stop`` holding ``c``, -1 when none (memchr where contiguous)."""
+    cdef const void* hit
+    cdef Py_ssize_t q
+    if start >= stop:
+        return -1
+    if mv.strides[0] == 1:
+        hit = memchr(&mv[start], c, stop - start)
+        return -1 if hit == NULL else <const unsigned char*>hit - &mv[0]
+    for q in range(start, stop):
+        if mv[q] == c:
+            return q
+    return -1
+
+
 cdef inline Py_ssize_t _pad_run(Bytes mv, Py_ssize_t start, int pad):
     cdef Py_ssize_t n = mv.shape[0], q = start
     if pad < 0:
@@ -574,13 +589,11 @@ cdef class BinaryFramer(_Framer):
         """First position of the header at or after ``start``, -1 when none."""
         cdef Py_ssize_t last = mv.shape[0] - self.hlen, q, j
         cdef const unsigned char* hdr = self.header
-        cdef const void* hit
         q = start
         while q <= last:
-            hit = memchr(&mv[q], hdr[0], last - q + 1)  # the first byte, at C speed
-            if hit == NULL:
+            q = _find_byte(mv, q, last + 1, hdr[0])
+            if q < 0:
                 return -1
-            q = <const unsigned char*>hit - &mv[0]
             for j in range(1, self.hlen):
                 if mv[q + j] != hdr[j]:
                     break
@@ -765,13 +778,7 @@ cdef class AsciiFramer(_Framer):
 
     cdef Py_ssize_t _soi_at(self, Bytes mv, Py_ssize_t start):
         """First SOI at or after ``start``, -1 when none."""
-        cdef const void* hit
-        if start >= mv.shape[0]:
-            return -1
-        hit = memchr(&mv[start], self.soi, mv.shape[0] - start)
-        if hit == NULL:
-            return -1
-        return <const unsigned char*>hit - &mv[0]
+        return _find_byte(mv, start, mv.shape[0], self.soi)
 
     cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
         cdef Py_ssize_t n = mv.shape[0]

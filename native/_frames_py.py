@@ -338,11 +338,17 @@ def _frame_bytes(buf: Buffer, begin: int, end: int | None) -> bytes:
     return bytes(buf[a:b])
 
 
+def _searchable(buf: Buffer) -> bytes | bytearray:
+    """``buf`` itself when ``find`` and regular expressions can search it, else a copy.
+
+    A copy for a memoryview (maybe strided): not on the hot path, where ``take`` gets a bytearray.
+    """
+    return buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
+
+
 def _find(buf: Buffer, needle: bytes, start: int) -> int:
-    """``buf.find(needle, start)`` without copying a bytes or bytearray buffer."""
-    if isinstance(buf, (bytes, bytearray)):
-        return buf.find(needle, start)
-    return bytes(buf).find(needle, start)
+    """``buf.find(needle, start)``, without copying a bytes or bytearray buffer."""
+    return _searchable(buf).find(needle, start)
 
 
 def _checked_start(buf: Buffer, start: int) -> int:
@@ -393,7 +399,7 @@ class BinaryFramer(_Framer):
     def _pad_run(self, buf: Buffer, start: int) -> int:
         if self._not_pad is None:
             return 0
-        found = self._not_pad.search(buf, start)
+        found = self._not_pad.search(_searchable(buf), start)
         return (found.start() if found else len(buf)) - start
 
     def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
@@ -497,7 +503,7 @@ class ModbusFramer(_Framer):
         """
         n = _checked_start(buf, start)
         pending = bad = None
-        for match in self._start_re.finditer(buf, start):
+        for match in self._start_re.finditer(_searchable(buf), start):
             found = self._candidate(buf, match.start())
             if found is None:
                 continue

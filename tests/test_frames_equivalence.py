@@ -248,3 +248,14 @@ def test_a_scan_from_start_is_the_scan_of_what_follows(frames_impls, framing, pa
         status, begin, end, reason = mod.framer(framing).scan(buf, start)
         shifted = (status, begin - start, end - start if end >= 0 else -1, reason)
         assert shifted == mod.framer(framing).scan(buf[start:]), mod.IMPLEMENTATION
+
+
+@settings(max_examples=200, deadline=None)
+@given(framing=st.sampled_from(FRAMINGS), parts=st.lists(st.one_of(chunks, noise), max_size=4),
+       step=st.sampled_from([2, -1, -2]))  # fmt: skip
+def test_a_strided_view_scans_as_its_bytes(frames_impls, framing, parts, step):
+    # The compiled search uses memchr where the bytes are contiguous, an index loop elsewhere.
+    data = b"".join(parts)
+    view = memoryview(data)[::step]
+    for mod in frames_impls:
+        assert mod.framer(framing).scan(view) == mod.framer(framing).scan(bytes(view))
