@@ -10,7 +10,12 @@ Two measurements, on replies each family's own simulator builds (16 cells, 2 pro
   message built with its derived values, validated and packed with msgpack), one subprocess
   per implementation because families pick their codec at import time (``BMSBANK_PURE``). The
   Python glue (family hooks, message, validation) is the same in both, so this ratio is lower:
-  it is the figure issue 10's point 3 wants at 10x.
+  it is the figure issue 10's point 3 wants at 10x;
+- line noise (issue 11): milliseconds for ``take`` to skip 64 KiB of zeros, of random bytes
+  and of the family's frame start repeated (its header, SOI, or address and function code:
+  each a false start, reported as a corrupt frame) to the frame after it, and for 64 KiB of
+  zeros read 64 bytes at a time (a stuck line as the poller sees it), compiled and twin side
+  by side.
 
     .venv/bin/python bench/decode.py [--seconds 1.0]
 """
@@ -96,6 +101,63 @@ def codec(seconds: float) -> list[tuple[str, str, int, list[float]]]:
     return rows
 
 
+NOISE_BYTES = 64 * 1024
+READ_BYTES = 64  # what one read of a stuck line brings
+
+
+def false_start(framing: Any) -> bytes:
+    """What starts a frame of ``framing``: its header, SOI, or an address and function code."""
+    from bmsbank.native.spec import AsciiHex, FrameThenAck, ModbusRtu
+
+    if isinstance(framing, FrameThenAck):
+        framing = framing.frame
+    if isinstance(framing, ModbusRtu):
+        return bytes((framing.addresses[0], framing.functions[0]))
+    return framing.soi if isinstance(framing, AsciiHex) else framing.header
+
+
+def noise(seconds: float) -> list[tuple[str, list[float]]]:
+    """(family, [ms compiled, ms twin] for zeros, random, false starts, zeros read by read)."""
+    import random
+
+    from bmsbank.native import _frames, _frames_py
+    from bmsbank.native.spec import NONE, PARTIAL
+    from bmsbank.services.poller import plugins
+    from bmsbank.services.poller.plugins.base import LinkStats
+
+    rnd = random.Random(11)
+    rows = []
+    for name in plugins.families():
+        plugin, queries, replies = sample(name)
+        frame = plugin.extract(bytearray(replies[queries[0].request]), LinkStats())
+        unit = false_start(plugin.framing)
+        streams = [bytes(NOISE_BYTES), rnd.randbytes(NOISE_BYTES),
+                   unit * (NOISE_BYTES // len(unit))]  # fmt: skip
+        assert frame is not None
+        cells = []
+        framers = [(mod.framer(plugin.framing), mod.take) for mod in (_frames, _frames_py)]
+        for stream in streams:
+            for framer, take in framers:
+
+                def skip(f=framer, take=take, s=stream + frame) -> None:
+                    buf = bytearray(s)  # the noise, then the frame: take all of it
+                    while take(f, buf)[0] not in (NONE, PARTIAL):
+                        pass
+
+                cells.append(1000 / rate(skip, seconds, batch=1))
+        for framer, take in framers:
+
+            def stuck(f=framer, take=take) -> None:
+                buf, zeros = bytearray(), bytes(READ_BYTES)
+                for _ in range(NOISE_BYTES // READ_BYTES):
+                    buf += zeros
+                    take(f, buf)
+
+            cells.append(1000 / rate(stuck, seconds, batch=1))
+        rows.append((name, cells))
+    return rows
+
+
 def full_path(seconds: float) -> dict[str, float]:
     """Poll cycles per second through run_query + state, in this process's implementation."""
     from bmsbank.schema import pack, validate_state
@@ -137,6 +199,14 @@ def main() -> int:
     for name, part, size, r in codec(args.seconds):
         cells = [f"{r[i]:>9,.0f} {r[i + 3]:>7,.0f} {r[i] / r[i + 3]:>3.0f}x" for i in range(3)]
         print(f"{name:<9} {part:<12} {size:>5} | " + " | ".join(cells))
+    print(f"\nline noise: ms to take {NOISE_BYTES // 1024} KiB of noise and the frame after it, "
+          f"compiled, twin")  # fmt: skip
+    heads = ["zeros", "random", "false starts", f"zeros, {READ_BYTES} B reads"]
+    print(f"{'family':<9} | " + " | ".join(f"{h:>22}" for h in heads))
+    for name, ms in noise(args.seconds):
+        cells = [f"{ms[i]:>7.3f} {ms[i + 1]:>8.3f} {ms[i + 1] / ms[i]:>3.0f}x"
+                 for i in range(0, 8, 2)]  # fmt: skip
+        print(f"{name:<9} | " + " | ".join(cells))
     runs = {}
     for impl in ("compiled", "twin"):
         env = dict(os.environ, BMSBANK_PURE="1" if impl == "twin" else "0")

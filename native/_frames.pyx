@@ -6,7 +6,9 @@ framer and layout specs) comes from :mod:`bmsbank.native.spec`, which both read.
 a received buffer is range-checked before use and bounds checking stays on (see setup.py).
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdlib cimport free, malloc
+from libc.string cimport memchr
 
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import (
@@ -68,6 +70,26 @@ cdef int O_LITTLE = 0, O_BIG = 1
 
 ctypedef const unsigned char[:] Bytes
 
+# CRC tables, one step per byte instead of eight (the twin builds the same ones).
+cdef unsigned int CRC16_TABLE[256]
+cdef unsigned int CRC8_TABLE[256]
+
+
+cdef void _fill_crc_tables() noexcept:
+    cdef unsigned int v, w
+    cdef int i, k
+    for i in range(256):
+        v = i
+        w = i
+        for k in range(8):
+            v = (v >> 1) ^ 0xA001 if v & 1 else v >> 1
+            w = ((w << 1) ^ 0x07) & 0xFF if w & 0x80 else (w << 1) & 0xFF
+        CRC16_TABLE[i] = v
+        CRC8_TABLE[i] = w
+
+
+_fill_crc_tables()
+
 
 cdef inline void _span(Bytes mv, Py_ssize_t start, object end, Py_ssize_t* a, Py_ssize_t* b) except *:
     cdef Py_ssize_t n = mv.shape[0]
@@ -82,7 +104,6 @@ cdef unsigned long long _algo(int algo, Bytes mv, Py_ssize_t a, Py_ssize_t b):
     cdef unsigned long long s = 0
     cdef unsigned int crc
     cdef Py_ssize_t i
-    cdef int k
     if algo == A_SUM8 or algo == A_SUM16 or algo == A_NEGSUM16:
         for i in range(a, b):
             s += mv[i]
@@ -94,12 +115,7 @@ cdef unsigned long long _algo(int algo, Bytes mv, Py_ssize_t a, Py_ssize_t b):
     if algo == A_CRC16:
         crc = 0xFFFF
         for i in range(a, b):
-            crc ^= mv[i]
-            for k in range(8):
-                if crc & 1:
-                    crc = (crc >> 1) ^ 0xA001
-                else:
-                    crc >>= 1
+            crc = (crc >> 8) ^ CRC16_TABLE[(crc ^ mv[i]) & 0xFF]
         return crc
     if algo == A_XOR8:
         for i in range(a, b):
@@ -108,12 +124,7 @@ cdef unsigned long long _algo(int algo, Bytes mv, Py_ssize_t a, Py_ssize_t b):
     if algo == A_CRC8:
         crc = 0
         for i in range(a, b):
-            crc ^= mv[i]
-            for k in range(8):
-                if crc & 0x80:
-                    crc = ((crc << 1) ^ 0x07) & 0xFF
-                else:
-                    crc = (crc << 1) & 0xFF
+            crc = CRC8_TABLE[crc ^ mv[i]]
         return crc
     return 0
 
@@ -461,12 +472,54 @@ cdef class TlvTable:
 
 
 # -- framers ---------------------------------------------------------------------------------
+cdef struct ScanC:
+    int status  # FRAME, PARTIAL, ...; NOT_CANDIDATE inside the Modbus scan only
+    Py_ssize_t begin, end
+    int reason
+
+
+cdef int NOT_CANDIDATE = -1
+
+
+cdef inline ScanC _found(int status, Py_ssize_t begin, Py_ssize_t end, int reason):
+    cdef ScanC r
+    r.status = status
+    r.begin = begin
+    r.end = end
+    r.reason = reason
+    return r
+
+
+cdef bytes _copy(Bytes mv, Py_ssize_t a, Py_ssize_t b):
+    """``mv[a:b]`` as bytes, in one copy (the range checked)."""
+    if a < 0 or b > mv.shape[0] or a > b:
+        raise ValueError(f"range {a}:{b} outside buffer of {mv.shape[0]} bytes")
+    if a == b:
+        return b""
+    return PyBytes_FromStringAndSize(<const char*>&mv[a], b - a)
+
+
 cdef bytes _frame_bytes(buf, Py_ssize_t begin, object end):
     """``buf[begin:end]`` as bytes, the range checked (what binary framers hand the layouts)."""
     cdef Bytes mv = buf
     cdef Py_ssize_t a, b
     _span(mv, begin, end, &a, &b)
-    return bytes(mv[a:b])
+    return _copy(mv, a, b)
+
+
+cdef Py_ssize_t _find_byte(Bytes mv, Py_ssize_t start, Py_ssize_t stop, unsigned char c):
+    """First position in ``start:stop`` holding ``c``, -1 when none (memchr where contiguous)."""
+    cdef const void* hit
+    cdef Py_ssize_t q
+    if start >= stop:
+        return -1
+    if mv.strides[0] == 1:
+        hit = memchr(&mv[start], c, stop - start)
+        return -1 if hit == NULL else <const unsigned char*>hit - &mv[0]
+    for q in range(start, stop):
+        if mv[q] == c:
+            return q
+    return -1
 
 
 cdef inline Py_ssize_t _pad_run(Bytes mv, Py_ssize_t start, int pad):
@@ -478,10 +531,38 @@ cdef inline Py_ssize_t _pad_run(Bytes mv, Py_ssize_t start, int pad):
     return q - start
 
 
-cdef class BinaryFramer:
-    """Finds and checks :class:`~bmsbank.native.spec.Binary` frames in a byte stream."""
+cdef class _Framer:
+    """What the compiled framers share: a scan in C that :func:`take` loops over without Python.
+
+    ``_scan`` expects ``0 <= start <= len``; the public :meth:`scan` checks it.
+    """
 
     cdef readonly object spec
+
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
+        raise NotImplementedError
+
+    cdef Py_ssize_t _resync(self, Py_ssize_t n, ScanC* r):
+        """Bytes to drop after the corrupt candidate ``r``: its first (a frame may start inside)."""
+        return 1
+
+    def scan(self, buf, Py_ssize_t start=0):
+        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
+        cdef Bytes mv = buf
+        cdef ScanC r
+        if start < 0 or start > mv.shape[0]:
+            raise ValueError(f"start {start} outside buffer of {mv.shape[0]} bytes")
+        r = self._scan(mv, start)
+        return r.status, r.begin, r.end, r.reason
+
+    def payload(self, buf, Py_ssize_t begin=0, end=None):
+        """The bytes the layouts read: the frame as received (see the twin)."""
+        return _frame_bytes(buf, begin, end)
+
+
+cdef class BinaryFramer(_Framer):
+    """Finds and checks :class:`~bmsbank.native.spec.Binary` frames in a byte stream."""
+
     cdef bytes header
     cdef bytes trailer
     cdef Py_ssize_t hlen, tlen, fixed_length, length_offset, length_adjust, max_length
@@ -504,76 +585,90 @@ cdef class BinaryFramer:
         self.pad = spec.pad
         _load_check(&self.check, spec.check)
 
-    def scan(self, buf, Py_ssize_t start=0):
-        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
-        cdef Bytes mv = buf
-        return self._scan(mv, start)
-
-    cdef tuple _scan(self, Bytes mv, Py_ssize_t start):
-        cdef Py_ssize_t n = mv.shape[0]
-        cdef Py_ssize_t p, q, total, e, j, m, run
+    cdef Py_ssize_t _header_at(self, Bytes mv, Py_ssize_t start):
+        """First position of the header at or after ``start``, -1 when none."""
+        cdef Py_ssize_t last = mv.shape[0] - self.hlen, q, j
         cdef const unsigned char* hdr = self.header
-        cdef const unsigned char* trl = self.trailer
-        cdef bint match
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
+        q = start
+        while q <= last:
+            q = _find_byte(mv, q, last + 1, hdr[0])
+            if q < 0:
+                return -1
+            for j in range(1, self.hlen):
+                if mv[q + j] != hdr[j]:
+                    break
+            else:
+                return q
+            q += 1
+        return -1
+
+    cdef Py_ssize_t _prefix_at(self, Bytes mv, Py_ssize_t start):
+        """Where a header cut short by the end of the bytes begins (the end when none)."""
+        cdef Py_ssize_t n = mv.shape[0], q, j
+        cdef const unsigned char* hdr = self.header
+        q = n - self.hlen + 1
+        if q < start:
+            q = start
+        while q < n:
+            for j in range(n - q):
+                if mv[q + j] != hdr[j]:
+                    break
+            else:
+                return q
+            q += 1
+        return n
+
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
+        cdef Py_ssize_t p, q, run
+        cdef ScanC first, later
         run = _pad_run(mv, start, self.pad)
         if run:
-            return C_SKIP, start, start + run, 0
-        p = -1
-        for q in range(start, n - self.hlen + 1):
-            if mv[q] == hdr[0]:
-                match = True
-                for j in range(1, self.hlen):
-                    if mv[q + j] != hdr[j]:
-                        match = False
-                        break
-                if match:
-                    p = q
-                    break
+            return _found(C_SKIP, start, start + run, 0)
+        p = self._header_at(mv, start)
         if p < 0:
-            q = n - self.hlen + 1
-            if q < start:
-                q = start
-            while q < n:
-                m = n - q
-                match = True
-                for j in range(m):
-                    if mv[q + j] != hdr[j]:
-                        match = False
-                        break
-                if match:
-                    return C_NONE, q, q, 0
-                q += 1
-            return C_NONE, n, n, 0
+            p = self._prefix_at(mv, start)  # keep a possible header prefix at the end
+            return _found(C_NONE, p, p, 0)
+        first = self._candidate(mv, p)
+        if first.status != C_PARTIAL or self.fixed_length:
+            return first
+        # A start whose length runs past the bytes may be noise hiding a whole frame after it
+        # (never so with a fixed length): the first complete frame within its span wins.
+        q = self._header_at(mv, p + 1)
+        while q >= 0:
+            later = self._candidate(mv, q)
+            if later.status == C_FRAME:
+                return later
+            q = self._header_at(mv, q + 1)
+        return first
+
+    cdef ScanC _candidate(self, Bytes mv, Py_ssize_t p):
+        """The frame that the header at ``p`` announces, checked."""
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t total, e, j
+        cdef const unsigned char* trl = self.trailer
         if self.fixed_length:
             total = self.fixed_length
         else:
             if p + self.length_offset + self.length_size > n:
-                return C_PARTIAL, p, -1, 0
+                return _found(C_PARTIAL, p, -1, 0)
             total = _raw(mv, p + self.length_offset, self.length_size, False, self.length_order)
             total += self.length_adjust
         if total < self.hlen + self.tlen or total > self.max_length:
-            return C_BAD, p, p + 1, R_LENGTH
+            return _found(C_BAD, p, p + 1, R_LENGTH)
         e = p + total
         if e > n:
-            return C_PARTIAL, p, e, 0
+            return _found(C_PARTIAL, p, e, 0)
         for j in range(self.tlen):
             if mv[e - self.tlen + j] != trl[j]:
-                return C_BAD, p, e, R_TRAILER
+                return _found(C_BAD, p, e, R_TRAILER)
         if not _check_ok(&self.check, mv, p, e):
-            return C_BAD, p, e, R_CHECKSUM
-        return C_FRAME, p, e, 0
-
-    def payload(self, buf, Py_ssize_t begin=0, end=None):
-        """The bytes the layouts read: the frame itself."""
-        return _frame_bytes(buf, begin, end)
+            return _found(C_BAD, p, e, R_CHECKSUM)
+        return _found(C_FRAME, p, e, 0)
 
 
-cdef class ModbusFramer:
+cdef class ModbusFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.ModbusRtu` frames (no header to look for)."""
 
-    cdef readonly object spec
     cdef bint functions[256]
     cdef int lo, hi
     cdef bint requests
@@ -617,61 +712,59 @@ cdef class ModbusFramer:
             return 5 + mv[p + 2] if p + 2 < n else -1
         return 8
 
-    def scan(self, buf, Py_ssize_t start=0):
-        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
-        cdef Bytes mv = buf
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
+        # One pass: every position is looked at once (see the twin for the order of preference).
         cdef Py_ssize_t n = mv.shape[0]
         cdef Py_ssize_t p
-        cdef object found
-        cdef object pending = None, bad = None
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
+        cdef ScanC found, pending, bad
+        pending = _found(NOT_CANDIDATE, 0, 0, 0)
+        bad = pending
         for p in range(start, n):
             if not self._starts(mv, p):
                 continue
             found = self._candidate(mv, p)
-            if found is None:
+            if found.status == NOT_CANDIDATE:
                 continue
-            if found[0] == C_FRAME or found[0] == C_EXCEPTION:
+            if found.status == C_FRAME or found.status == C_EXCEPTION:
                 return found
-            if found[0] == C_PARTIAL or found[2] == n:
-                if pending is None:
+            if found.status == C_PARTIAL or found.end == n:
+                if pending.status == NOT_CANDIDATE:
                     pending = found
-            elif bad is None:
+            elif bad.status == NOT_CANDIDATE:
                 bad = found
-        if pending is not None:
+        if pending.status != NOT_CANDIDATE:
             return pending
-        if bad is not None:
+        if bad.status != NOT_CANDIDATE:
             return bad
-        return C_NONE, n, n, 0
+        return _found(C_NONE, n, n, 0)
 
-    cdef object _candidate(self, Bytes mv, Py_ssize_t p):
+    cdef ScanC _candidate(self, Bytes mv, Py_ssize_t p):
         cdef Py_ssize_t total = self._total(mv, p)
         cdef Py_ssize_t e
         if total == 5 and not mv[p + 1] & 0x80:
-            return None  # a read reply of no data: not a frame
+            return _found(NOT_CANDIDATE, p, p, 0)  # a read reply of no data: not a frame
         if total < 0:
-            return C_PARTIAL, p, -1, 0
+            return _found(C_PARTIAL, p, -1, 0)
         if total > self.max_length:
-            return C_BAD, p, p + 1, R_LENGTH
+            return _found(C_BAD, p, p + 1, R_LENGTH)
         e = p + total
         if e > mv.shape[0]:
-            return C_PARTIAL, p, e, 0
+            return _found(C_PARTIAL, p, e, 0)
         if _algo(A_CRC16, mv, p, e - 2) != (mv[e - 2] | (mv[e - 1] << 8)):
-            return C_BAD, p, e, R_CHECKSUM
+            return _found(C_BAD, p, e, R_CHECKSUM)
         if mv[p + 1] & 0x80:
-            return C_EXCEPTION, p, e, 0
-        return C_FRAME, p, e, 0
+            return _found(C_EXCEPTION, p, e, 0)
+        return _found(C_FRAME, p, e, 0)
 
-    def payload(self, buf, Py_ssize_t begin=0, end=None):
-        """The bytes the layouts read: the frame itself (data of a read reply from 3)."""
-        return _frame_bytes(buf, begin, end)
+    cdef Py_ssize_t _resync(self, Py_ssize_t n, ScanC* r):
+        """A corrupt candidate that ends before the bytes do comes from a buffer with nothing
+        better in it: drop it all. One ending where the bytes end: drop its first byte."""
+        return n - r.begin if r.end < n else 1
 
 
-cdef class AsciiFramer:
+cdef class AsciiFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.AsciiHex` frames; unhexlifies them once."""
 
-    cdef readonly object spec
     cdef unsigned char soi, eoi
     cdef int head
     cdef Py_ssize_t max_info
@@ -683,49 +776,61 @@ cdef class AsciiFramer:
         self.head = spec.head
         self.max_info = spec.max_info
 
-    def scan(self, buf, Py_ssize_t start=0):
-        """Look for the first frame in ``buf[start:]``; see the twin for the result contract."""
-        cdef Bytes mv = buf
+    cdef Py_ssize_t _soi_at(self, Bytes mv, Py_ssize_t start):
+        """First SOI at or after ``start``, -1 when none."""
+        return _find_byte(mv, start, mv.shape[0], self.soi)
+
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
         cdef Py_ssize_t n = mv.shape[0]
-        cdef Py_ssize_t p, q, lat, e, i
+        cdef Py_ssize_t p, q
+        cdef ScanC first, later
+        p = self._soi_at(mv, start)
+        if p < 0:
+            return _found(C_NONE, n, n, 0)
+        first = self._candidate(mv, p)
+        if first.status != C_PARTIAL:
+            return first
+        q = self._soi_at(mv, p + 1)  # a whole frame after an SOI cut short wins (as binary)
+        while q >= 0:
+            later = self._candidate(mv, q)
+            if later.status == C_FRAME:
+                return later
+            q = self._soi_at(mv, q + 1)
+        return first
+
+    cdef ScanC _candidate(self, Bytes mv, Py_ssize_t p):
+        """The frame that the SOI at ``p`` announces, checked."""
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t lat, e, i
         cdef long long length
         cdef int lenid
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
-        p = -1
-        for q in range(start, n):
-            if mv[q] == self.soi:
-                p = q
-                break
-        if p < 0:
-            return C_NONE, n, n, 0
         lat = p + 1 + self.head
         if lat + 4 > n:
             for i in range(p + 1, n):
                 if _hexval(mv[i]) < 0:
-                    return C_BAD, p, p + 1, R_HEX
-            return C_PARTIAL, p, -1, 0
+                    return _found(C_BAD, p, p + 1, R_HEX)
+            return _found(C_PARTIAL, p, -1, 0)
         if self.head and _hex_number(mv, p + 1, self.head) < 0:
-            return C_BAD, p, p + 1, R_HEX
+            return _found(C_BAD, p, p + 1, R_HEX)
         length = _hex_number(mv, lat, 4)
         if length < 0:
-            return C_BAD, p, p + 1, R_HEX
+            return _found(C_BAD, p, p + 1, R_HEX)
         lenid = length & 0xFFF
         if ((-((lenid >> 8) + ((lenid >> 4) & 0xF) + (lenid & 0xF))) & 0xF) != (length >> 12):
-            return C_BAD, p, p + 1, R_LENGTH_CHECK
+            return _found(C_BAD, p, p + 1, R_LENGTH_CHECK)
         if lenid % 2 or lenid > self.max_info:
-            return C_BAD, p, p + 1, R_LENGTH
+            return _found(C_BAD, p, p + 1, R_LENGTH)
         e = lat + 4 + lenid + 4 + 1
         if e > n:
-            return C_PARTIAL, p, e, 0
+            return _found(C_PARTIAL, p, e, 0)
         if mv[e - 1] != self.eoi:
-            return C_BAD, p, e, R_TRAILER
+            return _found(C_BAD, p, e, R_TRAILER)
         for i in range(lat + 4, e - 1):
             if _hexval(mv[i]) < 0:
-                return C_BAD, p, e, R_HEX
+                return _found(C_BAD, p, e, R_HEX)
         if <long long>_algo(A_NEGSUM16, mv, p + 1, e - 5) != _hex_number(mv, e - 5, 4):
-            return C_BAD, p, e, R_CHECKSUM
-        return C_FRAME, p, e, 0
+            return _found(C_BAD, p, e, R_CHECKSUM)
+        return _found(C_FRAME, p, e, 0)
 
     def payload(self, buf, Py_ssize_t begin=0, end=None):
         """The frame between SOI and CHKSUM as bytes: VER ADR CID1 CID2 LENGTH(2) INFO.
@@ -751,10 +856,9 @@ cdef class AsciiFramer:
         return bytes(out)
 
 
-cdef class AckFramer:
+cdef class AckFramer(_Framer):
     """Finds :class:`~bmsbank.native.spec.FrameThenAck` replies: a frame, then its ack."""
 
-    cdef readonly object spec
     cdef BinaryFramer frame
     cdef Py_ssize_t ack_length
     cdef tuple pattern
@@ -780,33 +884,27 @@ cdef class AckFramer:
                 return False
         return True
 
-    def scan(self, buf, Py_ssize_t start=0):
-        """Look for the first reply in ``buf[start:]``; see the twin for the result contract."""
-        cdef Bytes mv = buf
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
         cdef Py_ssize_t n = mv.shape[0]
         cdef Py_ssize_t p, e, q, end
-        cdef tuple found = self.frame._scan(mv, start)
-        if found[0] != C_FRAME:
+        cdef ScanC found = self.frame._scan(mv, start)
+        if found.status != C_FRAME:
             return found
-        p = found[1]
-        e = found[2]
+        p = found.begin
+        e = found.end
         q = e + 1 if e < n and self.pad >= 0 and mv[e] == self.pad else e
         if q >= n:
-            return C_PARTIAL, p, -1, 0
+            return _found(C_PARTIAL, p, -1, 0)
         if not self._ack_shape(mv, q):
-            return C_FRAME, p, e, 0
+            return _found(C_FRAME, p, e, 0)
         end = q + self.ack_length
         if end > n:
-            return C_PARTIAL, p, end, 0
+            return _found(C_PARTIAL, p, end, 0)
         if not _check_ok(&self.ack_check, mv, q, end):
-            return C_BAD, p, end, R_CHECKSUM
+            return _found(C_BAD, p, end, R_CHECKSUM)
         if end < n and self.pad >= 0 and mv[end] == self.pad:
             end += 1
-        return C_FRAME, p, end, 0
-
-    def payload(self, buf, Py_ssize_t begin=0, end=None):
-        """The bytes the layouts read: frame, pad and ack as received."""
-        return _frame_bytes(buf, begin, end)
+        return _found(C_FRAME, p, end, 0)
 
 
 def framer(spec):
@@ -822,30 +920,36 @@ def framer(spec):
     raise TypeError(f"not a framing spec: {spec!r}")
 
 
-def take(framer, bytearray buf):
+cdef bytes _take(_Framer framer, Bytes mv, ScanC* r, Py_ssize_t* noise, Py_ssize_t* cut):
+    """The scan loop over positions of ``mv``; sets what to report and how many bytes to cut."""
+    cdef Py_ssize_t pos = 0, drop
+    while True:
+        r[0] = framer._scan(mv, pos)
+        if r.status != C_SKIP:
+            break
+        pos = r.end  # line padding: dropped, not counted
+    noise[0] = r.begin - pos
+    if r.status == C_FRAME or r.status == C_EXCEPTION:
+        cut[0] = r.end
+        return _copy(mv, r.begin, r.end)
+    if r.status == C_BAD:
+        drop = framer._resync(mv.shape[0], r)
+        noise[0] += drop - 1
+        cut[0] = r.begin + drop
+        return _copy(mv, r.begin, r.end if r.end > r.begin else r.begin + 1)
+    cut[0] = r.begin
+    return b""
+
+
+def take(_Framer framer not None, bytearray buf not None):
     """Take the first frame out of ``buf``: the scan loop every family's ``extract`` runs.
 
-    See the twin for the contract. ``buf`` is a bytearray so that consumed bytes can be deleted
-    in place; the framer's scan checks every index it reads.
+    See the twin for the contract. The loop runs in C over positions in ``buf`` (every index
+    checked) and the consumed bytes are deleted once, when the view on ``buf`` is released.
     """
-    cdef Py_ssize_t noise = 0, begin, end
-    cdef int status, reason
-    cdef bytes data
-    while True:
-        status, begin, end, reason = framer.scan(buf)
-        if status == C_SKIP:
-            del buf[begin:end]
-            continue
-        if begin:
-            noise += begin
-            del buf[:begin]
-            end -= begin
-        if status == C_FRAME or status == C_EXCEPTION:
-            data = bytes(buf[:end])
-            del buf[:end]
-            return status, noise, data, 0
-        if status == C_BAD:
-            data = bytes(buf[:max(1, end)])
-            del buf[:1]
-            return status, noise, data, reason
-        return status, noise, b"", 0
+    cdef ScanC r
+    cdef Py_ssize_t noise = 0, cut = 0
+    cdef bytes data = _take(framer, buf, &r, &noise, &cut)
+    if cut:
+        del buf[:cut]
+    return r.status, noise, data, r.reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from bmsbank.errors import FrameError
@@ -64,12 +65,27 @@ def _negsum16(buf: Buffer, a: int, b: int) -> int:
     return (0x10000 - sum(buf[a:b])) & 0xFFFF
 
 
+def _crc_tables() -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """CRC-16/MODBUS and CRC-8/SMBus of every byte value: one table step per byte, not eight."""
+    crc16, crc8 = [], []
+    for i in range(256):
+        v = w = i
+        for _ in range(8):
+            v = (v >> 1) ^ 0xA001 if v & 1 else v >> 1
+            w = ((w << 1) ^ 0x07) & 0xFF if w & 0x80 else (w << 1) & 0xFF
+        crc16.append(v)
+        crc8.append(w)
+    return tuple(crc16), tuple(crc8)
+
+
+_CRC16_TABLE, _CRC8_TABLE = _crc_tables()
+
+
 def _crc16_modbus(buf: Buffer, a: int, b: int) -> int:
     crc = 0xFFFF
-    for i in range(a, b):
-        crc ^= buf[i]
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    table = _CRC16_TABLE
+    for c in buf[a:b]:
+        crc = (crc >> 8) ^ table[(crc ^ c) & 0xFF]
     return crc
 
 
@@ -82,10 +98,9 @@ def _xor8(buf: Buffer, a: int, b: int) -> int:
 
 def _crc8_smbus(buf: Buffer, a: int, b: int) -> int:
     crc = 0
-    for i in range(a, b):
-        crc ^= buf[i]
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    table = _CRC8_TABLE
+    for c in buf[a:b]:
+        crc = table[crc ^ c]
     return crc
 
 
@@ -323,19 +338,53 @@ def _frame_bytes(buf: Buffer, begin: int, end: int | None) -> bytes:
     return bytes(buf[a:b])
 
 
-def _pad_run(buf: Buffer, start: int, pad: int) -> int:
+def _searchable(buf: Buffer) -> bytes | bytearray:
+    """``buf`` itself when ``find`` and regular expressions can search it, else a copy.
+
+    A copy for a memoryview (maybe strided): not on the hot path, where ``take`` gets a bytearray.
+    """
+    return buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
+
+
+def _find(buf: Buffer, needle: bytes, start: int) -> int:
+    """``buf.find(needle, start)``, without copying a bytes or bytearray buffer."""
+    return _searchable(buf).find(needle, start)
+
+
+def _checked_start(buf: Buffer, start: int) -> int:
     n = len(buf)
-    q = start
-    while pad >= 0 and q < n and buf[q] == pad:
-        q += 1
-    return q - start
+    if start < 0 or start > n:
+        raise ValueError(f"start {start} outside buffer of {n} bytes")
+    return n
 
 
-class BinaryFramer:
+class _Framer:
+    """What the framers share: ``scan`` and the resynchronisation :func:`take` uses."""
+
+    def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
+        """Look for the first frame in ``buf[start:]`` (see :meth:`BinaryFramer.scan`)."""
+        raise NotImplementedError
+
+    def _resync(self, n: int, begin: int, end: int) -> int:
+        """Bytes to drop after a corrupt candidate: its first (a frame may start inside it)."""
+        return 1
+
+    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
+        """The bytes the layouts read: the frame as received.
+
+        That is frame, pad and ack for a frame-then-ack reply; a Modbus read reply's data
+        starts at byte 3.
+        """
+        return _frame_bytes(buf, begin, end)
+
+
+class BinaryFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.Binary` frames in a byte stream."""
 
     def __init__(self, spec: Binary) -> None:
         self.spec = spec
+        # the first byte that is not padding (a run of pads is skipped in one search)
+        self._not_pad = re.compile(b"[^\\x%02x]" % spec.pad) if spec.pad >= 0 else None
 
     def _total(self, buf: Buffer, p: int) -> int:
         """Total frame length starting at p; -1 when not yet known."""
@@ -347,13 +396,21 @@ class BinaryFramer:
             return -1
         return _raw(buf, p + fr.length_offset, fr.length_fmt) + fr.length_adjust
 
+    def _pad_run(self, buf: Buffer, start: int) -> int:
+        if self._not_pad is None:
+            return 0
+        found = self._not_pad.search(_searchable(buf), start)
+        return (found.start() if found else len(buf)) - start
+
     def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
         """Look for the first frame in ``buf[start:]``.
 
         Returns:
             ``(status, begin, end, reason)``, see ``spec.FRAME`` and its siblings: FRAME with
-            the frame at ``buf[begin:end]``; PARTIAL when a frame starts at ``begin`` but is
-            incomplete (``end`` is its end or -1); BAD when the candidate at ``begin`` is
+            the frame at ``buf[begin:end]`` (the first whole one: a start whose length runs
+            past the bytes gives way to a whole frame after it, since it may be noise);
+            PARTIAL when a frame starts at ``begin`` but is incomplete (``end`` is its end or
+            -1) and no whole frame follows it; BAD when the candidate at ``begin`` is
             corrupt (``end`` is the candidate's end, or ``begin + 1`` when its length is
             impossible; resume at ``begin + 1``); NONE when no header is present (bytes before
             ``begin`` are noise); SKIP for line padding at ``start``.
@@ -361,19 +418,35 @@ class BinaryFramer:
         """
         fr = self.spec
         hdr = fr.header
-        n = len(buf)
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
-        run = _pad_run(buf, start, fr.pad)
+        n = _checked_start(buf, start)
+        run = self._pad_run(buf, start)
         if run:
             return SKIP, start, start + run, 0
-        p = bytes(buf).find(hdr, start)
+        p = _find(buf, hdr, start)
         if p < 0:
             keep = max(start, n - len(hdr) + 1)  # keep a possible header prefix at the end
             for q in range(keep, n):
                 if hdr.startswith(bytes(buf[q:n])):
                     return NONE, q, q, 0
             return NONE, n, n, 0
+        first = self._candidate(buf, p)
+        if first[0] != PARTIAL or fr.fixed_length:
+            return first
+        # A start whose length runs past the bytes may be noise hiding a whole frame after it
+        # (never so with a fixed length): the first complete frame within its span wins.
+        q = _find(buf, hdr, p + 1)
+        while q >= 0:
+            later = self._candidate(buf, q)
+            if later[0] == FRAME:
+                return later
+            q = _find(buf, hdr, q + 1)
+        return first
+
+    def _candidate(self, buf: Buffer, p: int) -> tuple[int, int, int, int]:
+        """The frame that the header at ``p`` announces, checked."""
+        fr = self.spec
+        hdr = fr.header
+        n = len(buf)
         total = self._total(buf, p)
         if total < 0:
             return PARTIAL, p, -1, 0
@@ -388,28 +461,21 @@ class BinaryFramer:
             return BAD, p, e, REASON_CHECKSUM
         return FRAME, p, e, 0
 
-    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
-        """The bytes the layouts read: the frame itself."""
-        return _frame_bytes(buf, begin, end)
 
-
-class ModbusFramer:
+class ModbusFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.ModbusRtu` frames (no header to look for)."""
 
     def __init__(self, spec: ModbusRtu) -> None:
         self.spec = spec
-        self._functions = frozenset(spec.functions)
-
-    def _starts(self, buf: Buffer, q: int) -> bool:
-        lo, hi = self.spec.addresses
-        if not lo <= buf[q] <= hi:
-            return False
-        if q + 1 >= len(buf):
-            return True
-        fc = buf[q + 1]
-        if fc & 0x80:
-            return not self.spec.requests and (fc & 0x7F) in self._functions
-        return fc in self._functions
+        # A candidate start: an address in range, then an accepted function code (an exception
+        # reply's too) or the end of the bytes. The regular expression finds them at C speed,
+        # one byte at a time (its match is one byte long, so overlapping starts are all found).
+        lo, hi = spec.addresses
+        codes = set(spec.functions)
+        if not spec.requests:
+            codes |= {f | 0x80 for f in spec.functions}
+        after = "".join(f"\\x{c:02x}" for c in sorted(codes))
+        self._start_re = re.compile(f"[\\x{lo:02x}-\\x{hi:02x}](?=[{after}]|\\Z)".encode())
 
     def _total(self, buf: Buffer, p: int) -> int:
         n = len(buf)
@@ -433,14 +499,12 @@ class ModbusFramer:
         candidate that checks wins (FRAME, or EXCEPTION for a valid exception reply); failing
         that the first one still incomplete (PARTIAL: more bytes may complete it) or corrupt
         where the bytes end (BAD: a damaged reply), then the first corrupt one. A read reply
-        with a byte count of 0 is not a candidate.
+        with a byte count of 0 is not a candidate. One pass: each position is looked at once.
         """
-        n = len(buf)
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
+        n = _checked_start(buf, start)
         pending = bad = None
-        for p in range(start, n):
-            found = self._candidate(buf, p) if self._starts(buf, p) else None
+        for match in self._start_re.finditer(_searchable(buf), start):
+            found = self._candidate(buf, match.start())
             if found is None:
                 continue
             if found[0] in (FRAME, EXCEPTION):
@@ -466,12 +530,18 @@ class ModbusFramer:
             return BAD, p, e, REASON_CHECKSUM
         return (EXCEPTION if buf[p + 1] & 0x80 else FRAME), p, e, 0
 
-    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
-        """The bytes the layouts read: the frame itself (data of a read reply from 3)."""
-        return _frame_bytes(buf, begin, end)
+    def _resync(self, n: int, begin: int, end: int) -> int:
+        """Everything, after a corrupt candidate that ends before the bytes do.
+
+        :meth:`scan` reports such a candidate only when no frame and no incomplete candidate
+        lies anywhere after ``begin``: the bytes there cannot become a frame, whatever follows,
+        and looking at them again for each false start would cost a pass per start. One that
+        ends where the bytes end may be a damaged reply still growing: drop its first byte.
+        """
+        return n - begin if end < n else 1
 
 
-class AsciiFramer:
+class AsciiFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.AsciiHex` frames; unhexlifies them once."""
 
     def __init__(self, spec: AsciiHex) -> None:
@@ -479,13 +549,26 @@ class AsciiFramer:
 
     def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
         """Look for the first frame in ``buf[start:]`` (result as ``BinaryFramer.scan``)."""
-        sp = self.spec
-        n = len(buf)
-        if start < 0 or start > n:
-            raise ValueError(f"start {start} outside buffer of {n} bytes")
-        p = bytes(buf).find(sp.soi, start)
+        soi = self.spec.soi
+        n = _checked_start(buf, start)
+        p = _find(buf, soi, start)
         if p < 0:
             return NONE, n, n, 0
+        first = self._candidate(buf, p)
+        if first[0] != PARTIAL:
+            return first
+        q = _find(buf, soi, p + 1)  # a whole frame after an SOI cut short wins (as binary)
+        while q >= 0:
+            later = self._candidate(buf, q)
+            if later[0] == FRAME:
+                return later
+            q = _find(buf, soi, q + 1)
+        return first
+
+    def _candidate(self, buf: Buffer, p: int) -> tuple[int, int, int, int]:
+        """The frame that the SOI at ``p`` announces, checked."""
+        sp = self.spec
+        n = len(buf)
         lat = p + 1 + sp.head  # LENGTH's first character
         if lat + 4 > n:
             if any(_hexval(c) < 0 for c in buf[p + 1 : n]):
@@ -527,7 +610,7 @@ class AsciiFramer:
         return bytes.fromhex(text.decode("ascii"))
 
 
-class AckFramer:
+class AckFramer(_Framer):
     """Finds :class:`~bmsbank.native.spec.FrameThenAck` replies: a frame, then its ack."""
 
     def __init__(self, spec: FrameThenAck) -> None:
@@ -563,10 +646,6 @@ class AckFramer:
             return BAD, p, end, REASON_CHECKSUM
         return FRAME, p, end + (1 if end < n and buf[end] == pad else 0), 0
 
-    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes:
-        """The bytes the layouts read: frame, pad and ack as received."""
-        return _frame_bytes(buf, begin, end)
-
 
 Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer
 
@@ -589,32 +668,37 @@ def take(framer: Framer, buf: bytearray) -> tuple[int, int, bytes, int]:
 
     Line padding is dropped, noise before a frame start is dropped and counted, a frame is
     removed whole and returned, a Modbus exception reply too, and of a corrupt candidate one
-    byte is dropped (to resynchronise) and its bytes returned.
+    byte is dropped (to resynchronise; a Modbus candidate that ends before the bytes do takes
+    all of them, see :meth:`ModbusFramer._resync`, the rest counted as noise) and its bytes
+    returned. A frame start cut short by the end of the bytes is kept for the next call.
+
+    The work is linear in the bytes consumed: the scan resumes where the last step ended and
+    the consumed bytes are deleted once.
 
     Returns:
         (status, noise bytes dropped, data, reason): status FRAME or EXCEPTION with the frame,
         BAD with the corrupt candidate's bytes and its reason code, or NONE / PARTIAL (more bytes
         needed) with no bytes.
     """
-    noise = 0
+    pos = 0
     while True:
-        status, begin, end, reason = framer.scan(buf)
-        if status == SKIP:
-            del buf[begin:end]
-            continue
-        if begin:
-            noise += begin
-            del buf[:begin]
-            end -= begin
-        if status == FRAME or status == EXCEPTION:
-            data = bytes(buf[:end])
-            del buf[:end]
-            return status, noise, data, 0
-        if status == BAD:
-            data = bytes(buf[: max(1, end)])
-            del buf[:1]
-            return status, noise, data, reason
-        return status, noise, b"", 0
+        status, begin, end, reason = framer.scan(buf, pos)
+        if status != SKIP:
+            break
+        pos = end  # line padding: dropped, not counted
+    noise = begin - pos
+    data = b""
+    if status == FRAME or status == EXCEPTION:
+        data, cut = bytes(buf[begin:end]), end
+    elif status == BAD:
+        drop = framer._resync(len(buf), begin, end)
+        noise += drop - 1
+        data, cut = bytes(buf[begin : max(begin + 1, end)]), begin + drop
+    else:
+        cut = begin
+    if cut:
+        del buf[:cut]
+    return status, noise, data, reason
 
 
 __all__ = [

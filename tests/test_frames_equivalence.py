@@ -194,3 +194,68 @@ def test_take_agrees_and_consumes_the_stream_alike(frames_impls, framing, parts)
         taken = len(stream) - len(buf_a)
     else:
         raise AssertionError("take never stopped")
+
+
+#: line noise: runs of one byte (zeros, 0xFF, start bytes), random bytes, repeated false starts
+noise = st.one_of(
+    st.builds(lambda b, n: bytes([b]) * n, st.sampled_from([0x00, 0xFF, 0xDD, 0x55, 0xA5, 0x4E,
+                                                           0x7E, 0x01]), st.integers(1, 700)),
+    st.binary(min_size=1, max_size=1500),
+    st.builds(lambda u, n: u * n, st.sampled_from([
+        b"\x55\xaa\xeb\x90", b"~20014A42F000", b"~0000000000", bytes((1, 4, 0xF0)),
+        bytes((1, 4, 2, 0, 0, 0, 0)), b"\xdd\xa5\x00\xff", b"\x4e\x57\xff\xff", b"\xa5\x01"]),
+        st.integers(1, 200)),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(framing=st.sampled_from(FRAMINGS), noises=st.lists(noise, min_size=1, max_size=3),
+       parts=st.lists(chunks, max_size=3),
+       cuts=st.lists(st.integers(1, 400), max_size=8))  # fmt: skip
+def test_take_agrees_on_noise_read_in_pieces(frames_impls, framing, noises, parts, cuts):
+    compiled, twin = frames_impls
+    stream = b"".join(noises) + b"".join(parts)
+    a, b = compiled.framer(framing), twin.framer(framing)
+    buf_a, buf_b = bytearray(), bytearray()
+    at, accounted = 0, 0
+    for cut in [*cuts, len(stream)]:  # what each read of the port brings
+        piece = stream[at : at + cut]
+        at += len(piece)
+        buf_a += piece
+        buf_b += piece
+        while True:
+            before = len(buf_a)
+            got = compiled.take(a, buf_a)
+            assert got == twin.take(b, buf_b) and buf_a == buf_b
+            status, dropped, data, _reason = got
+            consumed = before - len(buf_a)
+            kept = {0: len(data), 4: len(data), 2: 1}.get(status, 0)  # FRAME, EXCEPTION, BAD
+            assert consumed >= dropped + kept  # the rest: padding, never counted
+            accounted += consumed
+            if status in (1, 3):  # PARTIAL, NONE: wait for the next piece
+                break
+    assert accounted + len(buf_a) == len(stream)
+
+
+@settings(max_examples=300, deadline=None)
+@given(framing=st.sampled_from(FRAMINGS), parts=st.lists(st.one_of(chunks, noise), max_size=4),
+       start=st.integers(0, 600))  # fmt: skip
+def test_a_scan_from_start_is_the_scan_of_what_follows(frames_impls, framing, parts, start):
+    # take() resumes the scan at a position instead of deleting bytes: it must not matter.
+    buf = b"".join(parts)
+    start = min(start, len(buf))
+    for mod in frames_impls:
+        status, begin, end, reason = mod.framer(framing).scan(buf, start)
+        shifted = (status, begin - start, end - start if end >= 0 else -1, reason)
+        assert shifted == mod.framer(framing).scan(buf[start:]), mod.IMPLEMENTATION
+
+
+@settings(max_examples=200, deadline=None)
+@given(framing=st.sampled_from(FRAMINGS), parts=st.lists(st.one_of(chunks, noise), max_size=4),
+       step=st.sampled_from([2, -1, -2]))  # fmt: skip
+def test_a_strided_view_scans_as_its_bytes(frames_impls, framing, parts, step):
+    # The compiled search uses memchr where the bytes are contiguous, an index loop elsewhere.
+    data = b"".join(parts)
+    view = memoryview(data)[::step]
+    for mod in frames_impls:
+        assert mod.framer(framing).scan(view) == mod.framer(framing).scan(bytes(view))

@@ -569,6 +569,18 @@ def test_ack_extractor_skips_echo_and_noise_and_waits() -> None:
     assert take_ack(bytearray(b"\x02\x90\x02\x00\x00")) is None  # bad CRC: not a refusal
 
 
+def test_ack_extractor_searches_line_noise_once() -> None:
+    take_ack = ack_of(2, 0x1070)
+    expected, buf = write_ack(2, 0x1070), bytearray()
+    for _ in range(1024):  # 64 KiB of noise, read 64 bytes at a time: only a possible start kept
+        buf += bytes(range(64))
+        assert take_ack(buf) is None and len(buf) < len(expected)
+    buf += expected[:3]  # an answer split across two reads
+    assert take_ack(buf) is None
+    buf += expected[3:]
+    assert take_ack(buf) == expected and not buf
+
+
 def test_switches_reach_only_their_pack(plugin: Plugin) -> None:
     sim = bus()
     link = SimLink(sim)

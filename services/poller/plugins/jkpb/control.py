@@ -69,6 +69,9 @@ def ack_of(address: int, register: int) -> Callable[[bytearray], bytes | None]:
                 raise ControlError(f"jkpb: pack {address} refused the write of 0x{register:04X} "
                                    f"(Modbus exception {code})")  # fmt: skip
             at = buf.find(refusal, at + 1)
+        # Only the last bytes may begin an answer: drop the rest, so that noise is searched once
+        # and not again after every read.
+        del buf[: max(0, len(buf) - len(expected) + 1)]
         return None
 
     return take
