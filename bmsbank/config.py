@@ -678,7 +678,8 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
     else:
         problems.add(f"{where}.bms", f"one of {', '.join(families)}, got {_shown(bms)}")
     own = {f.name for f in fields(PortConfig)} - {"options"}
-    port = _typed(PortConfig, {k: v for k, v in section.items() if k in own}, where, problems)
+    common = {k: v for k, v in section.items() if k in own and k != "bms"}  # bms: checked above
+    port = _typed(PortConfig, common, where, problems)
     options: dict[str, Any] = {}
     if family is not None:
         known = [f.name for f in fields(PortConfig) if f.name in own]
@@ -717,7 +718,7 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
         port = PortConfig(**{**port.__dict__, "addresses": addresses})
     if problems.count() > before:
         return None
-    return PortConfig(**{**port.__dict__, "options": options})
+    return PortConfig(**{**port.__dict__, "bms": bms, "options": options})
 
 
 def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
