@@ -706,8 +706,8 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
             problems.add(f"{where}.{key}", f"{expected} (required)")
     if family is not None and not problems.failed(f"{where}.addresses"):
         addresses = list(port.addresses) or [family.default_address]
-        bad = [a for a in addresses if a not in family.addresses]
-        if bad or len(set(addresses)) != len(addresses):
+        outside = [a for a in addresses if a not in family.addresses]
+        if outside or len(set(addresses)) != len(addresses):
             problems.add(
                 f"{where}.addresses",
                 f"distinct addresses in {family.addresses.start}-"
