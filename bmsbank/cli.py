@@ -187,11 +187,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
+    import os
+
     from bmsbank import demo
 
     if args.can is not None and args.can != "none" and not all(args.can.partition(":")[::2]):
         return runtime.fail(PROG, f"--can: expected INTERFACE:CHANNEL or none, got {args.can!r}")
-    return demo.run(args.duration, args.can, args.runtime_dir, args.keep)
+    rundir = args.runtime_dir and os.path.abspath(args.runtime_dir)  # config wants it absolute
+    return demo.run(args.duration, args.can, rundir, args.keep)
 
 
 def cmd_supervisor_config(args: argparse.Namespace) -> int:
@@ -199,9 +202,23 @@ def cmd_supervisor_config(args: argparse.Namespace) -> int:
     from bmsbank import supervisor
 
     config = configuration.load(args.config)
+    try:
+        text = supervisor.render_installation(
+            config, args.python, args.config_path or config.source
+        )
+    except supervisor.UnsafeValue as exc:
+        return runtime.fail(PROG, exc, 2)
+    print(text, end="")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Load a config file and say what it configures (every problem, one line each, exit 2)."""
+    config = configuration.load(args.config)
+    processes = len(config.processes())
     print(
-        supervisor.render_installation(config, args.python, args.config_path or config.source),
-        end="",
+        f"{config.source}: ok: {len(config.ports)} port(s), {len(config.pack_ids())} pack(s), "
+        f"{processes} poller process(es)"
     )
     return 0
 
@@ -298,6 +315,15 @@ def parser() -> argparse.ArgumentParser:
     y.add_argument("directory", help="where to write NAME.key and NAME.key_secret")
     y.add_argument("name", help="whose keys: arbiter, or the remote poller's name")
     y.set_defaults(func=cmd_keys)
+
+    k = sub.add_parser(
+        "check-config",
+        help="check a config file: every problem, one line each",
+        description="Load and check a config file as the services do. Exit code 0: valid; "
+        "2: one line per problem on stderr, each naming the file and the key.",
+    )
+    k.add_argument("config", help="the bmsbank config file")
+    k.set_defaults(func=cmd_check_config)
     return p
 
 
@@ -307,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigError as exc:
-        return runtime.fail(PROG, exc)
+        return configuration.fail(PROG, exc)
     except BmsBankError as exc:
         return runtime.fail(PROG, exc, 1)
 

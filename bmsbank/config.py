@@ -1,18 +1,26 @@
 """Configuration: one TOML file, layered as arguments > environment > file, typed once.
 
-Every key is declared below with its type, default, unit and what it accepts. An unknown or invalid
-key stops start-up with one line naming the key, the file and what is expected
-(:class:`bmsbank.errors.ConfigError`). ``docs/CONFIG.md`` and the README list the same keys.
+Every key is declared below with its type, default, unit and what it accepts. A file that cannot
+be read, or holds unknown or invalid keys, stops start-up with one line per problem, each naming
+the key, the file and what is expected, every problem of the file at once
+(:class:`bmsbank.errors.ConfigError`; the services and the CLI exit with status 2).
+``docs/CONFIG.md`` and the README list the same keys.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import ipaddress
+import json
 import math
 import os
 import re
+import stat
+import sys
 import tomllib
-from collections.abc import Callable, Mapping
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +36,60 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 REMOTE_PACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}:(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$")
 #: chemistries the cell-voltage defaults are made for
 CHEMISTRIES = ("LiFePO4",)
+#: a config file larger than this is refused before it is parsed [bytes]
+MAX_FILE_BYTES = 1 << 20
+#: longest path of a unix socket (sun_path holds 108 bytes with the final NUL)
+SOCKET_PATH_BYTES = 107
+#: the longest socket name the services put in runtime_dir (supervisord's)
+LONGEST_SOCKET = "supervisor.sock"
+#: longest runtime_dir whose sockets all fit a unix socket path [bytes]
+RUNTIME_DIR_BYTES = SOCKET_PATH_BYTES - len(LONGEST_SOCKET) - 1
+#: a port's reply timeout of 0 (its BMS's default) counts as this in the stale_after rule [s]:
+#: the longest default of any family (jkbms)
+DEFAULT_TIMEOUT_BOUND = 1.0
+#: the shortest bank and poll interval [s]: Venus and the CAN port take the limits once a second
+#: and a BMS updates its readings about as often; faster only costs CPU and bus time
+MIN_INTERVAL = 0.1
+#: the shortest reply timeout [s]: a USB adapter alone may hold a reply 16 ms (FTDI latency
+#: timer) and a short reply at 9600 bit/s takes ~50 ms on the wire
+MIN_TIMEOUT = 0.05
+#: the shortest stale_after [s]
+MIN_STALE_AFTER = 0.5
+#: the prefix of the bank's D-Bus service name (what Venus looks for)
+DBUS_PREFIX = "com.victronenergy.battery."
+#: longest bank service name: a D-Bus name holds 255 bytes and every pack's service appends
+#: "_<pack id>" (a port name of up to 32 characters, ":" and an address of up to 3 digits)
+DBUS_SERVICE_BYTES = 255 - 37
+_BUS_ELEMENT = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _positive(x: float) -> bool:
     return math.isfinite(x) and x > 0
+
+
+def _at_least(low: float) -> Callable[[float], bool]:
+    return lambda x: math.isfinite(x) and x >= low
+
+
+def _is_int(v: Any) -> bool:
+    """An integer that is not a boolean (TOML true is not 1)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _absolute_or_none(s: str) -> bool:
+    return s == "" or s.startswith("/")
+
+
+def dbus_name_ok(name: str) -> bool:
+    """A well-known D-Bus name (spec, "Bus names") under com.victronenergy.battery.
+
+    Elements of letters, digits, ``_`` and ``-`` separated by dots, none empty or starting with a
+    digit, at most :data:`DBUS_SERVICE_BYTES` bytes.
+    """
+    if not name.startswith(DBUS_PREFIX) or len(name.encode()) > DBUS_SERVICE_BYTES:
+        return False
+    return all(_BUS_ELEMENT.fullmatch(e) for e in name.split("."))
 
 
 def _non_negative(x: float) -> bool:
@@ -81,8 +139,20 @@ class BankConfig:
     name: str = _spec(
         "bmsbank", "a name of 1-32 letters, digits, '_', '.', '-'", lambda s: bool(NAME_RE.match(s))
     )
-    stale_after: float = _spec(10.0, "seconds > 0 after which a silent pack is offline", _positive)
-    interval: float = _spec(1.0, "seconds > 0 between bank computations", _positive)
+    stale_after: float = _spec(
+        10.0,
+        f"seconds >= {MIN_STALE_AFTER:g} after which a silent pack is offline (and the publisher "
+        "shows the safe state when the bank stops); at least 2 x bank.interval and 2 x "
+        "(interval + timeout) of every port (a timeout of 0 counted as "
+        f"{DEFAULT_TIMEOUT_BOUND:g} s), so one late update never takes a pack or the bank offline",
+        _at_least(MIN_STALE_AFTER),
+    )
+    interval: float = _spec(
+        1.0,
+        f"seconds >= {MIN_INTERVAL:g} between bank computations (Venus and the CAN port take the "
+        "limits once a second: faster only costs CPU)",
+        _at_least(MIN_INTERVAL),
+    )
     chemistry: str = _spec(
         "LiFePO4", f"one of {', '.join(CHEMISTRIES)}", lambda s: s in CHEMISTRIES
     )
@@ -223,12 +293,14 @@ class BankConfig:
     )
     time_to_soc: list = _spec(
         [100, 50, 20, 0],
-        "SoC % points for time-to-SoC",
-        lambda xs: all(isinstance(x, int) and 0 <= x <= 100 for x in xs),
+        "SoC % points for time-to-SoC, integers 0-100",
+        lambda xs: all(_is_int(x) and 0 <= x <= 100 for x in xs),
     )
     state_file: str = _spec(
         "/var/lib/bmsbank/state.json",
-        'file keeping days since full charge and the counted SoC across restarts, "" = none',
+        "absolute path of the file keeping days since full charge and the counted SoC across "
+        'restarts, "" = none',
+        _absolute_or_none,
     )
     remote_packs: list = _spec(
         [],
@@ -255,8 +327,10 @@ class DbusConfig:
     enabled: bool = _spec(True, "true or false")
     service: str = _spec(
         "com.victronenergy.battery.bmsbank",
-        "a bus name starting with com.victronenergy.battery.",
-        lambda s: s.startswith("com.victronenergy.battery.") and len(s) < 200,
+        f"a D-Bus name {DBUS_PREFIX}<name>: elements of letters, digits, '_' and '-' "
+        f"separated by '.', none empty or starting with a digit, at most {DBUS_SERVICE_BYTES} "
+        "bytes (255 with each pack's _<pack id>)",
+        dbus_name_ok,
     )
     device_instance: int = _spec(
         512, "an integer 0-1023 (the VRM instance)", lambda n: 0 <= n <= 1023
@@ -270,7 +344,9 @@ class DbusConfig:
     )
     names_file: str = _spec(
         "/var/lib/bmsbank/names.json",
-        'file keeping custom names when there is no settings service, "" = none',
+        "absolute path of the file keeping custom names when there is no settings service, "
+        '"" = none',
+        _absolute_or_none,
     )
     pack_services: bool = _spec(
         True, "true or false: one battery service per pack (cells, alarms; never limits)"
@@ -316,7 +392,9 @@ class CanConfig:
     )
     energy_file: str = _spec(
         "/var/lib/bmsbank/energy.json",
-        'file keeping the energy in/out counters (frame 0x378) across restarts, "" = none',
+        "absolute path of the file keeping the energy in/out counters (frame 0x378) across "
+        'restarts, "" = none',
+        _absolute_or_none,
     )
 
 
@@ -324,10 +402,18 @@ class CanConfig:
 class ZmqConfig:
     """[zmq]: endpoints; empty means ipc:// sockets in the runtime directory."""
 
-    states: str = _spec("", "a ZeroMQ endpoint the arbiter binds for states (empty = default)")
-    tap: str = _spec("", "a ZeroMQ endpoint the arbiter binds for the tap (empty = default)")
+    states: str = _spec(
+        "",
+        "the endpoint the arbiter binds for states (empty = ipc://<runtime_dir>/states.ipc): "
+        "ipc:///absolute/path (at most 107 bytes) or tcp://127.0.0.1:PORT (loopback only)",
+    )
+    tap: str = _spec(
+        "", "the endpoint the arbiter binds for the tap (empty = ipc://<runtime_dir>/tap.ipc)"
+    )
     control: str = _spec(
-        "", "a ZeroMQ endpoint the arbiter binds for control requests (empty = default)"
+        "",
+        "the endpoint the arbiter binds for control requests (empty = "
+        "ipc://<runtime_dir>/control.ipc); the three endpoints must differ",
     )
     remote_states: str = _spec(
         "",
@@ -363,12 +449,22 @@ class PortConfig:
     bms: str = _spec("", "a BMS plugin name")
     addresses: list = _spec(
         [],
-        "a list of pack addresses on this port (empty = the BMS default)",
-        lambda xs: all(isinstance(a, int) and 0 <= a <= 255 for a in xs),
+        "a list of integer pack addresses on this port (empty = the BMS default)",
+        lambda xs: all(_is_int(a) and 0 <= a <= 255 for a in xs),
     )
     baudrate: int = _spec(0, "bit/s, 0 = the BMS default", lambda n: n == 0 or 300 <= n <= 4000000)
-    interval: float = _spec(1.0, "seconds > 0 between poll cycles", _positive)
-    timeout: float = _spec(0.0, "seconds to wait for a reply, 0 = the BMS default", _non_negative)
+    interval: float = _spec(
+        1.0,
+        f"seconds >= {MIN_INTERVAL:g} between poll cycles (a BMS updates its readings about once "
+        "a second: faster only loads the bus)",
+        _at_least(MIN_INTERVAL),
+    )
+    timeout: float = _spec(
+        0.0,
+        f"seconds to wait for a reply, 0 = the BMS default, else >= {MIN_TIMEOUT:g} (a USB "
+        "adapter alone may hold a reply 16 ms, a short reply at 9600 bit/s takes ~50 ms)",
+        lambda x: x == 0.0 or _at_least(MIN_TIMEOUT)(x),
+    )
     retries: int = _spec(1, "retries of a failed request, 0-5", lambda n: 0 <= n <= 5)
     command_gap: float = _spec(
         -1.0,
@@ -452,157 +548,521 @@ class Config:
 
 _TOP_KEYS = {"runtime_dir": str, "log_level": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
+_SECTIONS = {"bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig}
+RUNTIME_DIR_EXPECTED = (
+    f"an absolute directory path of at most {RUNTIME_DIR_BYTES} bytes (its sockets must fit a "
+    f"unix socket path, {SOCKET_PATH_BYTES} bytes), without spaces at either end or a space "
+    "before ';' or '#' (supervisord.conf would cut it there)"
+)
 
 
-def _typed(cls: type, section: Mapping[str, Any], where: str, source: str) -> Any:
+class _Problems:
+    """Every problem found in one file, in the order found, and the keys they concern."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.found: list[ConfigError] = []
+
+    def add(self, key: str, expected: str) -> None:
+        self.found.append(ConfigError(key, self.source, expected))
+
+    def add_error(self, error: ConfigError) -> None:
+        self.found.extend(error.problems)
+
+    def failed(self, *keys: str) -> bool:
+        """Whether a problem concerns one of ``keys`` or something inside one."""
+        return any(
+            p.key == k or p.key.startswith((f"{k}.", f"{k}[")) for p in self.found for k in keys
+        )
+
+    def count(self) -> int:
+        return len(self.found)
+
+    def raise_all(self) -> None:
+        if self.found:
+            raise ConfigError.collect(self.found)
+
+
+def _key(name: Any) -> str:
+    """A key as it appears in a message: bare when it is a TOML bare key, else quoted."""
+    name = str(name)
+    return name if _BARE_KEY.fullmatch(name) else json.dumps(name)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened: a message stays one readable line whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unknown(key: str, known: Iterable[str], what: str = "key") -> str:
+    """The "unknown key" text: the closest known name, or the list of them."""
+    known = list(known)
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {what}; did you mean {close[0]}?"
+    return f"unknown {what}; expected one of {', '.join(known)}"
+
+
+def control_char(text: str) -> str | None:
+    """The first character of ``text`` that must not be in a config string, or None.
+
+    Control characters (newline, tab, NUL, ...), line and paragraph separators and invisible
+    format characters (bidi overrides, zero width): in a generated file (supervisord.conf) a
+    newline ends the line and starts a section of the attacker's choosing, and the others hide
+    text in files and logs.
+    """
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp"):
+            return c
+    return None
+
+
+def _bad_text(value: Any) -> str | None:
+    """The first forbidden character in any string of ``value`` (lists and tables too)."""
+    if isinstance(value, str):
+        return control_char(value)
+    if isinstance(value, list):
+        values: Iterable[Any] = value
+    elif isinstance(value, dict):
+        values = [*value.keys(), *value.values()]
+    else:
+        return None
+    for v in values:
+        bad = _bad_text(v)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _no_control(bad: str, value: Any) -> str:
+    return f"text without control characters, got {bad!r} in {_shown(value)}"
+
+
+def _accepts(f: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` has the type of field ``f`` and passes its check; the typed value."""
+    default = f.metadata["default"]
+    if not f.metadata["typed"]:
+        ok = True
+    elif isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = _is_int(value)
+    else:
+        ok = isinstance(value, type(default))
+    check = f.metadata["check"]
+    if ok and check is not None:
+        try:
+            ok = bool(check(value))
+        except (TypeError, ValueError, OverflowError):  # an element of the wrong kind
+            ok = False
+    return ok, value
+
+
+def _typed(cls: type, section: Any, where: str, problems: _Problems) -> Any:
+    """``cls`` from a TOML table: every valid key set, every invalid one a problem."""
     if not isinstance(section, dict):
-        raise ConfigError(where, source, "a table")
-    known = {f.name: f for f in fields(cls)}
+        problems.add(where, f"a table ([{where}]), got {_shown(section)}")
+        return cls()
+    known = {f.name: f for f in fields(cls) if f.name != "options"}
     values = {}
     for key, value in section.items():
-        name = f"{where}.{key}"
+        name = f"{where}.{_key(key)}"
         f = known.get(key)
         if f is None:
-            raise ConfigError(name, source, f"unknown key; expected one of {', '.join(known)}")
-        expected = f.metadata["expected"]
-        default = f.metadata["default"]
-        if not f.metadata["typed"]:
-            ok = True
-        elif isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        check = f.metadata["check"]
-        if not ok or (check is not None and not check(value)):
-            raise ConfigError(name, source, f"{expected}, got {value!r}")
+            problems.add(name, _unknown(key, known))
+            continue
+        bad = _bad_text(value)
+        if bad is not None:
+            problems.add(name, _no_control(bad, value))
+            continue
+        ok, value = _accepts(f, value)
+        if not ok:
+            problems.add(name, f"{f.metadata['expected']}, got {_shown(value)}")
+            continue
         values[key] = value
     return cls(**values)
 
 
-def _port(section: Any, index: int, source: str) -> PortConfig:
+def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
+    """One ``[[ports]]`` table, or None when it has a problem (then every one is reported)."""
     from bmsbank.services.poller import plugins
 
     where = f"ports[{index}]"
     if not isinstance(section, dict):
-        raise ConfigError(where, source, "a table")
+        problems.add(where, f"a [[ports]] table, got {_shown(section)}")
+        return None
+    before = problems.count()
+    families = plugins.families()
     bms = section.get("bms")
-    if not isinstance(bms, str) or bms not in plugins.families():
-        raise ConfigError(f"{where}.bms", source,
-                          f"one of {', '.join(plugins.families())}, got {bms!r}")  # fmt: skip
-    family = plugins.info(bms)
+    family = None
+    if isinstance(bms, str) and bms in families:
+        family = plugins.info(bms)
+    elif bms is None:
+        problems.add(f"{where}.bms", f"one of {', '.join(families)} (required)")
+    elif isinstance(bms, str) and control_char(bms) is None:
+        close = difflib.get_close_matches(bms, list(families), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        problems.add(f"{where}.bms", f"{hint}one of {', '.join(families)}, got {_shown(bms)}")
+    else:
+        problems.add(f"{where}.bms", f"one of {', '.join(families)}, got {_shown(bms)}")
     own = {f.name for f in fields(PortConfig)} - {"options"}
-    given = {k: v for k, v in section.items() if k not in own}
-    try:
-        options = family.option_values(given)
-    except KeyError as exc:
+    common = {k: v for k, v in section.items() if k in own and k != "bms"}  # bms: checked above
+    port = _typed(PortConfig, common, where, problems)
+    options: dict[str, Any] = {}
+    if family is not None:
         known = [f.name for f in fields(PortConfig) if f.name in own]
         known += [o.name for o in family.options]
-        raise ConfigError(f"{where}.{exc.args[0]}", source,
-                          f"unknown key; expected one of {', '.join(known)}") from None  # fmt: skip
-    except ValueError as exc:
-        raise ConfigError(f"{where}.{exc.args[0]}", source, exc.args[1]) from None
-    port = _typed(PortConfig, {k: v for k, v in section.items() if k in own}, where, source)
+        given = {}
+        for key, value in section.items():
+            if key in own:
+                continue
+            name = f"{where}.{_key(key)}"
+            bad = _bad_text(value)
+            try:
+                family.option_values({key: value})
+            except KeyError:
+                problems.add(name, _unknown(key, known))
+                continue
+            except ValueError as exc:
+                problems.add(name, _no_control(bad, value) if bad else exc.args[1])
+                continue
+            given[key] = value
+        options = family.option_values(given)
     for key in ("name", "device"):
-        if not getattr(port, key):
-            raise ConfigError(
-                f"{where}.{key}", source, PortConfig.__dataclass_fields__[key].metadata["expected"]
+        if key not in section:
+            expected = PortConfig.__dataclass_fields__[key].metadata["expected"]
+            problems.add(f"{where}.{key}", f"{expected} (required)")
+    if family is not None and not problems.failed(f"{where}.addresses"):
+        addresses = list(port.addresses) or [family.default_address]
+        outside = [a for a in addresses if a not in family.addresses]
+        if outside or len(set(addresses)) != len(addresses):
+            problems.add(
+                f"{where}.addresses",
+                f"distinct addresses in {family.addresses.start}-"
+                f"{family.addresses.stop - 1} for {bms}, got {_shown(port.addresses)}",
             )
-    addresses = list(port.addresses) or [family.default_address]
-    bad = [a for a in addresses if a not in family.addresses]
-    if bad or len(set(addresses)) != len(addresses):
-        raise ConfigError(
-            f"{where}.addresses",
-            source,
-            f"distinct addresses in {family.addresses.start}-"
-            f"{family.addresses.stop - 1} for {bms}, got {port.addresses!r}",
+        elif len(addresses) > 1 and not family.multidrop:
+            problems.add(f"{where}.addresses", f"a single address: {bms} cannot share a bus")
+        port = PortConfig(**{**port.__dict__, "addresses": addresses})
+    if problems.count() > before:
+        return None
+    return PortConfig(**{**port.__dict__, "bms": bms, "options": options})
+
+
+def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
+    """Every ``[[ports]]`` table; names and devices must not repeat."""
+    if not isinstance(value, list):
+        problems.add("ports", "an array of tables: write [[ports]], not [ports]")
+        return ()
+    parsed = [_port(p, i, problems) for i, p in enumerate(value)]
+    for key in ("name", "device"):
+        first: dict[Any, int] = {}
+        for i, p in enumerate(value):
+            if not isinstance(p, dict) or problems.failed(f"ports[{i}].{key}"):
+                continue
+            v = p.get(key)
+            if isinstance(v, str) and v in first:
+                problems.add(
+                    f"ports[{i}].{key}",
+                    f"a {key} no other port has; ports[{first[v]}] has {_shown(v)} too",
+                )
+            elif isinstance(v, str):
+                first[v] = i
+    return tuple(p for p in parsed if p is not None)
+
+
+def _runtime_dir_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as the runtime directory, or None."""
+    bad = control_char(path)
+    if bad is not None:
+        return _no_control(bad, path)
+    ok = (
+        path.startswith("/")
+        and len(path.encode()) <= RUNTIME_DIR_BYTES
+        and path == path.strip()
+        and not re.search(r"\s[;#]", path)
+    )
+    return None if ok else f"{RUNTIME_DIR_EXPECTED}, got {_shown(path)}"
+
+
+def _top(key: str, value: Any, problems: _Problems) -> Any:
+    """A top-level key's value, or None when it has a problem."""
+    if not isinstance(value, str) or not value:
+        problems.add(key, f"a non-empty string, got {_shown(value)}")
+        return None
+    if key == "runtime_dir":
+        problem = _runtime_dir_problem(value)
+        if problem:
+            problems.add(key, problem)
+            return None
+    elif value not in _LOG_LEVELS:
+        close = difflib.get_close_matches(value, _LOG_LEVELS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
+        problems.add(key, f"{hint}one of {', '.join(_LOG_LEVELS)}, got {_shown(value)}")
+        return None
+    return value
+
+
+def endpoint_problem(endpoint: str, curve: bool = False) -> str | None:
+    """What is wrong with a ZeroMQ endpoint the arbiter binds, or None.
+
+    ``ipc://`` with an absolute path that fits a unix socket, or ``tcp://`` on a loopback
+    address with a port: pollers, the publisher and readers are other processes (no inproc),
+    and nothing plain listens beyond this machine. ``curve``: the socket is CURVE (a remote
+    poller's ``states``, the arbiter's ``remote_states``), so any host is fine.
+    """
+    accepted = "ipc:///absolute/path or tcp://127.0.0.1:PORT"
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        return f"{accepted}, got {_shown(endpoint)}"
+    if scheme == "inproc":
+        return f"{accepted}: pollers and readers are other processes, inproc cannot reach them"
+    if scheme == "ipc":
+        if not rest.startswith("/"):
+            return f"an absolute path after ipc:// (no abstract @name or *), got {_shown(endpoint)}"
+        if len(rest.encode()) > SOCKET_PATH_BYTES:
+            return (
+                f"an ipc:// path of at most {SOCKET_PATH_BYTES} bytes (a unix socket path), got "
+                f"{len(rest.encode())} bytes"
+            )
+        return None
+    if scheme != "tcp":
+        return f"{accepted}, got {_shown(endpoint)}"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) <= 65535:
+        return f"tcp://HOST:PORT with a port 1-65535, got {_shown(endpoint)}"
+    if ";" in host:
+        return f"tcp://HOST:PORT without a source address, got {_shown(endpoint)}"
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        address = None
+    if address is not None and address.version == 6 and address.is_loopback:
+        return "an IPv4 loopback address (127.0.0.1 or localhost): the sockets are IPv4 only"
+    if curve or host == "localhost" or (address is not None and address.is_loopback):
+        return None
+    return (
+        f"a loopback address (127.0.0.1 or localhost), got {_shown(host)}: no plain TCP beyond "
+        "this machine (remote pollers come in over CURVE: zmq.remote_states, see README)"
+    )
+
+
+def _check_endpoints(config: Config, problems: _Problems) -> None:
+    """Each endpoint valid, and the three different (two binds on one fail at start-up)."""
+    seen: dict[tuple[str, str], str] = {}
+    for name in ("states", "tap", "control"):
+        key = f"zmq.{name}"
+        if problems.failed(key):
+            continue
+        given = getattr(config.zmq, name)
+        if given:
+            # a remote poller pushes its states over CURVE to another machine's arbiter
+            curve = name == "states" and bool(config.zmq.curve_server_key)
+            problem = endpoint_problem(given, curve)
+            if problem:
+                problems.add(key, problem)
+                continue
+        endpoint = getattr(config, f"{name}_endpoint")
+        scheme, _, rest = endpoint.partition("://")
+        where = (
+            ("tcp", rest.rpartition(":")[2]) if scheme == "tcp" else ("ipc", os.path.normpath(rest))
         )
-    if len(addresses) > 1 and not family.multidrop:
-        raise ConfigError(
-            f"{where}.addresses", source, f"a single address: {bms} cannot share a bus"
+        if where in seen:
+            problems.add(
+                key, f"an endpoint of its own; zmq.{seen[where]} is {_shown(endpoint)} too"
+            )
+        else:
+            seen[where] = name
+
+
+def _check_stale_after(config: Config, problems: _Problems) -> None:
+    """stale_after must outlast two bank intervals and two poll cycles (+ timeout) of any port.
+
+    Shorter, a pack (or the whole bank, at the publisher) is declared offline between two normal
+    updates: the limits drop for no reason.
+    """
+    if problems.failed("bank.stale_after"):
+        return
+    needs = []
+    if not problems.failed("bank.interval"):
+        interval = config.bank.interval
+        needs.append((2 * interval, f"2 x bank.interval ({interval:g} s)", "the bank"))
+    if not problems.failed("ports"):  # else the indexes of config.ports are not the file's
+        for i, port in enumerate(config.ports):
+            timeout = port.timeout or DEFAULT_TIMEOUT_BOUND
+            why = (
+                f"2 x (ports[{i}].interval + ports[{i}].timeout) = 2 x ({port.interval:g} + "
+                f"{timeout:g}) s"
+            )
+            if not port.timeout:
+                why += f" (a timeout of 0, the BMS default, counts as {timeout:g} s)"
+            needs.append((2 * (port.interval + timeout), why, "a pack"))
+    if not needs:
+        return
+    need, why, what = max(needs, key=lambda n: n[0])
+    stale = config.bank.stale_after
+    if stale < need:
+        problems.add(
+            "bank.stale_after",
+            f"at least {need:g} s, {why}: shorter, {what} goes offline between two normal "
+            f"updates; got {stale:g}",
         )
-    return PortConfig(**{**port.__dict__, "addresses": addresses, "options": options})
 
 
 def parse(data: Mapping[str, Any], source: str) -> Config:
-    """Turn a TOML document (already parsed) into a :class:`Config`, validating every key."""
-    sections = {"bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig}
+    """Turn a TOML document (already parsed) into a :class:`Config`, validating every key.
+
+    Raises:
+        ConfigError: carrying every problem found (one line each in its text).
+
+    """
+    problems = _Problems(source)
     values: dict[str, Any] = {"source": source}
     for key, value in data.items():
-        if key in sections:
-            values[key] = _typed(sections[key], value, key, source)
+        if key in _SECTIONS:
+            values[key] = _typed(_SECTIONS[key], value, key, problems)
         elif key == "ports":
-            if not isinstance(value, list):
-                raise ConfigError("ports", source, "an array of [[ports]] tables")
-            ports = tuple(_port(p, i, source) for i, p in enumerate(value))
-            names = [p.name for p in ports]
-            dup = {n for n in names if names.count(n) > 1}
-            if dup:
-                raise ConfigError("ports.name", source, f"unique names, {sorted(dup)} repeat")
-            values["ports"] = ports
+            values["ports"] = _ports(value, problems)
         elif key in _TOP_KEYS:
-            if not isinstance(value, str) or not value:
-                raise ConfigError(key, source, "a non-empty string")
-            if key == "log_level" and value not in _LOG_LEVELS:
-                raise ConfigError(key, source, f"one of {', '.join(_LOG_LEVELS)}")
-            values[key] = value
+            checked = _top(key, value, problems)
+            if checked is not None:
+                values[key] = checked
         else:
-            known = ", ".join([*_TOP_KEYS, *sections, "ports"])
-            raise ConfigError(key, source, f"unknown key; expected one of {known}")
+            problems.add(_key(key), _unknown(key, [*_TOP_KEYS, *_SECTIONS, "ports"]))
     config = Config(**values)
-    _check_curve(config.zmq, source)
-    _check_cell_voltages(config.bank, source)
-    _check_force_charge(config.can, source)
-    config.topology()  # checks strings and packs against the ports
+    _check_cell_voltages(config.bank, problems)
+    _check_force_charge(config.can, problems)
+    _check_endpoints(config, problems)
+    _check_curve(config.zmq, problems)
+    _check_stale_after(config, problems)
+    topology_keys = ("ports", "bank.strings", "bank.packs", "bank.chemistry",
+                     "bank.max_charge_current", "bank.max_discharge_current")  # fmt: skip
+    if not problems.failed(*topology_keys):
+        try:
+            config.topology()  # checks strings and packs against the ports
+        except ConfigError as exc:
+            problems.add_error(exc)
+    problems.raise_all()
     return config
 
 
-def _check_curve(zc: ZmqConfig, source: str) -> None:
+def _check_curve(zc: ZmqConfig, problems: _Problems) -> None:
     """Remote pollers come with keys, or not at all; the key files must be there."""
-    if zc.remote_states and not (zc.curve_secret_key and zc.curve_clients):
-        raise ConfigError("zmq.remote_states", source,
-                          "curve_secret_key and curve_clients as well (CURVE only)")  # fmt: skip
+    if zc.remote_states:
+        problem = endpoint_problem(zc.remote_states, curve=True)
+        if problem or not zc.remote_states.startswith("tcp://"):
+            problems.add("zmq.remote_states", problem or "a tcp:// endpoint")
+        if not (zc.curve_secret_key and zc.curve_clients):
+            problems.add("zmq.remote_states", "curve_secret_key and curve_clients as well")
     if zc.curve_server_key and not zc.curve_secret_key:
-        raise ConfigError("zmq.curve_server_key", source,
-                          "curve_secret_key as well (this poller's own key)")  # fmt: skip
+        problems.add("zmq.curve_server_key", "curve_secret_key as well (this poller's own key)")
     for key in ("curve_secret_key", "curve_server_key"):
         path = getattr(zc, key)
         if path and not os.path.isfile(path):
-            raise ConfigError(f"zmq.{key}", source, f"an existing key file, got {path!r}")
+            problems.add(f"zmq.{key}", f"an existing key file, got {_shown(path)}")
     if zc.curve_clients and not os.path.isdir(zc.curve_clients):
-        raise ConfigError("zmq.curve_clients", source,
-                          f"a directory of public key files, got {zc.curve_clients!r}")  # fmt: skip
+        shown = _shown(zc.curve_clients)
+        problems.add("zmq.curve_clients", f"a directory of public key files, got {shown}")
 
 
-def _check_cell_voltages(bank: BankConfig, source: str) -> None:
+def _check_cell_voltages(bank: BankConfig, problems: _Problems) -> None:
     """Low < float <= charge voltage (<= SoC-reset voltage when on): one CVL ladder."""
+    ladder = ("bank.cell_low_voltage", "bank.cell_float_voltage", "bank.cell_charge_voltage")
+    if problems.failed(*ladder):
+        return
     if not bank.cell_low_voltage < bank.cell_float_voltage <= bank.cell_charge_voltage:
-        raise ConfigError(
-            "bank.cell_float_voltage", source,
+        problems.add(
+            "bank.cell_float_voltage",
             f"above cell_low_voltage ({bank.cell_low_voltage:g} V) and at most "
             f"cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
             f"got {bank.cell_float_voltage:g}",
-        )  # fmt: skip
+        )
+    if problems.failed("bank.soc_reset_voltage"):
+        return
     if bank.soc_reset_voltage and bank.soc_reset_voltage < bank.cell_charge_voltage:
-        raise ConfigError(
-            "bank.soc_reset_voltage", source,
+        problems.add(
+            "bank.soc_reset_voltage",
             f"0 (off) or at least cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
             f"got {bank.soc_reset_voltage:g}",
-        )  # fmt: skip
+        )
 
 
-def _check_force_charge(can: CanConfig, source: str) -> None:
+def _check_force_charge(can: CanConfig, problems: _Problems) -> None:
     """The force-charge request must end above the SoC that starts it (when the rule is on)."""
+    if problems.failed("can.force_charge_soc", "can.force_charge_release"):
+        return
     if can.force_charge_soc and can.force_charge_release <= can.force_charge_soc:
-        raise ConfigError(
-            "can.force_charge_release", source,
+        problems.add(
+            "can.force_charge_release",
             f"a SoC % above force_charge_soc ({can.force_charge_soc:g} %), "
             f"got {can.force_charge_release:g}",
-        )  # fmt: skip
+        )
+
+
+def _read(source: str) -> str:
+    """The text of the config file; every way it cannot be read is one ConfigError.
+
+    The file is opened without blocking (a FIFO would wait for a writer forever) and must be a
+    regular file of at most :data:`MAX_FILE_BYTES` in UTF-8 (a leading byte-order mark is
+    dropped).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(source, flags)
+    except FileNotFoundError:
+        raise ConfigError("file", source, "an existing TOML config file (no such file)") from None
+    except PermissionError:
+        raise ConfigError(
+            "file", source, "a config file this user may read (permission denied)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("file", source, f"a readable config file ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError("file", source, "a TOML config file, not a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError("file", source, "a regular file, not a device, FIFO or socket")
+        chunks = []
+        size = 0
+        while size <= MAX_FILE_BYTES:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError("file", source, f"a readable config file ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError("file", source, f"a config file of at most {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            "encoding", source,
+            f"UTF-8 text; line {line} has byte 0x{raw[exc.start]:02x}, which is not "
+            "(save the file as UTF-8)",
+        ) from None  # fmt: skip
+    return text.removeprefix("\ufeff")
+
+
+def _override_runtime_dir(runtime_dir: str | None) -> tuple[str, str] | None:
+    """(directory, where it came from) of a runtime_dir given outside the file, made absolute."""
+    if runtime_dir:
+        return os.path.abspath(runtime_dir), "--runtime-dir"
+    env = os.environ.get(ENV_RUNTIME_DIR)
+    if env:
+        return os.path.abspath(env), f"${ENV_RUNTIME_DIR}"
+    return None
 
 
 def load(path: str | None = None, runtime_dir: str | None = None) -> Config:
@@ -610,31 +1070,49 @@ def load(path: str | None = None, runtime_dir: str | None = None) -> Config:
 
     Args:
         path: config file given on the command line, if any.
-        runtime_dir: runtime directory given on the command line (overrides env and file).
+        runtime_dir: runtime directory given on the command line (overrides env and file; a
+            relative one is taken from the current directory).
 
     Raises:
-        ConfigError: the file is missing, not TOML, or holds an unknown or invalid key.
+        ConfigError: the file cannot be read (missing, a directory, not readable, not UTF-8),
+            is not TOML or is empty, or holds unknown or invalid keys: every problem at once.
 
     """
     source = path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
+    text = _read(source)
     try:
-        with open(source, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError("file", source, "an existing TOML config file") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("syntax", source, f"valid TOML ({exc})") from None
-    config = parse(data, source)
-    override = runtime_dir or os.environ.get(ENV_RUNTIME_DIR)
-    if override:
-        config = Config(**{**config.__dict__, "runtime_dir": override})
-    return config
+    except RecursionError:
+        raise ConfigError(
+            "syntax", source, "valid TOML (arrays or tables nested too deeply)"
+        ) from None
+    if not data:
+        raise ConfigError("file", source, "at least one key (the file is empty or all comments)")
+    override = _override_runtime_dir(runtime_dir)
+    if override is not None:
+        problem = _runtime_dir_problem(override[0])
+        if problem:
+            raise ConfigError("runtime_dir", override[1], problem)
+        data = {**data, "runtime_dir": override[0]}
+    return parse(data, source)
+
+
+def fail(prog: str, error: ConfigError) -> int:
+    """Print every problem of ``error`` to stderr, one line each after ``prog``; return 2."""
+    for line in error.lines():
+        print(f"{prog}: {line}", file=sys.stderr)
+    return 2
 
 
 def reference() -> str:
     """Markdown table of every key with its default and what it accepts (docs/CONFIG.md)."""
     rows = ["| key | default | accepts |", "| --- | --- | --- |"]
-    rows.append(f"| `runtime_dir` | `{Config.runtime_dir}` | directory of the ipc:// sockets |")
+    rows.append(
+        f"| `runtime_dir` | `{Config.runtime_dir}` | directory of the ipc:// sockets and "
+        f"supervisord's: {RUNTIME_DIR_EXPECTED} |"
+    )
     rows.append(f"| `log_level` | `{Config.log_level}` | one of {', '.join(_LOG_LEVELS)} |")
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
                          ("zmq", ZmqConfig), ("[ports]", PortConfig)):  # fmt: skip

@@ -6,19 +6,52 @@ never care which implementation is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BmsBankError(Exception):
     """Base of every error bmsbank raises on purpose."""
 
 
 class ConfigError(BmsBankError):
-    """A configuration value is unknown or invalid; the message names the key and the file."""
+    """A configuration value is unknown or invalid; the message names the key and the file.
+
+    One error may carry every problem of a file (:meth:`collect`): ``key``, ``source`` and
+    ``expected`` are the first one's, ``problems`` all of them, and ``str()`` is one line per
+    problem, ``FILE: KEY: what is expected``. A line never holds a control character: whatever the
+    file or the caller put in, it is shown escaped, so one problem is always one line.
+    """
 
     def __init__(self, key: str, source: str, expected: str) -> None:
         self.key = key
         self.source = source
         self.expected = expected
-        super().__init__(f"{source}: {key}: {expected}")
+        #: one line: ``FILE: KEY: what is expected``
+        self.line = one_line(f"{source}: {key}: {expected}")
+        #: every problem this error reports, in the order found (itself when it is alone)
+        self.problems: tuple[ConfigError, ...] = (self,)
+        super().__init__(self.line)
+
+    @classmethod
+    def collect(cls, problems: Sequence[ConfigError]) -> ConfigError:
+        """One error reporting ``problems`` (at least one), one line each."""
+        flat = [p for problem in problems for p in problem.problems]
+        first = flat[0]
+        error = cls(first.key, first.source, first.expected)
+        error.problems = tuple(flat)
+        error.args = ("\n".join(p.line for p in flat),)
+        return error
+
+    def lines(self) -> list[str]:
+        """One line per problem."""
+        return [p.line for p in self.problems]
+
+
+def one_line(text: str) -> str:
+    """``text`` with every non-printable character (newline, tab, NUL, ...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 #: The link counters, one declared set: every way a reply can fail has its own kind, and a

@@ -5,15 +5,70 @@ it kills a service whose heartbeat stopped, for supervisord to restart it.
 
 The repository's ``supervisord.conf`` is this renderer's output for ``config.example.toml``
 (``bmsbank supervisor-config``); the demo renders its own with simulators and a private bus added.
+
+supervisord runs every command as root: each value written here is either read back by supervisord
+exactly as given ('%' doubled, commands quoted) or refused with :class:`UnsafeValue` (a newline
+would end the line and start a section of someone else's choosing).
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from bmsbank.config import Config
+from bmsbank.config import Config, control_char
+from bmsbank.errors import one_line
+
+#: section (program) names supervisord reads back as written
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+#: environment variable names
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class UnsafeValue(ValueError):
+    """A value cannot be written into supervisord.conf so that supervisord reads it back as is."""
+
+
+def conf_value(text: str, what: str, expansions: int = 1) -> str:
+    """``text`` as the value of a supervisord.conf line, each '%' escaped.
+
+    supervisord expands '%(name)s' in most values once, and in a program's log file names twice
+    (``expansions=2``): a '%' is written as '%%' or '%%%%' to come back as one '%'.
+
+    Raises:
+        UnsafeValue: ``text`` holds a control character (a newline would start a line of its
+            own), spaces at one end (stripped on reading) or a space before ';' or '#' (the
+            rest would be read as a comment).
+
+    """
+    bad = control_char(text)
+    if bad is not None:
+        problem = f"it holds the control character {bad!r}"
+    elif text != text.strip():
+        problem = "it has spaces at one end (supervisord strips them)"
+    elif re.search(r"\s[;#]", text):
+        problem = "it has a space before ';' or '#' (supervisord reads the rest as a comment)"
+    else:
+        return text.replace("%", "%" * 2**expansions)
+    raise UnsafeValue(one_line(f"{what} {text!r} cannot go into supervisord.conf: {problem}"))
+
+
+def _name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise UnsafeValue(one_line(f"program name {name!r}: letters, digits, '_', '.', '-' only"))
+    return name
+
+
+def _env(key: str, value: str) -> str:
+    """``KEY="value"`` for an environment= line (supervisord has no escape for '"')."""
+    if not _ENV_NAME.fullmatch(key):
+        raise UnsafeValue(one_line(f"environment variable {key!r}: letters, digits, '_' only"))
+    if '"' in value:
+        raise UnsafeValue(one_line(f"environment value {value!r} of {key} cannot hold '\"'"))
+    return f'{key}="{conf_value(value, f"environment value of {key}")}"'
+
 
 INSTALL_PYTHON = "/opt/bmsbank/.venv/bin/python"
 INSTALL_CONFIG = "/etc/bmsbank/bmsbank.toml"
@@ -31,9 +86,11 @@ class Program:
 
     def render(self, logdir: str) -> str:
         """The section text."""
+        name = _name(self.name)
+        command = " ".join(shlex.quote(c) for c in self.command)
         lines = [
-            f"[program:{self.name}]",
-            "command=" + " ".join(shlex.quote(c).replace("%", "%%") for c in self.command),
+            f"[program:{name}]",
+            "command=" + conf_value(command, f"command of program {name}"),
             f"priority={self.priority}",
             "autostart=true",
             # Restart after any exit, including kill -9; a service never needs a start order.
@@ -45,12 +102,12 @@ class Program:
             "stopasgroup=true",
             "killasgroup=true",
             "redirect_stderr=true",
-            f"stdout_logfile={logdir}/{self.name}.log",
+            "stdout_logfile=" + conf_value(f"{logdir}/{name}.log", "log file", expansions=2),
             "stdout_logfile_maxbytes=1MB",
             "stdout_logfile_backups=2",
         ]
         if self.environment:
-            env = ",".join(f'{k}="{v}"' for k, v in sorted(self.environment.items()))
+            env = ",".join(_env(k, v) for k, v in sorted(self.environment.items()))
             lines.append(f"environment={env}")
         return "\n".join(lines) + "\n"
 
@@ -73,7 +130,8 @@ class EventListener(Program):
         lines += [
             f"events={self.events}",
             "stdout_logfile=NONE",
-            f"stderr_logfile={logdir}/{self.name}.log",
+            "stderr_logfile="
+            + conf_value(f"{logdir}/{self.name}.log", "log file", expansions=2),
             "stderr_logfile_maxbytes=1MB",
             "stderr_logfile_backups=2",
         ]
@@ -111,25 +169,33 @@ def service_programs(
 
 
 def render(programs: Sequence[Program], rundir: str, logdir: str, header: str = "") -> str:
-    """A complete supervisord.conf with its control socket in ``rundir``."""
-    head = "".join(f"; {line}\n" for line in header.splitlines())
+    """A complete supervisord.conf with its control socket in ``rundir``.
+
+    Raises:
+        UnsafeValue: a directory, program name, command or environment value supervisord would
+            not read back as written.
+
+    """
+    head = "".join(f"; {one_line(line)}\n" for line in header.splitlines())
+    run = conf_value(rundir, "runtime directory")
+    log = conf_value(logdir, "log directory")
     parts = [
         head
         + f"""[unix_http_server]
-file={rundir}/supervisor.sock
+file={run}/supervisor.sock
 chmod=0700
 
 [supervisord]
-logfile={logdir}/supervisord.log
-pidfile={rundir}/supervisord.pid
-childlogdir={logdir}
+logfile={log}/supervisord.log
+pidfile={run}/supervisord.pid
+childlogdir={log}
 loglevel=info
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
-serverurl=unix://{rundir}/supervisor.sock
+serverurl=unix://{run}/supervisor.sock
 """
     ]
     parts += [p.render(logdir) for p in programs]

@@ -284,7 +284,8 @@ def test_read_error_closes_and_retries_never_raises(caplog):
 
 def publisher_config(tmp_path, tap: str, can: str, **extra) -> str:
     lines = [f'runtime_dir = "{tmp_path}"', 'log_level = "debug"', "[bank]",
-             f"stale_after = {extra.pop('stale_after', 30.0)}", "[dbus]", "enabled = false",
+             f"stale_after = {extra.pop('stale_after', 30.0)}", "interval = 0.2",  # as Arbiter
+             "[dbus]", "enabled = false",
              "[can]", "enabled = true", can, f'energy_file = "{tmp_path}/energy.json"']  # fmt: skip
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     lines += ["[zmq]", f'tap = "{tap}"']

@@ -25,7 +25,7 @@ name = "rs485"
 device = "/dev/serial/by-id/usb-FTDI-if00"
 bms = "jkpb"
 addresses = [1, 2, 15]
-interval = 2.5
+interval = 1.5
 """
 
 
@@ -64,8 +64,8 @@ def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
     "text,key,expected",
     [
         ("[bank]\nstale_aftr = 3\n", "bank.stale_aftr", "unknown key"),
-        ("[bank]\nstale_after = 0\n", "bank.stale_after", "seconds > 0"),
-        ("[bank]\nstale_after = 'ten'\n", "bank.stale_after", "seconds > 0"),
+        ("[bank]\nstale_after = 0\n", "bank.stale_after", "seconds >= 0.5"),
+        ("[bank]\nstale_after = 'ten'\n", "bank.stale_after", "seconds >= 0.5"),
         ("[bank]\nccl_cell_table = [[3.5, 2.0]]\n", "bank.ccl_cell_table", "fraction 0-1"),
         ("[can]\nbitrate = 125000\n", "can.bitrate", "250000 or 500000"),
         ("[can]\non_stale = 'quiet'\n", "can.on_stale", '"safe"'),
@@ -98,8 +98,8 @@ def test_layering_argument_over_environment_over_file(tmp_path, monkeypatch):
         ("[[ports]]\nname = 'a b'\ndevice = '/dev/x'\nbms = 'jbd'\n", "ports[0].name", "letters"),
         (
             "[[ports]]\nname='a'\ndevice='/x'\nbms='jbd'\n[[ports]]\nname='a'\ndevice='/y'\nbms='jbd'\n",
-            "ports.name",
-            "unique",
+            "ports[1].name",
+            "a name no other port has; ports[0] has 'a' too",
         ),
         ("[bank\n", "syntax", "valid TOML"),
         (

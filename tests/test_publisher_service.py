@@ -43,7 +43,7 @@ def write_config(
     path = tmp_path / "bmsbank.toml"
     path.write_text(
         f'runtime_dir = "{tmp_path}"\nlog_level = "debug"\n'
-        f"[bank]\nname = \"house\"\nstale_after = {STALE_AFTER}\n"
+        f"[bank]\nname = \"house\"\nstale_after = {STALE_AFTER}\ninterval = 0.2\n"  # as Rig.feed
         f'[dbus]\nservice = "{NAME}"\ndevice_instance = 7\nnames_file = "{tmp_path}/names.json"\n'
         f"{dbus_extra}\n"
         f'{can_section}[zmq]\ntap = "{tap}"\n'

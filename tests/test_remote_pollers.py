@@ -91,3 +91,14 @@ def test_remote_pollers_need_keys(keys):
         parse({"zmq": {"remote_states": "tcp://0.0.0.0:5599",
                        "curve_secret_key": str(keys / "none.key_secret"),
                        "curve_clients": str(keys / "allowed")}}, "t.toml")  # fmt: skip
+
+
+def test_with_keys_a_listener_beyond_loopback_is_allowed(keys):
+    arbiter = parse({"zmq": {"remote_states": "tcp://0.0.0.0:5599",
+                             "curve_secret_key": str(keys / "arbiter" / "arbiter.key_secret"),
+                             "curve_clients": str(keys / "allowed")}}, "arbiter.toml")  # fmt: skip
+    assert arbiter.zmq.remote_states == "tcp://0.0.0.0:5599"
+    remote = remote_poller_config(keys, "tcp://192.168.1.10:5599", "rack2", "allowed")
+    assert remote.states_endpoint == "tcp://192.168.1.10:5599"
+    with pytest.raises(ConfigError, match="zmq.states"):  # the same address, without keys
+        parse({"zmq": {"states": "tcp://192.168.1.10:5599"}}, "plain.toml")

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = configuration.load(args.config, args.runtime_dir)
     except ConfigError as exc:
-        return runtime.fail("bmsbank-arbiter", exc)
+        return configuration.fail("bmsbank-arbiter", exc)
     logs.setup("arbiter", config.log_level)
     runtime.exit_on_stop_signals()
     from bmsbank.services.arbiter.service import Arbiter

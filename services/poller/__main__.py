@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ports = [config.port(name).name for name in args.port]
     except ConfigError as exc:
-        return runtime.fail("bmsbank-poller", exc)
+        return configuration.fail("bmsbank-poller", exc)
     logs.setup(f"poller[{args.process or ','.join(ports)}]", config.log_level)
     runtime.exit_on_stop_signals()
     from bmsbank.services.poller.service import run_ports

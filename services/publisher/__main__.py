@@ -8,7 +8,7 @@ import logging
 import sys
 
 from bmsbank import runtime
-from bmsbank.config import load
+from bmsbank.config import fail, load
 from bmsbank.errors import ConfigError
 
 from .service import Publisher
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load(args.config, args.runtime_dir)
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return 2
+        return fail("bmsbank-publisher", exc)
     logging.basicConfig(
         level=getattr(logging, config.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
