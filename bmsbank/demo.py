@@ -16,13 +16,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 import zmq
 
 from bmsbank import config as configuration
-from bmsbank import view
+from bmsbank import runtime, view
 from bmsbank.schema import TOPIC_BANK, unpack
 from bmsbank.supervisor import Program, render, service_programs
 
@@ -200,6 +201,8 @@ def run(duration: float | None, can: str | None, rundir: str | None, keep: bool)
     sub.connect(f"ipc://{p.rundir}/tap.ipc")
     deadline = None if duration is None else time.monotonic() + duration
     code = 0
+    if threading.current_thread() is threading.main_thread():
+        runtime.exit_on_stop_signals()  # SIGTERM/SIGHUP stop supervisord too, as Ctrl-C does
     try:
         while deadline is None or time.monotonic() < deadline:
             if supervisord.poll() is not None:
@@ -211,7 +214,7 @@ def run(duration: float | None, can: str | None, rundir: str | None, keep: bool)
                 _topic, body = sub.recv_multipart()
                 out.write(view.render(unpack(body)) + "\n\n")
                 out.flush()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         sub.close()

@@ -213,6 +213,7 @@ def test_the_grace_covers_two_poll_cycles_and_stays_under_half_of_stale_after():
                 "device": f"/dev/ttyUSB{i}",
                 "bms": "jkpb",
                 "interval": every,
+                "timeout": 0.1,
                 "addresses": list(range(1, packs + 1)),
             }
             for i, (every, packs) in enumerate(ports)
@@ -224,4 +225,4 @@ def test_the_grace_covers_two_poll_cycles_and_stays_under_half_of_stale_after():
     assert grace(20.0, (1.0, 1), (3.0, 1)) == 6.0  # the slowest port's two intervals
     assert grace(30.0, (1.0, 15)) == 7.5  # 15 packs on a bus take longer than its interval
     assert grace(10.0, (1.0, 15)) == 5.0  # never more than half of stale_after
-    assert grace(1.0, (1.0, 1)) == 0.5
+    assert grace(2.5, (1.0, 1)) == 1.25

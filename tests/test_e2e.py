@@ -96,8 +96,8 @@ class Demo:
     def stop(self) -> str:
         self.sub.close(0)
         self.ctx.term()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+        if self.proc.poll() is None:  # SIGTERM, as a service manager stops it (Ctrl-C alike)
+            self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.reader.join(10)
         return "".join(self.output)

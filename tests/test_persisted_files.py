@@ -120,9 +120,11 @@ def warnings(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
             if r.levelno == logging.WARNING and r.name.startswith(logger)]  # fmt: skip
 
 
-def arbiter_config(path: Path, **bank: Any):
+def arbiter_config(path: Path | None, **bank: Any):
+    """An arbiter's config on loopback keeping its memory in ``path`` (None: no file)."""
     zmq_cfg = {"states": free_tcp(), "tap": free_tcp(), "control": free_tcp()}
-    bank = {"interval": 0.2, "stale_after": 2.0, "coulomb_counting": True, "state_file": str(path),
+    where = "" if path is None else str(path)
+    bank = {"interval": 0.2, "stale_after": 2.0, "coulomb_counting": True, "state_file": where,
             "strings": [["p:1"], ["p:2"]], **bank}  # fmt: skip
     return parse({"bank": bank, "zmq": zmq_cfg}, "test")
 
@@ -167,7 +169,7 @@ def test_a_corrupt_state_file_is_logged_once_and_ignored(tmp_path, caplog, conte
 
 @pytest.mark.parametrize("fields", BAD_ENGINE_FIELDS.values(), ids=BAD_ENGINE_FIELDS.keys())
 def test_both_engines_refuse_the_same_bad_snapshots_and_keep_their_memory(limits_impls, fields):
-    config = arbiter_config(Path(""))
+    config = arbiter_config(None)
     topo = config.topology()
     errors = []
     for impl in limits_impls:
