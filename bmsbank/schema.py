@@ -192,6 +192,12 @@ def _alarms(msg: Mapping, key: str = "alarms") -> None:
             raise MessageError(f"{key}.{name}: level must be 0, 1 or 2, got {level!r}")
 
 
+def _version(msg: Mapping) -> bool:
+    """The schema version, exactly (``True`` equals 1 in Python, but it is not a version)."""
+    v = msg.get("v")
+    return type(v) is int and v == SCHEMA_VERSION
+
+
 def validate_state(msg: Any) -> dict:
     """Check a decoded state message and return it unchanged.
 
@@ -211,7 +217,7 @@ def _check_state(msg: Any) -> dict:
     """Every check of :func:`validate_state`, one by one, raising at the first that fails."""
     if not isinstance(msg, dict):
         raise MessageError("state: expected a map")
-    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "state":
+    if not _version(msg) or msg.get("kind") != "state":
         raise MessageError(f"state: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
     _only(msg, STATE_KEYS, "state")
     missing = STATE_KEYS.difference(msg)
@@ -220,6 +226,8 @@ def _check_state(msg: Any) -> dict:
     _string(msg, "pack")
     _string(msg, "port")
     _string(msg, "bms")
+    if msg["pack"] != f"{msg['port']}:{msg['address']}":
+        raise MessageError(f"pack: {msg['pack']!r} is not port:address of this state")
     if not isinstance(msg["hardware"], str) or len(msg["hardware"]) > MAX_HARDWARE:
         raise MessageError(f"hardware: expected a string of at most {MAX_HARDWARE} characters")
     _integer(msg, "address", 0, 255)
@@ -273,10 +281,10 @@ def _derived(msg: dict) -> None:
         if msg.get(key) != value or type(msg.get(key)) not in _REAL_TYPES:
             raise MessageError(f"{key}: {msg.get(key)!r} is not the {key[:3]} of the cells")
     delta = msg.get("cell_delta")
-    if type(delta) not in _REAL_TYPES or abs(delta - (max(cells) - min(cells))) > 1e-9:
+    if type(delta) not in _REAL_TYPES or not abs(delta - (max(cells) - min(cells))) <= 1e-9:
         raise MessageError(f"cell_delta: {delta!r} is not the spread of the cells")
     power = msg["voltage"] * msg["current"]
-    if abs(msg["power"] - power) > POWER_TOLERANCE[0] * abs(power) + POWER_TOLERANCE[1]:
+    if not abs(msg["power"] - power) <= POWER_TOLERANCE[0] * abs(power) + POWER_TOLERANCE[1]:
         raise MessageError(f"power: {msg['power']!r} is not voltage x current ({power!r})")
 
 
@@ -327,7 +335,7 @@ def validate_bank(msg: Any) -> dict:
     """
     if not isinstance(msg, dict):
         raise MessageError("bank: expected a map")
-    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "bank":
+    if not _version(msg) or msg.get("kind") != "bank":
         raise MessageError(f"bank: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
     _integer(msg, "seq", 0, MAX_COUNTER)
     _number(msg, "cvl", 0.0, 1000.0)
@@ -473,7 +481,7 @@ def validate_control(msg: Any) -> dict:
     """
     if not isinstance(msg, dict):
         raise MessageError("control: expected a map")
-    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "control":
+    if not _version(msg) or msg.get("kind") != "control":
         raise MessageError(f"control: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
     _only(msg, _CONTROL_KEYS, "control")
     _string(msg, "id")
@@ -504,7 +512,7 @@ def validate_control_result(msg: Any) -> dict:
     if not isinstance(msg, dict):
         raise MessageError("control_result: expected a map")
     kind = msg.get("kind")
-    if msg.get("v") != SCHEMA_VERSION or kind != "control_result":
+    if not _version(msg) or kind != "control_result":
         raise MessageError(f"control_result: unsupported schema {msg.get('v')!r}/{kind!r}")
     _only(msg, _RESULT_KEYS, "control_result")
     for key in ("id", "pack"):
@@ -533,7 +541,7 @@ def validate_hello(msg: Any) -> dict:
     """
     if not isinstance(msg, dict):
         raise MessageError("hello: expected a map")
-    if msg.get("v") != SCHEMA_VERSION or msg.get("kind") != "hello":
+    if not _version(msg) or msg.get("kind") != "hello":
         raise MessageError(f"hello: unsupported schema {msg.get('v')!r}/{msg.get('kind')!r}")
     port = _string(msg, "port", 32)
     _string(msg, "bms", 32)

@@ -63,7 +63,8 @@ def state_ok(dict msg, tuple spec):
     cdef Py_ssize_t most_cells, most_sensors, longest, most_hardware
     (version, keys, numbers, optional, alarm_names, link_names, cell_low, cell_high, most_cells,
      t_low, t_high, most_sensors, longest, most_hardware) = spec
-    if msg.get("v") != version or msg.get("kind") != "state" or msg.keys() != keys:
+    if type(msg.get("v")) is not int or msg.get("v") != version or msg.get("kind") != "state" \
+            or msg.keys() != keys:
         return False
     if not (_text(msg.get("pack"), longest) and _text(msg.get("port"), longest)
             and _text(msg.get("bms"), longest)):
@@ -73,6 +74,8 @@ def state_ok(dict msg, tuple spec):
         return False
     if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, COUNTER)
             and _count(msg["seq"], 0, COUNTER) and _count(msg["cycles"], 0, 10**6)):
+        return False
+    if msg["pack"] != f"{msg['port']}:{msg['address']}":
         return False
     for check in numbers:
         if not _number(msg.get(check[0]), check[1], check[2]):

@@ -44,7 +44,8 @@ def state_ok(msg: dict, spec: tuple) -> bool:
     """
     (version, keys, numbers, optional, alarm_names, link_names, cell_low, cell_high, most_cells,
      t_low, t_high, most_sensors, longest, most_hardware) = spec  # fmt: skip
-    if msg.get("v") != version or msg.get("kind") != "state" or msg.keys() != keys:
+    if (type(msg.get("v")) is not int or msg.get("v") != version or msg.get("kind") != "state"
+            or msg.keys() != keys):  # fmt: skip
         return False
     if not all(_text(msg.get(key), longest) for key in ("pack", "port", "bms")):
         return False
@@ -53,6 +54,8 @@ def state_ok(msg: dict, spec: tuple) -> bool:
         return False
     if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, _COUNTER)
             and _count(msg["seq"], 0, _COUNTER) and _count(msg["cycles"], 0, 10**6)):  # fmt: skip
+        return False
+    if msg["pack"] != f"{msg['port']}:{msg['address']}":
         return False
     if not all(_number(msg.get(key), low, high) for key, low, high in numbers):
         return False

@@ -242,8 +242,9 @@ def test_lost_counts_gaps_of_a_port_whose_packs_share_its_sequence():
 
 
 def at(wall: float, seq: int) -> dict:
+    """A state read at unix time ``wall`` by a poller run that started a minute before."""
     msg = state_msg("a", 1, seq=seq)
-    msg["time"] = wall
+    msg["time"], msg["epoch"] = wall, int((wall - 60.0) * 1e6)
     return msg
 
 
@@ -281,3 +282,18 @@ def test_a_pack_returning_with_a_cut_stays_offline_until_it_is_confirmed():
     assert out["offline"] == 1 and e.registry.packs["a:1"].online is False
     out = feed.cycle(a1=CUTS["a low cell"])  # confirmed: online with its new reading
     assert out["online"] == 2 and e.registry.packs["a:1"].state["min_cell_voltage"] == 2.75
+
+
+def test_a_new_poller_run_must_be_young_enough_for_its_sequence():
+    """A restarted poller counts from 0 at its epoch: a run that claims more is no restart."""
+    now = 1_000_000.0
+    r = registry(wall=lambda: now)
+    fresh = at(now, 5)
+    fresh["epoch"] = int((now - 2.0) * 1e6)  # started 2 s ago, 5 states sent: fine
+    assert r.accept(fresh, 1.0) is not None
+    forged = at(now, 2**63 - 1)
+    forged["epoch"], forged["link"] = int((now - 2.0) * 1e6) + 1, {"ok": 1}
+    assert r.accept(forged, 1.0) is None and "more than a poller run of 2 s" in r.last_rejection
+    ahead = at(now, 0)
+    ahead["epoch"] = int((now + 600) * 1e6)
+    assert r.accept(ahead, 1.0) is None and r.last_rejection.startswith("epoch:")

@@ -356,6 +356,10 @@ def test_state_body_puts_fields_over_defaults_and_the_header_last():
         ({"link": {"ok": 2**63}}, "link"),
         ({"epoch": -1}, "epoch"),
         ({"epoch": True}, "epoch"),
+        ({"v": True}, "state"),  # True == 1 in Python, but it is not schema version 1
+        ({"cell_delta": math.nan}, "cell_delta"),  # NaN fails every comparison
+        ({"port": "ttyUSB9"}, "pack"),  # a state claiming another port's pack
+        ({"address": 2}, "pack"),
     ],
 )
 def test_a_state_is_exactly_what_a_poller_sends(change, field):
@@ -403,7 +407,7 @@ def test_the_largest_valid_state_fits_the_arbiters_message_size():
                     alarms=dict.fromkeys(schema.ALARMS, 2), hardware="€" * 128,
                     soh=99.123456789, mosfet_temperature=40.123456789, bms_ccl=1.1, bms_dcl=2.2,
                     bms_cvl=200.5, cycles=10**6)  # fmt: skip
-    msg.update(pack="p" * 60 + ":255", port="p" * 64, bms="b" * 64, address=255,
+    msg.update(pack="p" * 60 + ":255", port="p" * 60, bms="b" * 64, address=255,
                seq=2**63 - 1, epoch=2**63 - 1,
                link=dict.fromkeys(LINK_COUNTERS, 2**63 - 1))  # fmt: skip
     assert validate_state(msg) is msg

@@ -244,7 +244,13 @@ class PackRegistry:
                 return f"seq: {seq} jumps {seq - int(last)} ahead of this poller run"
             run[0], run[1] = seq, now
             runs.move_to_end(epoch)
-        else:
+        else:  # a run not seen: a (re)started poller, whose sequence began at 0 at its epoch
+            if self.wall is not None:
+                uptime = state["time"] - epoch / 1e6
+                if uptime < -MAX_AHEAD:
+                    return f"epoch: a poller run starting {-uptime:.0f} s after its own reading"
+                if seq > SEQ_SLACK + SEQ_RATE * max(0.0, uptime):
+                    return f"seq: {seq} is more than a poller run of {uptime:.0f} s sends"
             runs[epoch] = [seq, now]
             if len(runs) > EPOCHS_KEPT:
                 runs.popitem(last=False)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from bmsbank.errors import ConfigError
+from bmsbank.schema import is_pack_id
 from bmsbank.services.arbiter.engine import BankEngine
 from bmsbank.state import make_state
 
@@ -105,8 +106,8 @@ class LimitsStream:
         self.config, self.engine = config, engine
 
     def _state(self, t: float, pid: Any, fields: Any) -> None:
-        if not isinstance(pid, str) or not pid or len(pid) > 64:
-            raise LineError(f"pack: expected a pack id such as 'ttyUSB0:1', got {pid!r}")
+        if not is_pack_id(pid) or pid != f"{pid.rpartition(':')[0]}:{int(pid.rpartition(':')[2])}":
+            raise LineError(f"pack: expected port:address such as 'ttyUSB0:1', got {pid!r}")
         if not isinstance(fields, dict):
             raise LineError("state: expected an object")
         if self.engine is None and self.config is None:
@@ -146,10 +147,7 @@ class LimitsStream:
         }
         port, _, address = pid.rpartition(":")
         self.seq += 1
-        msg = make_state(port or pid, 0, "stream", self.seq, body, {}, mono=0.0, wall=0.0)
-        msg["pack"] = pid
-        msg["address"] = int(address) if address.isdigit() and int(address) < 256 else 0
-        return msg
+        return make_state(port, int(address), "stream", self.seq, body, {}, mono=0.0, wall=0.0)
 
     def _tick(self, t: float) -> None:
         if self.engine is None:
