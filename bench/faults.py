@@ -138,7 +138,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=("fuzz", "poison", "kill", "all"), default="all")
     p.add_argument("--replies", type=int, default=1_000_000, help="per family, compiled")
-    p.add_argument("--twin-replies", type=int, default=300_000, help="per family, twin")
+    p.add_argument("--twin-replies", type=int, default=500_000, help="per family, twin")
     p.add_argument("--families", default=",".join(FAMILIES))
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--minutes", type=float, default=10.0, help="kill part's duration")
