@@ -281,8 +281,17 @@ def figures(rec: Record, start: float, end: float, demo_alive: bool, code: Any,
                 absent_since = None
     # recovery per kill
     recovery: dict[str, list[tuple[float, float | None]]] = {s: [] for s in SERVICES}
+    #: per service, per kill: how far CCL and DCL on CAN fell below their value before the kill
+    #: until the next kill [A] (a restart that cuts what no pack justifies shows here)
+    drops: dict[str, list[tuple[float, float]]] = {s: [] for s in SERVICES}
+    times = [k[0] for k in rec.kills] + [end]
     killed = {pid for _, _, pid in rec.kills}
-    for t, name, pid in rec.kills:
+    for n, (t, name, pid) in enumerate(rec.kills):
+        before = [c for c in rec.can if c[0] <= t][-1:]
+        after = [c for c in rec.can if t < c[0] <= times[n + 1]]
+        if before and after:
+            drops[name].append((before[0][2] - min(c[2] for c in after),
+                                before[0][3] - min(c[3] for c in after)))  # fmt: skip
         back = _first(rec.pids, t, lambda r, n=name, p=pid: r[1] == n and r[2] not in (0, p))
         if name == "arbiter":
             before = max((b[1] for b in rec.banks if b[0] <= t), default=0)
@@ -314,7 +323,7 @@ def figures(rec: Record, start: float, end: float, demo_alive: bool, code: Any,
         "dbus_samples": len(rec.dbus), "dbus_invalid": invalid,
         "dbus_absent_total": sum(absent), "dbus_absent_max": max(absent, default=0.0),
         "cuts": len(cuts), "cut_total": sum(cuts), "cut_max": max(cuts, default=0.0),
-        "recovery": recovery, "crashes": crashes, "errors": rec.errors[:10],
+        "recovery": recovery, "drops": drops, "crashes": crashes, "errors": rec.errors[:10],
         "demo_exit": code, "rundir": rundir,
     }  # fmt: skip
 
@@ -325,7 +334,7 @@ def main(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
           f"service every {kill_every:g} s for {minutes:g} min")  # fmt: skip
     r = run(minutes, kill_every, seed)
     print(f"{'service':<14} {'kills':>5} {'running again s (max)':>21} "
-          f"{'working again s (median / max)':>30}")  # fmt: skip
+          f"{'working again s (median / max)':>30} {'CCL / DCL drop A (max)':>22}")  # fmt: skip
     for name, rows in r["recovery"].items():
         if not rows:
             continue
@@ -333,7 +342,10 @@ def main(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
         works = [w for _, w in rows if w is not None]
         never = sum(1 for _, w in rows if w is None)
         work = (f"{statistics.median(works):.2f} / {max(works):.2f}" if works else "-")
-        print(f"{name:<14} {len(rows):>5} {running:>21.2f} {work:>30}"
+        drops = r["drops"][name]
+        drop = (f"{max(d[0] for d in drops):.1f} / {max(d[1] for d in drops):.1f}"
+                if drops else "-")  # fmt: skip
+        print(f"{name:<14} {len(rows):>5} {running:>21.2f} {work:>30} {drop:>22}"
               + (f"  ({never} never seen working)" if never else ""))  # fmt: skip
     print(f"0x351: {r['can_frames']} frames in {r['minutes']:.1f} min, max gap "
           f"{r['max_0x351_gap']:.2f} s (the GX stops at 3 s), gaps over 3 s: {r['gaps_over_3s']}")
@@ -349,5 +361,6 @@ def main(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
         print(f"reader errors: {r['errors']}")
     print("running again: until supervisord shows a new pid; working again: arbiter = its first\n"
           "  bank on the tap, publisher = the next 0x351 frame after its new pid, poller = a\n"
-          "  state of one of its ports from its new run (epoch)")
+          "  state of one of its ports from its new run (epoch); CCL / DCL drop: how far the\n"
+          "  limits on CAN fell below their value before the kill, until the next kill")
     return r
