@@ -221,7 +221,24 @@ def run(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
             demo.wait(90)
         except subprocess.TimeoutExpired:
             demo.kill()
-    return figures(rec, start, end, demo_alive, demo.returncode, rundir)
+    time.sleep(0.5)
+    r = figures(rec, start, end, demo_alive, demo.returncode, rundir)
+    r["left_behind"] = processes_using(rundir)
+    return r
+
+
+def processes_using(path: str) -> list[str]:
+    """Live processes whose command line mentions ``path`` (what the demo left running)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                args = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path in args:
+            found.append(f"{pid} {args[:120]}")
+    return found
 
 
 def _first(items: list, after: float, pred: Any) -> float | None:
@@ -357,6 +374,8 @@ def main(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
     print(f"limits cut on CAN (CCL or DCL = 0): {r['cuts']} times, {r['cut_total']:.1f} s in "
           f"total, longest {r['cut_max']:.1f} s")
     print(f"crashes of anything not killed: {len(r['crashes'])} {r['crashes'] or ''}")
+    print(f"processes left after the demo stopped: {len(r['left_behind'])} "
+          f"{r['left_behind'] or ''}; logs: {r['rundir']}/log")
     if r["errors"]:
         print(f"reader errors: {r['errors']}")
     print("running again: until supervisord shows a new pid; working again: arbiter = its first\n"
