@@ -374,8 +374,9 @@ def main(minutes: float, kill_every: float, seed: int) -> dict[str, Any]:
     print(f"limits cut on CAN (CCL or DCL = 0): {r['cuts']} times, {r['cut_total']:.1f} s in "
           f"total, longest {r['cut_max']:.1f} s")
     print(f"crashes of anything not killed: {len(r['crashes'])} {r['crashes'] or ''}")
-    print(f"processes left after the demo stopped: {len(r['left_behind'])} "
-          f"{r['left_behind'] or ''}; logs: {r['rundir']}/log")
+    left = r["left_behind"]
+    print(f"processes left after the demo stopped: {len(left)}{f' {left}' if left else ''}; "
+          f"logs: {r['rundir']}/log")
     if r["errors"]:
         print(f"reader errors: {r['errors']}")
     print("running again: until supervisord shows a new pid; working again: arbiter = its first\n"
