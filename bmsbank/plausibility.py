@@ -63,10 +63,17 @@ class PackBounds:
     cell_high: float  #: V
     max_current: float  #: A, either direction
     capacity: float = 0.0  #: Ah configured (0 = as the pack reports)
+    bms: str = ""  #: the family configured for its port ("" = any: a remote or stream pack)
 
 
-def bounds(bank: BankConfig, topo: Topology) -> dict[str, PackBounds]:
-    """Each pack's bounds from the bank's chemistry and the pack's declared limits."""
+def bounds(
+    bank: BankConfig, topo: Topology, families: Mapping[str, str] | None = None
+) -> dict[str, PackBounds]:
+    """Each pack's bounds from the bank's chemistry and the pack's declared limits.
+
+    ``families``: pack id -> the BMS family configured for its port (a state from another
+    family is not this pack's).
+    """
     chem = CHEMISTRIES[bank.chemistry]
     factor, extra = CURRENT_MARGIN
     return {
@@ -76,6 +83,7 @@ def bounds(bank: BankConfig, topo: Topology) -> dict[str, PackBounds]:
             cell_high=chem.cell_high,
             max_current=factor * max(topo.max_charge[k], topo.max_discharge[k]) + extra,
             capacity=topo.capacities[k],
+            bms=(families or {}).get(pid, ""),
         )
         for k, pid in enumerate(topo.ids)
     }
@@ -95,6 +103,8 @@ def implausible(state: Mapping[str, Any], b: PackBounds) -> str | None:
 
     The reason starts with the field's name, as the schema's do.
     """
+    if b.bms and state["bms"] != b.bms:
+        return f"bms: {state['bms']!r} reported, {b.bms!r} configured for its port"
     cells = state["cells"]
     if b.cells and len(cells) != b.cells:
         return f"cells: {len(cells)} reported, {b.cells} configured"

@@ -297,3 +297,11 @@ def test_a_new_poller_run_must_be_young_enough_for_its_sequence():
     ahead = at(now, 0)
     ahead["epoch"] = int((now + 600) * 1e6)
     assert r.accept(ahead, 1.0) is None and r.last_rejection.startswith("epoch:")
+
+
+def test_a_state_of_another_family_than_its_port_is_not_that_pack():
+    b = PackBounds(cells=0, cell_low=1.0, cell_high=4.5, max_current=350.0, bms="jbd")
+    assert implausible(state_msg("a", 1), b) is None  # the factory's states are jbd
+    msg = state_msg("a", 1)
+    msg["bms"] = "daly"
+    assert implausible(msg, b) == "bms: 'daly' reported, 'jbd' configured for its port"

@@ -31,11 +31,18 @@ def finite(x: float) -> float | None:
 class BankEngine:
     """One bank: latest state per pack, and the limits computed from them."""
 
-    def __init__(self, bank: BankConfig, topo: Topology, wall_clock: bool = True) -> None:
+    def __init__(
+        self,
+        bank: BankConfig,
+        topo: Topology,
+        wall_clock: bool = True,
+        families: Mapping[str, str] | None = None,
+    ) -> None:
         """Build the engine for ``bank`` wired as ``topo``.
 
         ``wall_clock``: compare a reading's unix time with this machine's clock (the arbiter);
-        False where time is the input's (``bmsbank limits``, the plant).
+        False where time is the input's (``bmsbank limits``, the plant). ``families``: pack id ->
+        the BMS family of its port (the arbiter's; a state of another family is refused).
         """
         self.bank = bank
         self.topo = topo
@@ -44,7 +51,7 @@ class BankEngine:
             limits.PackRules(params).evaluate, bank.cell_charge_voltage, bank.confirm_states
         )
         self.registry = PackRegistry(
-            list(topo.ids), bank.stale_after, plausibility.bounds(bank, topo), debounce,
+            list(topo.ids), bank.stale_after, plausibility.bounds(bank, topo, families), debounce,
             wall=time.time if wall_clock else None,
         )  # fmt: skip
         self.native = limits.Engine(params, topo.strings, topo.cells, topo.capacities)

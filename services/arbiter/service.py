@@ -68,7 +68,8 @@ class Arbiter:
         self.config = config
         self.context = context or zmq.Context.instance()
         now = time.monotonic()
-        self.engine = BankEngine(config.bank, config.topology())
+        families = {f"{p.name}:{a}": p.bms for p in config.ports for a in p.addresses}
+        self.engine = BankEngine(config.bank, config.topology(), families=families)
         self.registry = self.engine.registry
         self.bank = BankComputer(self.engine, config.bank.name, now)
         self.state_file = StateFile(config.bank.state_file)
