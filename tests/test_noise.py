@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from bmsbank.native.frames import checksum
 from bmsbank.native.spec import (
     BAD,
     EXCEPTION,
@@ -96,7 +97,10 @@ def false_starts(framing: FrameSpec) -> dict[str, bytes]:
         unit[at : at + size] = (total - framing.length_adjust).to_bytes(size, order)
     if framing.trailer:
         unit[-len(framing.trailer) :] = framing.trailer
-    units["bad check"] = bytes(unit)  # header, length and trailer in place, check value 0
+    check = framing.check
+    if checksum(check.algorithm, bytes(unit[check.start : len(unit) + check.end])) == 0:
+        unit[check.at] = 1  # 0 would be the right check value (ANT's sum over zeros)
+    units["bad check"] = bytes(unit)  # header, length and trailer in place, check value wrong
     return units
 
 
