@@ -110,15 +110,13 @@ class TestAnt(PluginContract):
 
     def check_state(self, state: dict[str, Any], model: BatteryModel) -> None:
         """As the contract, but a protection switches its FET off: the code is the FET's state."""
-        charge_fault = model.active_alarms & set(CHARGE_ALARMS.values())
-        discharge_fault = model.active_alarms & set(DISCHARGE_ALARMS.values()) - charge_fault
-        saved = model.charge_fet, model.discharge_fet
-        model.charge_fet = model.charge_fet and not charge_fault
-        model.discharge_fet = model.discharge_fet and not discharge_fault
-        try:
-            super().check_state(state, model)
-        finally:
-            model.charge_fet, model.discharge_fet = saved
+        charge_only = set(CHARGE_ALARMS.values())
+        charge_fault = bool(model.active_alarms & charge_only)
+        discharge_fault = bool(model.active_alarms & (set(DISCHARGE_ALARMS.values()) - charge_only))
+        assert state["charge_fet"] == (model.charge_fet and not charge_fault)
+        assert state["discharge_fet"] == (model.discharge_fet and not discharge_fault)
+        fets = {"charge_fet": model.charge_fet, "discharge_fet": model.discharge_fet}
+        super().check_state({**state, **fets}, model)  # the rest as the contract checks it
 
     def test_checksum_is_the_sum_after_the_header(self) -> None:
         for cap in CAPTURED:
