@@ -17,7 +17,8 @@ etc/dbus-serialbattery/bms/ant.py, ``ANT.read_status_data``):
   0.001 V; 70 current s32 0.1 A; 74 SoC %; 75 capacity and 79 remaining in 0.000001 Ah; 83 cycle
   capacity 0.001 Ah (Ah moved so far); 87 uptime s; 91 six temperatures s16 1 °C; 103 / 104 charge
   / discharge FET status codes; 105 balancer status; 111 power s32 W; 115-122 max/min cell and
-  average; 123 cell count; 132 balancing bit mask (bit 0 = cell 1).
+  average; 123 cell count; 132 balancing bit mask. OLD writes "Bit 1 = Cell 1"; read here as the
+  lowest bit = cell 1 (no capture shows a cell balancing, so this order is unconfirmed).
 - FET status codes (1 = on, 0 = off, others: the protection that switched it off) and their
   meaning: OLD ``CHARGE_MOSFET_STATUS`` / ``DISCHARGE_MOSFET_STATUS``; SB maps a few of them to its
   protection flags in the same way (charge 2 over-voltage, 3 over-current; discharge 2 and 5 under-
