@@ -33,8 +33,10 @@ one register map covers every block, any read window decodes. Facts and their pu
   reads it i16): decoded s16 and reported as its magnitude.
 
 Left out: the BMS, ambient and heater probes 5035-5041 (Grmume's scan reads 0 for the BMS probe of
-a pack at 18 °C, so their meaning is unsure), the per-cell alarm bits (5100-5103) beyond "any cell
-high/low", the settings 5200-5229 and every write: the public drivers write nothing (no controls).
+a pack at 18 °C, so their meaning is unsure), the per-cell and per-probe alarm bits (5100-5103:
+status 1 and 2 carry the same conditions for the pack), the settings 5200-5229, and every write:
+no public driver writes to these batteries, so the family has no controls. The protocol reports
+no balancing: every cell's flag is 0.
 """
 
 from __future__ import annotations
