@@ -288,7 +288,7 @@ def parser() -> argparse.ArgumentParser:
     _add_control(sub)
 
     c = sub.add_parser("decode", help="decode captured replies (hex, in arrival order)")
-    c.add_argument("bms", help="BMS family, e.g. jbd, jkpb, daly, seplos, seplosv3, jkbms")
+    c.add_argument("bms", help="BMS family (see the README table), e.g. jbd, jkpb, renogy")
     c.add_argument("frames", nargs="+", metavar="REPLY|REQUEST=REPLY",
                    help="a reply as hex (spaces and colons ignored), or the request it answers "
                         "and the reply (Modbus replies do not say what they answer)")  # fmt: skip
