@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_folder_is_a_family_with_a_simulator():
-    assert set(plugins.families()) == {"daly", "jbd", "jkbms", "jkpb", "seplos", "seplosv3"}
+    families = {"daly", "felicity", "jbd", "jkbms", "jkpb", "seplos", "seplosv3"}
+    assert set(plugins.families()) == families
     for name in plugins.families():
         cls = plugins.plugin_class(name)
         assert cls.info is plugins.info(name) and cls.name == name
