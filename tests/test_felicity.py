@@ -154,6 +154,7 @@ class TestFelicity(MultidropContract):
         sign = -1 if invert else 1
         assert parts_of(plugin, [CAPTURED[0]])["info"]["current"] == sign * 25.0
         assert parts_of(plugin, [CAPTURED[5]])["info"]["current"] == sign * -42.3
+        assert str(parts_of(plugin, [CAPTURED[6]])["info"]["current"]) == "0.0"  # never -0.0
 
     @pytest.mark.parametrize(("bit", "names"), [
         (2, {"high_cell_voltage"}), (3, {"low_cell_voltage"}), (4, {"high_charge_current"}),

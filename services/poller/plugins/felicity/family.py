@@ -11,8 +11,9 @@ come from these drivers (short names):
   ``command_*`` reads.
 - FSR = davidded/dbus-serialbattery etc/dbus-serialbattery/bms/felicity.py, ``FelicitySolarRS485``
   (``read_soc_data``: the bit meanings of 0x1302 and 0x1304 in its comments).
-- ESS = a dbus-serialbattery fork's ``FelicityEss`` driver (BATTERYTYPE "Felicity_ESS_modbus",
-  ``readBatInfo``/``readCellData``/``readLimits``/``processBatteryProtection``).
+- ESS = a dbus-serialbattery fork's ``FelicityEss`` driver by "bc_engineering" (BATTERYTYPE
+  "Felicity_ESS_modbus"; ``readBatInfo``, ``readCellData``, ``readLimits``,
+  ``processBatteryProtection``), found by its text; its repository is not named in the index.
 - CONV = DM6JM/FelicityConverter LPBAMon.ino (an LPBA48100-OL: 9600 baud, slave id 1 or 0x10 as
   Felicity's EDMS tool uses, reads 0xF80B, 0x132A x 0x14, 0x1302 x 10, 0x131C x 4).
 - ESPH = tgfuellner/Esphome-FelicityESS felicity-speicher.yaml (two 48100LCG01 modules at ids 1
@@ -191,8 +192,9 @@ class Family(Plugin):
 
         """
         if "current" in fields:
-            current = round(fields["current"], 1) + 0.0  # 0.1 A steps; no -0.0
-            fields["current"] = -current if self.options["invert_current"] else current
+            current = round(fields["current"], 1)  # 0.1 A steps, no float tail
+            current = -current if self.options["invert_current"] else current
+            fields["current"] = current + 0.0  # never -0.0
         if fields.get("soc", 0.0) > 100.0:
             raise FrameError(f"{self.name}: SoC {fields['soc']:g} %", payload)
         if "serial_words" in fields:
