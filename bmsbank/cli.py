@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -223,6 +224,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ports(args: argparse.Namespace) -> int:
+    """List the USB serial adapters and which configured port uses which."""
+    from bmsbank import ports
+
+    config = None
+    path = args.config or os.environ.get(configuration.ENV_CONFIG)
+    if path or os.path.exists(configuration.DEFAULT_CONFIG):
+        config = configuration.load(path)
+    lines, warnings = ports.report(ports.adapters(), config)
+    print("\n".join(lines) if lines else "no USB serial adapters found")
+    for warning in warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """Make a CURVE key pair for the arbiter or a remote poller."""
     from bmsbank.curve import make_keys
@@ -311,6 +327,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--python", default=sys.executable, help="python of the installation")
     g.add_argument("--config-path", help="config path to write into the commands")
     g.set_defaults(func=cmd_supervisor_config)
+    u = sub.add_parser("ports", help="the USB serial adapters and which port uses which")
+    u.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+    u.set_defaults(func=cmd_ports)
     y = sub.add_parser("keys", help="make a CURVE key pair (remote pollers, see README)")
     y.add_argument("directory", help="where to write NAME.key and NAME.key_secret")
     y.add_argument("name", help="whose keys: arbiter, or the remote poller's name")
