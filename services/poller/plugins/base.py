@@ -449,6 +449,56 @@ def modbus_frame(body: bytes) -> bytes:
     return bytes(body) + crc16_modbus(body).to_bytes(2, "little")
 
 
+def modbus_read(address: int, function: int, start: int, count: int) -> bytes:
+    """A Modbus RTU read request: ``count`` registers (or coils) from ``start``."""
+    return modbus_frame(
+        bytes((address, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
+    )
+
+
+def parse_modbus_read(
+    request: bytes, functions: Sequence[int]
+) -> tuple[int, int, int, int] | None:
+    """(address, function, start, count) of a read request with one of ``functions``, or None."""
+    if len(request) != 8 or request[1] not in functions:
+        return None
+    if crc16_modbus(request, 0, 6) != request[6] | request[7] << 8:
+        return None
+    return request[0], request[1], request[2] << 8 | request[3], request[4] << 8 | request[5]
+
+
+def answered_read(
+    name: str,
+    payload: bytes,
+    request: bytes | None,
+    functions: Sequence[int],
+    size: Callable[[int, int], int] = lambda function, count: 2 * count,
+) -> tuple[int, int, int]:
+    """(function, start, count) of the read a Modbus reply answers: the reply says none of it.
+
+    ``size(function, count)``: the data bytes a read answers with (registers: 2 each).
+
+    Raises:
+        FrameError: no request, or not a read of ``functions`` ("unexpected"); a reply from
+            another address than asked ("address"); another function or byte count
+            ("malformed").
+
+    """
+    read = parse_modbus_read(request, functions) if request is not None else None
+    if read is None:
+        asked = "no request" if request is None else f"request {request.hex(' ')}"
+        raise FrameError(f"{name}: a reply is decoded with the read it answers ({asked})",
+                         payload, kind="unexpected")  # fmt: skip
+    address, function, start, count = read
+    if payload[0] != address:
+        raise FrameError(f"{name}: reply from address {payload[0]} to a request for {address}",
+                         payload, kind="address")  # fmt: skip
+    if payload[1] != function or payload[2] != size(function, count):
+        raise FrameError(f"{name}: function {payload[1]} with {payload[2]} bytes does not answer "
+                         f"a read of {count} from 0x{start:04X}", payload)  # fmt: skip
+    return function, start, count
+
+
 def bits(value: int, count: int) -> list[int]:
     """The lowest ``count`` bits of ``value`` as a list of 0/1, bit 0 first."""
     return [(value >> i) & 1 for i in range(count)]

@@ -56,9 +56,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import Field, Layout, ModbusRtu
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, modbus_frame
+from bmsbank.services.poller.plugins.base import (
+    Plugin,
+    Query,
+    alarms_from_bits,
+    answered_read,
+    modbus_read,
+    parse_modbus_read,
+)
 from bmsbank.services.poller.plugins.felicity import INFO
 
 FC_HOLDING = 0x03
@@ -114,19 +120,14 @@ NEEDED = ("status", "faults", "voltage", "current", "soc", "cells", "cell_temper
 
 
 def read_request(address: int, start: int, count: int) -> bytes:
-    """Build a read of ``count`` holding registers from ``start`` (FC03) with its CRC."""
-    return modbus_frame(
-        bytes((address, FC_HOLDING)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    )
+    """The FC03 request for ``count`` holding registers from ``start``."""
+    return modbus_read(address, FC_HOLDING, start, count)
 
 
 def parse_request(request: bytes) -> tuple[int, int, int] | None:
-    """``(address, start, count)`` of an FC03 read request, None for other bytes."""
-    if len(request) != 8 or request[1] != FC_HOLDING:
-        return None
-    if crc16_modbus(request, 0, 6) != request[6] | request[7] << 8:
-        return None
-    return request[0], request[2] << 8 | request[3], request[4] << 8 | request[5]
+    """(address, start, count) of an FC03 read request, or None."""
+    read = parse_modbus_read(request, (FC_HOLDING,))
+    return None if read is None else (read[0], read[2], read[3])
 
 
 def serial_text(words: Sequence[int]) -> str:
@@ -169,18 +170,7 @@ class Family(Plugin):
                 ("malformed").
 
         """
-        read = parse_request(request) if request is not None else None
-        if read is None:
-            asked = "no request" if request is None else f"request {request.hex(' ')}"
-            raise FrameError(f"{self.name}: a reply is decoded with the FC03 read it answers "
-                             f"({asked})", payload, kind="unexpected")  # fmt: skip
-        address, start, count = read
-        if payload[0] != address:
-            raise FrameError(f"{self.name}: reply from address {payload[0]} to a request for "
-                             f"{address}", payload, kind="address")  # fmt: skip
-        if payload[2] != 2 * count:
-            raise FrameError(f"{self.name}: {payload[2]} bytes do not answer a read of {count} "
-                             f"registers from 0x{start:04X}", payload)  # fmt: skip
+        _function, start, _count = answered_read(self.name, payload, request, (FC_HOLDING,))
         generic = "device" if start >= DEVICE[0] else "registers"
         return PART_AT.get(start, generic), start
 

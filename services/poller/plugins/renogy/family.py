@@ -45,10 +45,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import Field, Layout, ModbusRtu
 from bmsbank.schema import WARNING
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, modbus_frame
+from bmsbank.services.poller.plugins.base import (
+    Plugin,
+    Query,
+    alarms_from_bits,
+    answered_read,
+    modbus_read,
+    parse_modbus_read,
+)
 from bmsbank.services.poller.plugins.renogy import INFO
 
 FC_READ = 0x03
@@ -133,18 +139,14 @@ NEEDED = ("cell_count", "cells", "probe_count", "cell_temperatures", "current", 
 
 
 def read_request(address: int, start: int, count: int) -> bytes:
-    """Build a Modbus FC03 read ``address 03 start count`` with its CRC (low byte first)."""
-    body = bytes((address, FC_READ)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    return modbus_frame(body)
+    """The FC03 request for ``count`` registers from ``start``."""
+    return modbus_read(address, FC_READ, start, count)
 
 
 def parse_request(request: bytes) -> tuple[int, int, int] | None:
-    """``(address, start, count)`` of an FC03 read request, None for other bytes."""
-    if len(request) != 8 or request[1] != FC_READ:
-        return None
-    if crc16_modbus(request, 0, 6) != request[6] | request[7] << 8:
-        return None
-    return request[0], request[2] << 8 | request[3], request[4] << 8 | request[5]
+    """(address, start, count) of an FC03 read request, or None."""
+    read = parse_modbus_read(request, (FC_READ,))
+    return None if read is None else (read[0], read[2], read[3])
 
 
 def hardware_text(f: Mapping[str, Any]) -> str:
@@ -189,19 +191,7 @@ class Family(Plugin):
                 address than asked ("address"), another function or byte count ("malformed").
 
         """
-        read = parse_request(request) if request is not None else None
-        if read is None:
-            asked = "no request" if request is None else f"request {request.hex(' ')}"
-            raise FrameError(f"{self.name}: a reply is decoded with the FC03 read it answers "
-                             f"({asked})", payload, kind="unexpected")  # fmt: skip
-        address, start, count = read
-        if payload[0] != address:
-            raise FrameError(f"{self.name}: reply from address {payload[0]} to a request for "
-                             f"{address}", payload, kind="address")  # fmt: skip
-        if payload[1] != FC_READ or payload[2] != 2 * count:
-            raise FrameError(f"{self.name}: function {payload[1]} with {payload[2]} bytes does "
-                             f"not answer a read of {count} registers from {start}",
-                             payload)  # fmt: skip
+        _function, start, count = answered_read(self.name, payload, request, (FC_READ,))
         part = PART_AT.get(start, GENERIC)
         if part != GENERIC and BLOCKS[part][1] != count:
             part = GENERIC  # another window from a polled block's first register

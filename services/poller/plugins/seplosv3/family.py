@@ -39,10 +39,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import crc16_modbus
 from bmsbank.native.spec import Field, Layout, ModbusRtu
 from bmsbank.schema import WARNING
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, modbus_frame
+from bmsbank.services.poller.plugins.base import (
+    Plugin,
+    Query,
+    alarms_from_bits,
+    answered_read,
+    modbus_read,
+    parse_modbus_read,
+)
 from bmsbank.services.poller.plugins.seplosv3 import INFO
 
 FC_COILS, FC_INPUTS = 0x01, 0x04
@@ -163,19 +169,13 @@ NEEDED = ("voltage", "current", "remaining", "capacity", "soc", "cycles", "cells
 
 
 def read_request(address: int, function: int, start: int, count: int) -> bytes:
-    """Build a Modbus read ``address function start count`` with its CRC (low byte first)."""
-    return modbus_frame(
-        bytes((address, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
-    )
+    """The FC01/FC04 request for ``count`` coils or input registers from ``start``."""
+    return modbus_read(address, function, start, count)
 
 
 def parse_request(request: bytes) -> tuple[int, int, int, int] | None:
-    """``(address, function, start, count)`` of an FC01/FC04 read request, None for other bytes."""
-    if len(request) != 8 or request[1] not in GENERIC:
-        return None
-    if crc16_modbus(request, 0, 6) != request[6] | request[7] << 8:
-        return None
-    return request[0], request[1], request[2] << 8 | request[3], request[4] << 8 | request[5]
+    """(address, function, start, count) of an FC01/FC04 read request, or None."""
+    return parse_modbus_read(request, tuple(GENERIC))
 
 
 def reply_size(function: int, count: int) -> int:
@@ -220,19 +220,8 @@ class Family(Plugin):
                 address than asked ("address"), another function or byte count ("malformed").
 
         """
-        read = parse_request(request) if request is not None else None
-        if read is None:
-            asked = "no request" if request is None else f"request {request.hex(' ')}"
-            raise FrameError(f"{self.name}: a reply is decoded with the FC01/FC04 read it "
-                             f"answers ({asked})", payload, kind="unexpected")  # fmt: skip
-        address, function, start, count = read
-        if payload[0] != address:
-            raise FrameError(f"{self.name}: reply from address {payload[0]} to a request for "
-                             f"{address}", payload, kind="address")  # fmt: skip
-        if payload[1] != function or payload[2] != reply_size(function, count):
-            raise FrameError(f"{self.name}: function {payload[1]} with {payload[2]} bytes does "
-                             f"not answer a read of {count} from 0x{start:04X} (function "
-                             f"{function})", payload)  # fmt: skip
+        function, start, _count = answered_read(self.name, payload, request, tuple(GENERIC),
+                                                reply_size)  # fmt: skip
         return PART_AT.get((function, start), GENERIC[function]), start
 
     def state(self, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
