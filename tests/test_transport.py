@@ -111,3 +111,20 @@ def test_the_next_frame_of_a_reply_waits_in_the_buffer_until_drained(line):
     assert t.drain() == len(b"<three>")
     with pytest.raises(LinkTimeout, match="timeout"):
         t.receive(take(b"<three>"), 0.1)
+
+
+@pytest.mark.parametrize("parity", ["N", "E", "O"])
+def test_the_port_is_opened_with_the_family_parity(parity):
+    """ECS speaks 8E1: the port is configured with the parity the family declares.
+
+    (A Linux pty drops PARENB from its termios, so the setting is read back from pyserial.)
+    """
+    master, slave = os.openpty()
+    t = SerialTransport(os.ttyname(slave), 19200, "auto", parity)
+    try:
+        t.open()
+        assert t.port is not None and t.port.parity == parity
+    finally:
+        t.close()
+        os.close(master)
+        os.close(slave)

@@ -81,7 +81,7 @@ class Poller:
         self.plugin = plugin or plugins.load(port.bms, port.options)
         self.send = send
         self.transport = SerialTransport(
-            port.device, port.baudrate or self.plugin.baudrate, port.echo
+            port.device, port.baudrate or self.plugin.baudrate, port.echo, self.plugin.info.parity
         )
         self.timeout = port.timeout or self.plugin.reply_timeout
         self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap

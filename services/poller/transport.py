@@ -23,9 +23,12 @@ from bmsbank.errors import FrameError, LinkTimeout, TransportError
 class SerialTransport:
     """A serial port that may come and go (USB adapters do)."""
 
-    def __init__(self, device: str, baudrate: int, echo: str | bool = "auto") -> None:
+    def __init__(
+        self, device: str, baudrate: int, echo: str | bool = "auto", parity: str = "N"
+    ) -> None:
         self.device = device
         self.baudrate = baudrate
+        self.parity = parity  #: "N", "E" or "O" (ECS speaks 8E1; the other families 8N1)
         self.echo = echo
         self.port: serial.SerialBase | None = None
         self.rx = bytearray()  #: received bytes not consumed yet (a multi-frame reply's rest)
@@ -48,8 +51,9 @@ class SerialTransport:
         """Open the port (raises TransportError when it is missing or busy)."""
         try:
             self.port = serial.serial_for_url(
-                self.device, baudrate=self.baudrate, timeout=0, write_timeout=1.0, exclusive=True
-            )
+                self.device, baudrate=self.baudrate, parity=self.parity, timeout=0,
+                write_timeout=1.0, exclusive=True,
+            )  # fmt: skip
         except (serial.SerialException, OSError, ValueError) as exc:
             self.port = None
             raise TransportError(f"cannot open {self.device}: {exc}") from exc
