@@ -11,7 +11,9 @@ Two kinds of messages travel as two-part ZeroMQ messages ``[topic, msgpack(body)
     bms_ccl [A], bms_dcl [A], bms_cvl [V] (limits the BMS itself reports, or None),
     min_cell_voltage, max_cell_voltage, cell_delta [V] (derived centrally), alarms
     ({name: 0 ok, 1 warning, 2 alarm} with names from :data:`ALARMS`), hardware (str),
-    link ({counter: int}, errors of the serial link, see ``LINK_COUNTERS``).
+    serial (str: the serial number or id string the BMS reports, "" when it reports none; the
+    arbiter tells a swapped cable or two packs with one id by it), link ({counter: int},
+    errors of the serial link, see ``LINK_COUNTERS``).
 
 ``bank`` (arbiter -> publisher and tap, topic ``b"bank"``): see
 :mod:`bmsbank.services.arbiter.bank`.
@@ -105,6 +107,7 @@ TEMPERATURE_BOUNDS = (-60.0, 150.0)  # °C
 MAX_CELLS = 64
 MAX_TEMPERATURES = 16
 MAX_HARDWARE = 128  # characters of the hardware text (make_state cuts a longer one)
+MAX_SERIAL = 64  # characters of the serial number (make_state cuts a longer one)
 MAX_COUNTER = 2**63 - 1
 #: every key of a state message, exactly: an unknown key is rejected (a newer or foreign producer
 #: is refused, not half-understood), so the message size is bounded by the bounds below
@@ -113,7 +116,7 @@ STATE_KEYS = frozenset((
     "voltage", "current", "power", "soc", "soh", "capacity", "remaining", "cycles", "cells",
     "balancing", "temperatures", "mosfet_temperature", "charge_fet", "discharge_fet",
     "bms_ccl", "bms_dcl", "bms_cvl", "min_cell_voltage", "max_cell_voltage", "cell_delta",
-    "alarms", "hardware", "link",
+    "alarms", "hardware", "serial", "link",
 ))  # fmt: skip
 
 
@@ -230,6 +233,8 @@ def _check_state(msg: Any) -> dict:
         raise MessageError(f"pack: {msg['pack']!r} is not port:address of this state")
     if not isinstance(msg["hardware"], str) or len(msg["hardware"]) > MAX_HARDWARE:
         raise MessageError(f"hardware: expected a string of at most {MAX_HARDWARE} characters")
+    if not isinstance(msg["serial"], str) or len(msg["serial"]) > MAX_SERIAL:
+        raise MessageError(f"serial: expected a string of at most {MAX_SERIAL} characters")
     _integer(msg, "address", 0, 255)
     _integer(msg, "epoch", 0, MAX_COUNTER)
     _integer(msg, "seq", 0, MAX_COUNTER)

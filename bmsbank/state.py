@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bmsbank.native.messages import state_body
-from bmsbank.schema import MAX_HARDWARE, SCHEMA_VERSION
+from bmsbank.schema import MAX_HARDWARE, MAX_SERIAL, SCHEMA_VERSION
 
 #: this process's run: a receiver tells a restarted poller (a new epoch, its sequence from 0)
 #: from a replay of an earlier run [unix µs at import]
@@ -21,6 +21,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "bms_dcl": None,
     "bms_cvl": None,
     "hardware": "",
+    "serial": "",
     "cycles": 0,
     "alarms": {},
 }
@@ -65,6 +66,9 @@ def make_state(
     hardware = fields.get("hardware")
     if type(hardware) is str and len(hardware) > MAX_HARDWARE:  # a BMS's text is not ours to bound
         fields = {**fields, "hardware": hardware[:MAX_HARDWARE]}
+    serial = fields.get("serial")
+    if type(serial) is str and len(serial) > MAX_SERIAL:
+        fields = {**fields, "serial": serial[:MAX_SERIAL]}
     # one compiled call per state: defaults, the family's fields, derived values, then the header
     return state_body(
         fields,

@@ -72,6 +72,9 @@ def state_ok(dict msg, tuple spec):
     x = msg["hardware"]
     if type(x) is not str or len(<str>x) > most_hardware:
         return False
+    x = msg["serial"]
+    if type(x) is not str or len(<str>x) > longest:
+        return False
     if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, COUNTER)
             and _count(msg["seq"], 0, COUNTER) and _count(msg["cycles"], 0, 10**6)):
         return False

@@ -52,6 +52,9 @@ def state_ok(msg: dict, spec: tuple) -> bool:
     hardware = msg["hardware"]
     if type(hardware) is not str or len(hardware) > most_hardware:
         return False
+    serial = msg["serial"]
+    if type(serial) is not str or len(serial) > longest:
+        return False
     if not (_count(msg["address"], 0, 255) and _count(msg["epoch"], 0, _COUNTER)
             and _count(msg["seq"], 0, _COUNTER) and _count(msg["cycles"], 0, 10**6)):  # fmt: skip
         return False
