@@ -124,6 +124,7 @@ class TestFelicity(MultidropContract):
         limits = state["bms_ccl"], state["bms_dcl"], state["bms_cvl"]
         assert limits == pytest.approx((100.0, 100.0, 56.8))
         assert state["hardware"] == "Felicity Solar fw 418 sn 2023915142"
+        assert state["serial"] == "2023915142"
 
     def test_state_without_the_optional_reads(self, plugin: Plugin) -> None:
         state = plugin.state(parts_of(plugin, CYCLE[:2]))

@@ -308,3 +308,14 @@ def test_simulator_fets_alarms_and_one_pack_only(plugin: Plugin) -> None:
     assert state["bms_ccl"] == 100.0 and state["bms_dcl"] == 150.0
     with pytest.raises(ValueError):
         JkSimulator({1: BatteryModel(), 2: BatteryModel()})
+
+
+def test_the_manufacturer_id_is_the_serial_number():
+    """0xBA is the id dbus-serialbattery tells JK packs apart by; the factory text means none."""
+    from bmsbank.services.poller.plugins import load
+    from bmsbank.services.poller.plugins.jkbms.family import serial_of
+
+    plugin = load("jkbms", {})
+    part, fields = plugin.parse(A)
+    assert plugin.state({part: fields})["serial"] == "BT3072020120000200521001"
+    assert serial_of("Input Userdata") == "" and serial_of("  JK42  ") == "JK42"

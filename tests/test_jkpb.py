@@ -408,10 +408,11 @@ def test_captured_replies_build_a_state(plugin: Plugin) -> None:
     assert (state["soc"], state["soh"], state["cycles"]) == (55.0, 100.0, 62)
     assert (state["bms_ccl"], state["bms_dcl"]) == pytest.approx((60.0, 100.0))
     assert state["bms_cvl"] is None
-    assert state["hardware"] == "JK_PB2A16S20P hw 15A sw 15.41"
+    assert state["hardware"] == "JK_PB2A16S20P hw 15A sw 15.41" and state["serial"] == "40119491"
     assert state["cell_delta"] == pytest.approx(0.001)  # derived centrally, not by the plugin
     only_cells = state_of(plugin, STATUS)
     assert only_cells["bms_ccl"] is None and only_cells["hardware"] == "JKBMS PB Model"
+    assert only_cells["serial"] == ""
     with pytest.raises(FrameError):
         plugin.state({"settings": plugin.parse(CAPTURED[1].raw)[1]})
 

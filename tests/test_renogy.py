@@ -110,6 +110,7 @@ class TestRenogy(MultidropContract):
         state = plugin.state(parts)
         assert (state["bms_ccl"], state["bms_dcl"], state["bms_cvl"]) == (50.0, 100.0, 14.8)
         assert state["hardware"] == "Renogy RBT100LFP12-BT SN 20210526 v0100"
+        assert state["serial"] == "20210526"
 
     def test_every_status_bit_set(self, plugin: Plugin) -> None:
         parts = aio_parts(plugin)

@@ -227,6 +227,7 @@ class Family(Plugin):
             "bms_cvl": f.get("charge_voltage_limit"),
             "alarms": alarms,
             "hardware": self.hardware(f),
+            "serial": f.get("serial") or "",
         }
 
     def hardware(self, f: Mapping[str, Any]) -> str:

@@ -116,7 +116,8 @@ TAGS: tuple[Tag, ...] = (
     Tag(0xB2, 10),  # parameter password
     Tag(0xB3, 1), Tag(0xB4, 8), Tag(0xB5, 4), Tag(0xB6, 4),
     Tag(0xB7, 15, (Field("software_version", 0, "str", count=15),)),
-    Tag(0xB8, 1), Tag(0xB9, 4), Tag(0xBA, 24),  # calibration, actual Ah, manufacturer
+    Tag(0xB8, 1), Tag(0xB9, 4),  # calibration, actual Ah
+    Tag(0xBA, 24, (Field("manufacturer_id", 0, "str", count=24),)),  # the id, see serial_of()
     Tag(0xBB, 1), Tag(0xBC, 1), Tag(0xBD, 1), Tag(0xBE, 2), Tag(0xBF, 2),  # commands
     Tag(0xC0, 1, (Field("protocol_version", 0, "u8"),)),
 )  # fmt: skip
@@ -246,4 +247,18 @@ class Family(Plugin):
             "bms_dcl": float(dcl) if dcl else None,
             "alarms": alarms_from_bits(f["warnings"], WARNING_ALARMS),
             "hardware": f.get("software_version") or self.title,
+            "serial": serial_of(f.get("manufacturer_id", "")),
         }
+
+
+#: how 0xBA begins until a user sets an id (dbus-serialbattery jkbms.py strips this text)
+UNSET_ID = "Input Userda"
+
+
+def serial_of(manufacturer_id: str) -> str:
+    """The pack's id from 0xBA ("" while it holds the factory placeholder or is absent).
+
+    dbus-serialbattery (jkbms.py ``unique_identifier``) tells JK packs apart by this field.
+    """
+    text = manufacturer_id.strip()
+    return "" if text.startswith(UNSET_ID) else text

@@ -275,6 +275,7 @@ class Family(Plugin):
             "bms_dcl": settings["discharge_current_limit"] if settings else None,
             "alarms": alarms_from_bits(info["alarm_bits"], ALARM_BITS),
             "hardware": hardware,
+            "serial": device.get("serial", "") if device else "",
         }
 
 

@@ -241,4 +241,5 @@ class Family(Plugin):
             "bms_cvl": f.get("charge_voltage_limit"),
             "alarms": alarms,
             "hardware": hardware_text(f),
+            "serial": f.get("serial") or "",
         }
