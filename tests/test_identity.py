@@ -7,10 +7,11 @@ import json
 import time
 
 import pytest
-from dbus_fast import Variant
+from dbus_fast import Message, Variant
 
 from bmsbank.config import load
 from bmsbank.services.publisher import identity, paths
+from bmsbank.services.publisher.dbus_service import IFACE
 from tests.settings_standin import SettingsStandIn
 from tests.test_publisher_service import Rig, bank, run
 
@@ -125,3 +126,50 @@ def test_names_file_unreadable_is_ignored(tmp_path):
     assert store.get("x", "default") == "default"
     store.put("x", "kept")
     assert identity.NameStore(str(path)).get("x", "default") == "kept"
+
+
+def test_a_pack_keeps_its_device_instance_by_serial_when_recabled(tmp_path, dbus_address):
+    """Issue 12: a pack's identity follows its BMS's serial number, not the port:address."""
+    from bmsbank.schema import TOPIC_STATE
+    from tests.factories import state_msg
+    from tests.test_pack_services import packs
+    from tests.test_pack_services import until as pack_until
+    from tests.test_publisher_service import NAME
+
+    at_1, at_2 = f"{NAME}_usb0_1", f"{NAME}_usb0_2"
+    by_serial = f"/Settings/Devices/{UID}_sn_SN_42/ClassAndVrmInstance"
+
+    async def scenario():
+        settings = await SettingsStandIn(dbus_address).start()
+        try:
+            async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+                feed = [(b"bank", bank(packs=packs(True, True))),
+                        (TOPIC_STATE, state_msg("usb0", 1, serial="SN-42")),
+                        (TOPIC_STATE, state_msg("usb0", 2, seq=1))]  # fmt: skip
+                await pack_until(rig, at_2, "/Connected", Variant("i", 1), feed)
+                await pack_until(rig, at_1, "/Serial", Variant("s", "SN-42"), feed)
+                first = settings.values[by_serial]
+                assert f"/Settings/Devices/{UID}_usb0_2/ClassAndVrmInstance" in settings.values
+                reply = await rig.client.bus.call(Message(
+                    destination=at_1, path="/CustomName", interface=IFACE, member="SetValue",
+                    signature="v", body=[Variant("s", "Pack by the door")]))  # fmt: skip
+                assert reply.body[0] == 0
+                await until(lambda: settings.values.get(by_serial.replace(
+                    "ClassAndVrmInstance", "CustomName")) == "Pack by the door")  # fmt: skip
+            # re-cabled: the same BMS now answers as usb0:2, and nothing is at usb0:1
+            async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+                feed = [(b"bank", bank(packs=packs(False, True))),
+                        (TOPIC_STATE, state_msg("usb0", 2, serial="SN-42"))]  # fmt: skip
+                await pack_until(rig, at_2, "/Serial", Variant("s", "SN-42"), feed)
+                instance = (await rig.client.bus.call(Message(
+                    destination=at_2, path="/DeviceInstance", interface=IFACE,
+                    member="GetValue"))).body[0].value  # fmt: skip
+                assert f"battery:{instance}" == first
+                name = (await rig.client.bus.call(Message(
+                    destination=at_2, path="/CustomName", interface=IFACE,
+                    member="GetValue"))).body[0].value  # fmt: skip
+                assert name == "Pack by the door"
+        finally:
+            settings.stop()
+
+    run(scenario(), timeout=40)

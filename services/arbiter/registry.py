@@ -30,6 +30,7 @@ from typing import Any
 from bmsbank.errors import MessageError
 from bmsbank.plausibility import PackBounds, implausible
 from bmsbank.schema import ALARM, validate_state
+from bmsbank.services.arbiter.serials import SerialWatch
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class PackRegistry:
         self.last_rejection = ""  #: why the latest rejected state was rejected
         self.held = 0  #: states held for confirmation so far (none of them rejected yet)
         self.counters = Counters()
+        self.serials = SerialWatch()  #: warns once on a duplicate or changed serial number
         #: per pack, per poller run (epoch): [last sequence accepted, arbiter time of it]
         self._runs: dict[str, OrderedDict[int, list[float]]] = {}
         #: per port: (poller run, its last sequence) for counting what was lost
@@ -200,6 +202,8 @@ class PackRegistry:
         if not entry.online:
             log.info("[%s] online", pid)
         entry.state, entry.seen, entry.online = state, now, True
+        if state["serial"]:
+            self.serials.see(pid, state["serial"])
         return entry
 
     def _confirmed(self, entry: PackEntry, state: dict[str, Any]) -> bool:

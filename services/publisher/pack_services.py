@@ -12,8 +12,12 @@ Per-pack switches (charge, discharge, balancing off; SoC reset) are written on t
 and carried out through the control channel: see :mod:`pack_controls`.
 
 Each service has its own D-Bus connection (Venus maps a connection's unique name to one service)
-and claims its own DeviceInstance as ``<bank unique id>_<pack>``; without a settings service pack
-``k`` of the configured bank (from 0) takes ``[dbus] device_instance + 1 + k``.
+and claims its own DeviceInstance. Its unique id follows the BMS, not the cable: a pack whose first
+state carries a serial number is ``<bank unique id>_sn_<serial>``, so a pack moved to another port
+or address keeps its DeviceInstance, custom name and VRM history; a pack without one (or whose
+serial another pack already uses: the arbiter warns about that) is ``<bank unique id>_<pack>``.
+Without a settings service pack ``k`` of the configured bank (from 0) takes ``[dbus]
+device_instance + 1 + k``.
 """
 
 from __future__ import annotations
@@ -42,14 +46,15 @@ class PackService:
 
     def __init__(
         self, config: Config, pack: str, index: int, state: Mapping[str, Any],
-        names: NameStore, dbus_address: str | None, requester: Requester,
+        names: NameStore, dbus_address: str | None, requester: Requester, serial: str = "",
     ) -> None:  # fmt: skip
         self.pack = pack
         self.state: Mapping[str, Any] = state
         self.online = True
         self.cells = len(state["cells"])
         self.sensors = len(state["temperatures"])
-        uid = f"{paths.unique_id(config)}_{bus_element(pack)}"
+        self.serial = serial  #: the serial number its identity follows ("": the pack id)
+        uid = f"{paths.unique_id(config)}_{bus_element(f'sn_{serial}' if serial else pack)}"
         name = f"{config.bank.name} {pack}"
         self.ve = VeService(dbus_address, f"{config.dbus.service}_{bus_element(pack)}")
         fallback = Identity(uid, min(1023, config.dbus.device_instance + 1 + index), name)
@@ -77,7 +82,7 @@ class PackService:
             "/FirmwareVersion": __version__,
             "/HardwareVersion": str(self.state.get("hardware") or self.state["bms"]),
             "/CustomName": self.keeper.identity.custom_name,
-            "/Serial": self.keeper.identity.unique_id,
+            "/Serial": self.serial or self.keeper.identity.unique_id,
         }
 
     def values(self) -> dict[str, Any]:
@@ -111,8 +116,11 @@ class PackServices:
         if service is None:
             if pack not in self.order:
                 self.order.append(pack)
+            serial = state.get("serial") or ""
+            if any(s.serial == serial for s in self.services.values()):
+                serial = ""  # two packs, one id: each keeps its own identity by pack id
             service = PackService(self.config, pack, self.order.index(pack), state, self.names,
-                                  self.dbus_address, self.request)  # fmt: skip
+                                  self.dbus_address, self.request, serial)  # fmt: skip
             service.online = self._online.get(pack, True)
             self.services[pack] = service
             self._wake.set()
