@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any
 
 from bmsbank import config as configuration
@@ -239,6 +240,39 @@ def cmd_ports(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Find the BMSs answering on a serial port; print them as a ready ``[[ports]]`` block."""
+    from bmsbank.services.poller import plugins, scan
+
+    try:
+        addresses = scan.parse_addresses(args.addresses) if args.addresses else None
+        families = args.bms.split(",") if args.bms else None
+        for name in families or ():
+            plugins.info(name)
+    except (ValueError, KeyError) as exc:
+        print(f"{PROG}: scan: {exc.args[0]}", file=sys.stderr)
+        return 2
+    show = sys.stderr.isatty() and not args.quiet
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"\r\033[K{line}" if show else line, end="" if show else "\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    started = time.monotonic()
+    found = scan.scan(args.device, addresses, families, progress)
+    if show:
+        print("\r\033[K", end="", file=sys.stderr)
+    took = time.monotonic() - started
+    if not found:
+        print(f"{PROG}: scan: no BMS answered on {args.device} ({took:.1f} s)", file=sys.stderr)
+        return 1
+    name = args.name or os.path.basename(args.device).replace("usb-", "")[:32] or "port"
+    print(scan.ports_block(name, args.device, found))
+    print(f"{PROG}: scan: {len(found)} found in {took:.1f} s", file=sys.stderr)
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """Make a CURVE key pair for the arbiter or a remote poller."""
     from bmsbank.curve import make_keys
@@ -330,6 +364,22 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("ports", help="the USB serial adapters and which port uses which")
     u.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
     u.set_defaults(func=cmd_ports)
+    n = sub.add_parser(
+        "scan",
+        help="find the BMSs on a serial port, print a ready [[ports]] block",
+        description="Ask every serial family's identification request (reads only) at its own "
+        "speed and parity, most common first. Without --addresses: each family at its default "
+        "address, stopping at the first that answers. With --addresses: every family that "
+        "shares a bus at every address. Exit code 0: found; 1: nothing answered or the port is "
+        "busy (a running poller holds it); 2: usage error.",
+    )  # fmt: skip
+    n.add_argument("device", help="serial device, e.g. /dev/serial/by-id/usb-FTDI_...-port0")
+    n.add_argument("--addresses", metavar="RANGE",
+                   help="addresses to sweep, e.g. 1-16 or 1,3,0x30-0x3f")  # fmt: skip
+    n.add_argument("--bms", metavar="FAMILY[,FAMILY]", help="try only these families")
+    n.add_argument("--name", help="the port name to print (default: from the device)")
+    n.add_argument("--quiet", action="store_true", help="no progress line")
+    n.set_defaults(func=cmd_scan)
     y = sub.add_parser("keys", help="make a CURVE key pair (remote pollers, see README)")
     y.add_argument("directory", help="where to write NAME.key and NAME.key_secret")
     y.add_argument("name", help="whose keys: arbiter, or the remote poller's name")

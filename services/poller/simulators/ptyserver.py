@@ -2,7 +2,9 @@
 
 The server owns a pty pair and a symlink to its slave side (a stable path, like a by-id device).
 Whatever the poller writes reaches :meth:`BusSimulator.feed`; replies go back after the time they
-would take on a real wire at the protocol's baud rate (a pty itself ignores baud rate).
+would take on a real wire at the protocol's baud rate (a pty itself ignores baud rate), in pieces
+of at most :data:`USB_PACKET` bytes as a USB serial adapter delivers them: a long reply begins to
+arrive before it has ended, as on a real port.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class BusSimulator(Protocol):
     def feed(self, data: bytes) -> list[bytes]:
         """Take bytes written by the poller; return the replies to send, in order."""
         ...
+
+
+#: bytes a USB full-speed serial adapter hands over at a time (FTDI: 64-byte packets, 2 of status)
+USB_PACKET = 62
 
 
 def wire_time(nbytes: int, baudrate: int) -> float:
@@ -139,12 +145,16 @@ class PtyServer:
         return reply
 
     def _send(self, reply: bytes) -> None:
-        if self.model_wire:
-            time.sleep(wire_time(len(reply), self.sim.baudrate))
-        try:
-            os.write(self.master, reply)
-        except OSError as exc:
-            log.debug("pty write failed: %s", exc)
+        pieces = [reply] if not self.model_wire else [
+            reply[k : k + USB_PACKET] for k in range(0, len(reply), USB_PACKET)]  # fmt: skip
+        for piece in pieces:
+            if self.model_wire:
+                time.sleep(wire_time(len(piece), self.sim.baudrate))
+            try:
+                os.write(self.master, piece)
+            except OSError as exc:
+                log.debug("pty write failed: %s", exc)
+                return
 
     def _write_snapshot(self) -> None:
         if not self.snapshot_path:
