@@ -33,6 +33,10 @@ ENV_CONFIG = "BMSBANK_CONFIG"
 ENV_RUNTIME_DIR = "BMSBANK_RUNTIME_DIR"
 DEFAULT_CONFIG = "/etc/bmsbank/bmsbank.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+#: ``bms = "auto"``: the poller scans the port at start and polls the family that answers
+AUTO = "auto"
+#: the address an "auto" port's pack has when none is configured (most single-BMS families' own)
+AUTO_ADDRESS = 1
 REMOTE_PACK_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}:(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])$")
 #: chemistries the cell-voltage defaults are made for
 CHEMISTRIES = ("LiFePO4",)
@@ -446,7 +450,7 @@ class PortConfig:
     device: str = _spec(
         "", "a device path or pyserial URL (/dev/serial/by-id/... recommended)", bool
     )
-    bms: str = _spec("", "a BMS plugin name")
+    bms: str = _spec("", 'a BMS family name, or "auto" (scan the port at start)')
     addresses: list = _spec(
         [],
         "a list of integer pack addresses on this port (empty = the BMS default)",
@@ -696,11 +700,13 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
         problems.add(where, f"a [[ports]] table, got {_shown(section)}")
         return None
     before = problems.count()
-    families = plugins.families()
+    families = [*plugins.families(), AUTO]
     bms = section.get("bms")
     family = None
-    if isinstance(bms, str) and bms in families:
+    if isinstance(bms, str) and bms in plugins.families():
         family = plugins.info(bms)
+    elif bms == AUTO:
+        pass  # the poller scans at start (see the README); no family options then
     elif bms is None:
         problems.add(f"{where}.bms", f"one of {', '.join(families)} (required)")
     elif isinstance(bms, str) and control_char(bms) is None:
@@ -713,9 +719,9 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
     common = {k: v for k, v in section.items() if k in own and k != "bms"}  # bms: checked above
     port = _typed(PortConfig, common, where, problems)
     options: dict[str, Any] = {}
-    if family is not None:
+    if family is not None or bms == AUTO:
         known = [f.name for f in fields(PortConfig) if f.name in own]
-        known += [o.name for o in family.options]
+        known += [o.name for o in family.options] if family is not None else []
         given = {}
         for key, value in section.items():
             if key in own:
@@ -723,6 +729,8 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
             name = f"{where}.{_key(key)}"
             bad = _bad_text(value)
             try:
+                if family is None:
+                    raise KeyError(key)  # "auto": which options apply is known after the scan
                 family.option_values({key: value})
             except KeyError:
                 problems.add(name, _unknown(key, known))
@@ -731,7 +739,7 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
                 problems.add(name, _no_control(bad, value) if bad else exc.args[1])
                 continue
             given[key] = value
-        options = family.option_values(given)
+        options = family.option_values(given) if family is not None else {}
     for key in ("name", "device"):
         if key not in section:
             expected = PortConfig.__dataclass_fields__[key].metadata["expected"]
@@ -747,6 +755,11 @@ def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
             )
         elif len(addresses) > 1 and not family.multidrop:
             problems.add(f"{where}.addresses", f"a single address: {bms} cannot share a bus")
+        port = PortConfig(**{**port.__dict__, "addresses": addresses})
+    elif bms == AUTO and not problems.failed(f"{where}.addresses"):
+        addresses = list(port.addresses) or [AUTO_ADDRESS]
+        if len(set(addresses)) != len(addresses):
+            problems.add(f"{where}.addresses", f"distinct addresses, got {_shown(port.addresses)}")
         port = PortConfig(**{**port.__dict__, "addresses": addresses})
     if problems.count() > before:
         return None

@@ -120,3 +120,57 @@ def test_address_ranges(text, addresses):
 def test_bad_address_ranges_say_what_is_wrong(bad):
     with pytest.raises(ValueError, match="addresses"):
         parse_addresses(bad)
+
+
+def test_an_auto_port_scans_at_start_then_polls_what_answered(served, tmp_path, caplog,
+                                                             monkeypatch):
+    """``bms = "auto"``: the poller finds the Daly board, logs it and sends Daly states."""
+    import logging
+    import threading
+
+    from bmsbank.config import load
+    from bmsbank.services.poller import service
+
+    server = served(create("daly", {1: BatteryModel(cells=4, current=2.5)}))
+    path = tmp_path / "bmsbank.toml"
+    path.write_text(f'runtime_dir = "{tmp_path}"\n[[ports]]\nname = "van"\n'
+                    f'device = "{server.device}"\nbms = "auto"\ninterval = 0.2\n')  # fmt: skip
+    config = load(str(path))
+    assert config.port("van").addresses == [1] and config.pack_ids() == ["van:1"]
+    sent: list[dict] = []
+    stop = threading.Event()
+    real_sender = service.zmq_sender
+
+    def sender(cfg, context):
+        sock, _ = real_sender(cfg, context)
+
+        def send(msg):
+            sent.append(msg)
+            if len(sent) >= 2:
+                stop.set()
+
+        return sock, send
+
+    monkeypatch.setattr(service, "zmq_sender", sender)  # the states, straight to this test
+    with caplog.at_level(logging.INFO):
+        thread = threading.Thread(target=service.run, args=(config, "van", stop.is_set))
+        thread.start()
+        thread.join(30)
+    stop.set()
+    assert not thread.is_alive()
+    assert [(s["bms"], s["pack"], len(s["cells"])) for s in sent[:2]] == [("daly", "van:1", 4)] * 2
+    assert sent[0]["current"] == pytest.approx(2.5, abs=0.1)
+    assert any("bms = auto: found daly at address 1 (4 cells" in m for m in caplog.messages)
+
+
+def test_an_auto_port_takes_no_family_options(tmp_path):
+    from bmsbank.config import load
+    from bmsbank.errors import ConfigError
+
+    path = tmp_path / "bmsbank.toml"
+    path.write_text('[[ports]]\nname = "van"\ndevice = "/dev/ttyUSB0"\nbms = "auto"\n'
+                    "invert_current = true\naddresses = [2, 2]\n")  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        load(str(path))
+    text = str(err.value)
+    assert "ports[0].invert_current" in text and "ports[0].addresses" in text

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import zmq
 
-from bmsbank.config import Config
+from bmsbank.config import AUTO, Config
 from bmsbank.curve import RemoteListener
 from bmsbank.errors import MessageError
 from bmsbank.schema import MAX_STATE_BYTES, TOPIC_BANK, TOPIC_STATE, pack, unpack
@@ -68,7 +68,8 @@ class Arbiter:
         self.config = config
         self.context = context or zmq.Context.instance()
         now = time.monotonic()
-        families = {f"{p.name}:{a}": p.bms for p in config.ports for a in p.addresses}
+        families = {f"{p.name}:{a}": "" if p.bms == AUTO else p.bms  # "auto": any family
+                    for p in config.ports for a in p.addresses}  # fmt: skip
         self.engine = BankEngine(config.bank, config.topology(), families=families)
         self.registry = self.engine.registry
         self.bank = BankComputer(self.engine, config.bank.name, now)

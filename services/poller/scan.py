@@ -26,9 +26,10 @@ import os
 import termios
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from bmsbank.config import PortConfig
 from bmsbank.errors import BmsBankError, FrameError, LinkTimeout, TransportError
 from bmsbank.native.spec import ModbusRtu
 from bmsbank.plausibility import default_bounds, implausible
@@ -46,6 +47,8 @@ FIRST_BYTE = 0.12
 #: most common first (what users of the incumbent driver report most); the rest follow by name
 COMMON_FIRST = ("jkbms", "jbd", "daly", "jkpb", "seplos", "seplosv3", "ant", "renogy", "eg4_ll",
                 "eg4_lifepower", "pace", "daren_485", "heltecmodbus", "felicity")  # fmt: skip
+#: seconds between two scans of an "auto" port while nothing answers
+RETRY = 30.0
 #: links a scan cannot reach through a serial port
 NOT_SERIAL = ("SPI", "BLE", "CAN")
 
@@ -295,19 +298,39 @@ def ports_block(name: str, device: str, found: Sequence[Found]) -> str:
     return "\n\n".join(blocks)
 
 
-def wait_for(device: str, addresses: Sequence[int] | None, retry: float,
-             stop: Callable[[], bool]) -> list[Found]:  # fmt: skip
-    """Scan until something answers (``bms = "auto"``: the BMS may still be off); [] if stopped."""
+def resolve_auto(
+    port: PortConfig, stop: Callable[[], bool], retry: float = RETRY
+) -> PortConfig | None:
+    """``bms = "auto"``: scan ``port`` until a BMS answers; the port as if configured for it.
+
+    The port's addresses are swept for families that share a bus (the others answer at their
+    own nominal address); the family found first is polled at the port's addresses. Scans again
+    every ``retry`` seconds while nothing answers (the BMS may be off or asleep).
+
+    Returns:
+        The port with ``bms`` set to the family found, or None when ``stop()`` came first.
+
+    """
     while not stop():
         try:
-            found = scan(device, addresses)
+            found = scan(port.device, port.addresses)
         except TransportError as exc:
-            log.warning("scan of %s: %s; retrying in %.0f s", device, exc, retry)
+            log.warning("[%s] scan: %s; again in %.0f s", port.name, exc, retry)
             found = []
         if found:
-            return found
-        log.warning("scan of %s: no BMS answered; retrying in %.0f s", device, retry)
+            first = found[0]
+            log.info("[%s] bms = auto: found %s", port.name, "; ".join(
+                f"{f.family} at address {f.address} ({f.cells} cells"
+                + (f", serial {f.serial}" if f.serial else "") + ")" for f in found))  # fmt: skip
+            others = sorted({f.family for f in found} - {first.family})
+            if others:
+                log.warning("[%s] polling %s only: a port polls one family (%s also answered)",
+                            port.name, first.family, ", ".join(others))  # fmt: skip
+            return replace(port, bms=first.family, baudrate=port.baudrate or first.baudrate)
+        log.warning("[%s] bms = auto: no BMS answered on %s at address(es) %s; again in %.0f s "
+                    "(bmsbank scan %s --addresses 0-255 sweeps every address)", port.name,
+                    port.device, port.addresses, retry, port.device)  # fmt: skip
         deadline = time.monotonic() + retry
         while time.monotonic() < deadline and not stop():
             time.sleep(0.2)
-    return []
+    return None

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 
 from bmsbank import plausibility
-from bmsbank.config import Config, PortConfig
+from bmsbank.config import AUTO, Config, PortConfig
 from bmsbank.curve import client_keys
 from bmsbank.errors import ControlError, FrameError, LinkTimeout, MessageError, TransportError
 from bmsbank.logs import ChangeLog
@@ -335,6 +335,13 @@ def run(
     from bmsbank.services.poller.control import HELLO_INTERVAL, PollerControl
 
     port = config.port(port_name)
+    if port.bms == AUTO:
+        from bmsbank.services.poller.scan import resolve_auto
+
+        found = resolve_auto(port, stop)
+        if found is None:
+            return  # stopped while scanning
+        port = found
     context: zmq.Context = zmq.Context.instance()
     sock, send = zmq_sender(config, context)
     poller = Poller(port, send, bounds=plausibility.bounds(config.bank, config.topology()))
