@@ -196,7 +196,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.can is not None and args.can != "none" and not all(args.can.partition(":")[::2]):
         return runtime.fail(PROG, f"--can: expected INTERFACE:CHANNEL or none, got {args.can!r}")
     rundir = args.runtime_dir and os.path.abspath(args.runtime_dir)  # config wants it absolute
-    return demo.run(args.duration, args.can, rundir, args.keep)
+    return demo.run(args.duration, args.can, rundir, args.keep, args.profile)
 
 
 def cmd_supervisor_config(args: argparse.Namespace) -> int:
@@ -318,6 +318,9 @@ def parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--runtime-dir", help="directory for sockets, ptys and logs (default: temp)")
     d.add_argument("--keep", action="store_true", help="keep the runtime directory afterwards")
+    d.add_argument("--profile", choices=["default", "all"], default="default",
+                   help="default: eleven packs of five families; all: one pack of every serial "
+                        "family (a 12 V bank of 4-cell packs)")  # fmt: skip
     d.set_defaults(func=cmd_demo)
 
     for name, func, text in (

@@ -1,8 +1,10 @@
 """``bmsbank demo``: the whole stack with simulated packs, no hardware needed.
 
-Eleven packs: two JBD packs on their own ports and four RS485 buses (three JK PB packs, two Daly
-boards, two Seplos v3 packs, two Seplos v2 packs), each port a simulator on a pseudo-terminal;
-pollers, arbiter and publisher under a real supervisord; a private dbus-daemon (unless
+The default profile: eleven 16-cell packs, two JBD packs on their own ports and four RS485 buses
+(three JK PB packs, two Daly boards, two Seplos v3 packs, two Seplos v2 packs). The ``all``
+profile: one pack of every serial BMS family, each on its own port, as a 12 V bank of 4-cell
+packs (HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal; pollers,
+arbiter and publisher run under a real supervisord; a private dbus-daemon (unless
 ``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end is
 printed. Everything lives in one runtime directory and stops with the demo.
 """
@@ -19,6 +21,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import zmq
 
@@ -27,15 +30,51 @@ from bmsbank import runtime, view
 from bmsbank.schema import TOPIC_BANK, unpack
 from bmsbank.supervisor import Program, render, service_programs
 
-#: (port name, bms, addresses, per-pack currents [A], SoCs [%], imbalance [V])
+
+class DemoPort(NamedTuple):
+    """One simulated port of the demo."""
+
+    name: str
+    bms: str
+    addresses: list[int]
+    currents: list[float]  #: A per pack (+ = charge)
+    socs: list[float]  #: % per pack
+    imbalance: list[float]  #: V across the cells, per pack
+    cells: int = 16
+
+
 DEMO_PORTS = (
-    ("jbd1", "jbd", [1], [6.0], [55.0], [0.004]),
-    ("jbd2", "jbd", [1], [-3.5], [72.0], [0.012]),
-    ("jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0], [0.006, 0.020, 0.010]),
-    ("dalybus", "daly", [1, 2], [3.0, -2.0], [57.0, 63.0], [0.008, 0.015]),
-    ("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
-    ("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
+    DemoPort("jbd1", "jbd", [1], [6.0], [55.0], [0.004]),
+    DemoPort("jbd2", "jbd", [1], [-3.5], [72.0], [0.012]),
+    DemoPort("jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0],
+             [0.006, 0.020, 0.010]),  # fmt: skip
+    DemoPort("dalybus", "daly", [1, 2], [3.0, -2.0], [57.0, 63.0], [0.008, 0.015]),
+    DemoPort("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
+    DemoPort("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
 )
+PROFILES = ("default", "all")
+
+
+def profile_ports(profile: str) -> tuple[DemoPort, ...]:
+    """The ports of demo ``profile``: "default" (the mix above) or "all" (every serial family).
+
+    Raises:
+        ValueError: no such profile.
+
+    """
+    if profile == "default":
+        return DEMO_PORTS
+    if profile != "all":
+        raise ValueError(f"unknown demo profile {profile!r}; known: {', '.join(PROFILES)}")
+    from bmsbank.services.poller import plugins
+    from bmsbank.services.poller.scan import serial_families
+
+    ports = []
+    for k, family in enumerate(sorted(serial_families())):
+        current = (2.0, -1.5, 1.0, 3.0, -0.5)[k % 5]  # some charge, some discharge: they differ
+        ports.append(DemoPort(family, family, [plugins.info(family).default_address], [current],
+                              [55.0 + k % 7 * 2], [0.003 + k % 4 * 0.002], cells=4))  # fmt: skip
+    return tuple(ports)
 #: ports polled by a process of their own (poller-<name>, restarted alone); the others share
 #: the process poller-shared, as an installation's ports do by default
 DEMO_OWN_PROCESS = frozenset({"jkbus"})
@@ -77,7 +116,7 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def _demo_config(rundir: str, can: str) -> str:
+def _demo_config(rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozenset[str]) -> str:
     """The demo's bmsbank.toml: its ports, D-Bus on, CAN as asked."""
     interface, _, channel = can.partition(":")
     lines = [
@@ -89,10 +128,10 @@ def _demo_config(rundir: str, can: str) -> str:
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}",
                   f"energy_file = {_toml_str(rundir + '/energy.json')}"]  # fmt: skip
-    for name, bms, addresses, *_ in DEMO_PORTS:
+    for name, bms, addresses, *_ in ports:
         lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(_link(rundir, name))}",
                   f'bms = "{bms}"', f"addresses = {addresses}"]  # fmt: skip
-        if name in DEMO_OWN_PROCESS:
+        if name in own:
             lines.append(f'process = "{name}"')
     return "\n".join(lines) + "\n"
 
@@ -101,23 +140,25 @@ def _link(rundir: str, port: str) -> str:
     return f"{rundir}/tty-{port}"
 
 
-def _simulators(rundir: str, python: str) -> list[Program]:
+def _simulators(rundir: str, python: str, ports: tuple[DemoPort, ...]) -> list[Program]:
     """One simulator program per demo port, each writing its packs' true values to a file."""
     return [
-        Program(f"sim-{name}", [
-            python, "-m", "bmsbank.services.poller.simulators", "--bms", bms,
-            "--link", _link(rundir, name), "--addresses", ",".join(map(str, addresses)),
+        Program(f"sim-{p.name}", [
+            python, "-m", "bmsbank.services.poller.simulators", "--bms", p.bms,
+            "--link", _link(rundir, p.name), "--addresses", ",".join(map(str, p.addresses)),
             # "=" joins values that start with a minus sign (a discharge) to their option
-            "--current=" + ",".join(map(str, currents)), "--soc=" + ",".join(map(str, socs)),
-            "--imbalance=" + ",".join(map(str, imbalance)),
-            "--snapshot", f"{rundir}/sim-{name}.json",
+            "--current=" + ",".join(map(str, p.currents)), "--soc=" + ",".join(map(str, p.socs)),
+            "--imbalance=" + ",".join(map(str, p.imbalance)), "--cells", str(p.cells),
+            "--snapshot", f"{rundir}/sim-{p.name}.json",
         ], priority=5)
-        for name, bms, addresses, currents, socs, imbalance in DEMO_PORTS
+        for p in ports
     ]  # fmt: skip
 
 
-def plan(rundir: str, can: str | None) -> DemoPlan:
+def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     """Write the demo's config files into ``rundir`` and return where things are."""
+    ports = profile_ports(profile)
+    own = DEMO_OWN_PROCESS if profile == "default" else frozenset()
     python = sys.executable
     logdir = os.path.join(rundir, "log")
     os.makedirs(rundir, mode=0o700, exist_ok=True)  # a new one: this user's only
@@ -128,9 +169,9 @@ def plan(rundir: str, can: str | None) -> DemoPlan:
     can = can or f"slcan:{rundir}/can-bms"
     config_path = f"{rundir}/bmsbank.toml"
     with open(config_path, "w", encoding="utf-8") as fh:
-        fh.write(_demo_config(rundir, can))
+        fh.write(_demo_config(rundir, can, ports, own))
     config = configuration.load(config_path)
-    programs = _simulators(rundir, python)
+    programs = _simulators(rundir, python, ports)
     if not env_bus:
         with open(f"{rundir}/dbus.conf", "w", encoding="utf-8") as fh:
             fh.write(PRIVATE_BUS_CONF.format(sock=f"{rundir}/dbus.sock"))
@@ -164,18 +205,24 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def run(duration: float | None, can: str | None, rundir: str | None, keep: bool) -> int:
-    """Run the demo until ``duration`` seconds pass or Ctrl-C; return the exit code."""
+def run(
+    duration: float | None, can: str | None, rundir: str | None, keep: bool,
+    profile: str = "default",
+) -> int:  # fmt: skip
+    """Run the demo until ``duration`` seconds pass or Ctrl-C; return the exit code.
+
+    ``profile``: which packs (see :func:`profile_ports`).
+    """
     made_dir = rundir is None
     rundir = rundir or tempfile.mkdtemp(prefix="bmsbank-demo-")
     try:
-        p = plan(rundir, can)
+        p = plan(rundir, can, profile)
     except Exception:
         if made_dir:
             shutil.rmtree(rundir, ignore_errors=True)
         raise
     out = sys.stdout
-    out.write(f"bmsbank demo: runtime dir {p.rundir}\n")
+    out.write(f"bmsbank demo ({profile} profile): runtime dir {p.rundir}\n")
     out.write(
         f"  D-Bus : {p.dbus_address}  service com.victronenergy.battery.bmsbank"
         f"{' (private bus)' if p.own_bus else ''}\n"

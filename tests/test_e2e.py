@@ -21,7 +21,7 @@ import zmq
 from dbus_fast import BusType, Message, MessageType, Variant  # noqa: F401
 from dbus_fast.aio import MessageBus
 
-from bmsbank.demo import DEMO_PORTS
+from bmsbank.demo import DEMO_PORTS, profile_ports
 from bmsbank.schema import TOPIC_BANK, unpack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -45,13 +45,14 @@ STALE_AFTER = 10.0  # the demo's default
 class Demo:
     """A running ``bmsbank demo`` and handles on its parts."""
 
-    def __init__(self, rundir: str) -> None:
+    def __init__(self, rundir: str, profile: str = "default") -> None:
         self.rundir = rundir
+        self.ports = profile_ports(profile)
         env = dict(os.environ)
         env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bmsbank.cli", "demo", "--runtime-dir", rundir,
-             "--duration", "600"],
+             "--duration", "600", "--profile", profile],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )  # fmt: skip
         # read the demo's output all along: a full pipe would block the demo's prints
@@ -80,7 +81,7 @@ class Demo:
     def truth(self) -> dict[str, dict]:
         """The simulators' true pack values, by pack id."""
         out = {}
-        for name, *_ in DEMO_PORTS:
+        for name, *_ in self.ports:
             with open(f"{self.rundir}/sim-{name}.json", encoding="utf-8") as fh:
                 for addr, values in json.load(fh)["packs"].items():
                     out[f"{name}:{addr}"] = values
