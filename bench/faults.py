@@ -30,7 +30,14 @@ from array import array
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FAMILIES = ("jbd", "jkpb", "jkbms", "daly", "seplos", "seplosv3")
+
+
+def families() -> list[str]:
+    """Every family a serial port reaches (the ones fuzzed by default)."""
+    sys.path.insert(0, os.path.dirname(HERE))
+    from bmsbank.services.poller.scan import serial_families
+
+    return sorted(serial_families())
 
 
 def _child(family: str, count: int, seed: int, digests: str, pure: bool) -> subprocess.Popen:
@@ -139,7 +146,7 @@ def main() -> int:
     p.add_argument("--part", choices=("fuzz", "poison", "kill", "all"), default="all")
     p.add_argument("--replies", type=int, default=1_000_000, help="per family, compiled")
     p.add_argument("--twin-replies", type=int, default=500_000, help="per family, twin")
-    p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--families", default=",".join(families()), help="default: every serial one")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--minutes", type=float, default=10.0, help="kill part's duration")
     p.add_argument("--kill-every", type=float, default=10.0, help="s between kills")
