@@ -33,12 +33,16 @@ def test_metadata_loads_no_codec_and_no_poller_code():
 
 def test_readme_family_table_matches_the_metadata():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = r"^\| `(\w+)` \|[^|]+\|([^|]+)\| (\d+) \|([^|]+)\|([^|]*)\|([^|]*)\|$"
+    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) 8([NEO])1 \|([^|]+)\|"
+           r"([^|]*)\|([^|]*)\|$")  # fmt: skip
     rows = re.findall(row, text, re.MULTILINE)
     assert {r[0] for r in rows} == set(plugins.families())
-    for name, link, baud, bus, controls, options in rows:
+    for name, source, link, baud, parity, bus, controls, options in rows:
         info = plugins.info(name)
-        assert int(baud) == info.baudrate and link.strip() in info.link, name
+        assert source == f"services/poller/plugins/{name}/family.py", name
+        assert (ROOT / source).is_file(), source
+        assert int(baud) == info.baudrate and parity == info.parity, name
+        assert link.strip() in info.link, name
         first, last = info.addresses[0], info.addresses[-1]
         assert bus.strip().startswith("yes") == info.multidrop, name
         if info.multidrop:
