@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import pytest
 
+from bmsbank.config import parse
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import FRAME, NONE, PARTIAL, AsciiHex
 from bmsbank.schema import validate_state
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import Plugin
 from bmsbank.services.poller.plugins.daren_485.family import frame
+from bmsbank.services.poller.service import Poller
 from bmsbank.services.poller.simulators.battery import BatteryModel
+from bmsbank.services.poller.simulators.ptyserver import PtyServer
 from bmsbank.state import make_state
 from tests.plugin_contract import Captured, MultidropContract, extract_all, poll
 from tests.test_daren_485 import CAPTURED as DAREN
@@ -114,14 +117,18 @@ def test_reply_with_a_cid1_of_no_ks48100_request_is_unexpected(plugin: Plugin, c
     assert err.value.kind == "unexpected"
 
 
-def test_reply_with_the_request_soi_is_not_a_frame(plugin: Plugin) -> None:
-    raw = b">" + CAPTURED[0].raw[1:]  # a reply is read starting with "~" only
-    frames, errors, stats = extract_all(plugin, raw)
-    assert not frames and not errors and stats.noise_bytes == len(raw)  # no "~": noise
+def test_a_reply_may_start_with_either_byte(plugin: Plugin) -> None:
+    tilde = CAPTURED[0].raw
+    angle = b">" + tilde[1:]
+    frames, errors, stats = extract_all(plugin, b"\x00" + angle + tilde)
+    assert frames == [angle, tilde] and not errors and stats.noise_bytes == 1
+    assert plugin.parse(angle, R42.encode(), 1) == plugin.parse(tilde, R42.encode(), 1)
+    daren = plugins.load("daren_485")  # Daren replies start with "~" only
+    assert extract_all(daren, angle)[0] == []
 
 
 def test_request_framing_finds_gt_requests_in_both_implementations(frames_impls) -> None:
-    """The toolkit's AsciiHex framer takes another SOI as it is: no change was needed for ``>``."""
+    """The simulator's request framing: ``>`` starts a request, ``~`` (a Daren request) does not."""
     stream = b"\x00~22014A42E00201FD28\r" + R42.encode() + b">2201" + RB3.encode()
     results = []
     for impl in frames_impls:
@@ -172,3 +179,26 @@ def test_daren_and_ks48100_packs_share_one_bus() -> None:
         assert state["soc"] == pytest.approx(models[address].soc)
         for q in plugin.queries(silent):
             assert Bus().feed(q.request) == []
+
+
+def test_poller_reads_a_pack_on_a_pty(tmp_path) -> None:
+    model = BatteryModel(cells=16, soc=55.0, current=-20.0, temperatures=[18.0, 19.0, 20.0])
+    server = PtyServer(
+        simulators.create("ks48100", {3: model}), link=str(tmp_path / "tty"), model_wire=True
+    ).start()
+    try:
+        port = parse(
+            {"ports": [{"name": "p", "device": server.device, "bms": "ks48100", "addresses": [3]}]},
+            "test",
+        ).ports[0]
+        sent: list[dict] = []
+        poller = Poller(port, sent.append)
+        poller.poll_once()
+        poller.close()
+    finally:
+        server.stop()
+    (state,) = sent
+    validate_state(state)
+    assert state["current"] == pytest.approx(-20.0) and state["soc"] == pytest.approx(55.0)
+    assert state["temperatures"] == pytest.approx(model.temperatures)
+    assert state["serial"] == "KS48100-0003" and state["link"]["timeout"] == 0

@@ -22,8 +22,9 @@ INFO = FamilyInfo(
     title="Daren 485",
     link="RS485",
     # The BASEN document allows 9600 or 19200; m0n5t3r/esphome-daren-bms, the Tian Power notes
-    # and dbus-serialbattery's first try run at 9600, the DR-JC03 manual and cpttinkering's packs
-    # at 19200: set [[ports]] baudrate = 19200 for those.
+    # and dbus-serialbattery's first try (issue #262) run at 9600; the 48 V pack manual in
+    # cpttinkering/daren-485 Docs/ and cpttinkering's DR-JC03 packs run at 19200: set
+    # [[ports]] baudrate = 19200 for those.
     baudrate=9600,
     multidrop=True,
     addresses=ADDRESSES,

@@ -6,7 +6,7 @@ request CID2 is the service, in a reply the RTN code (0 = normal). LENGTH = LCHK
 (INFO characters); CHKSUM = 65536 minus the sum of the ASCII characters after ``~``. The toolkit's
 :class:`~bmsbank.native.spec.AsciiHex` checks both. A request's COMMAND INFO is written with
 :class:`Service` templates (``ADR`` = the pack's address), so the KS48100 family
-(:mod:`..ks48100.family`) is this class with other templates and another request SOI.
+(:mod:`..ks48100.family`) is this class with other templates and other start bytes.
 
 Services read (CID2, COMMAND INFO -> reply part):
 
@@ -26,6 +26,12 @@ Services read (CID2, COMMAND INFO -> reply part):
   bytes each), birth date, manufacturer. Once.
 - 0x51 -> ``maker``: hardware type, product code, project code (10 ASCII bytes each), software
   version (3 bytes), more bytes on some firmware (35 or 37 in all). Once.
+
+State: the n sensor temperatures are the pack's temperatures, the MOS temperature its MOSFET
+temperature (ambient and pack average are decoded, not in the state); balancing from the masks;
+``bms_ccl`` is the 0x47 charge current limit (DSB uses it for both directions: no discharge limit
+is reported, so none is given); ``serial`` is the B0 pack serial, else the B0 BMS id, else the
+0x47 BMS barcode; ``hardware`` the title and the 0x51 codes and version.
 
 B0 replies repeat the service, group, operation, module, function id and length before their
 data, so they say what they are; the others do not. :meth:`Family.identify` takes the part from
@@ -47,9 +53,10 @@ Sources (facts only, no code copied):
   tool: the 13 newer bytes, the 0x47, 0x51 and B0 module 3/4 layouts.
 - DSB = mr-manuel/venus-os_dbus-serialbattery dbus-serialbattery/bms/daren_485.py
   (``get_realtime_data``, ``get_cells_params``, ``get_cap_params``, ``get_serial``,
-  ``create_command_*``): the same layouts; commit 4f30690 (PR #274) sends COMMAND INFO 01 for
-  0x42/0x47 at every address ("per protocol"), since a Tian Power pack at another address did not
-  answer its own address there; ``dbus-serialbattery.py`` tries 9600, then 19200 (issue #262).
+  ``create_command_*``): the same layouts; its commit 4f30690 (PR #274, "Tian-Power BMS: use
+  fixed 0x01 for COMMAND INFO per protocol") sends 01 for 0x42/0x47 at every address, as BASEN
+  says and as the Tian notes' request for address 2 shows; the B0 group stays the address (CPT,
+  DSB, M5); ``dbus-serialbattery.py`` tries 9600, then 19200 (issue #262: a PAPool pack at 9600).
 - M5 = m0n5t3r/esphome-daren-bms (tests.cpp captures of a Nielftor NIE-JC48100 at 9600,
   protocol.cpp ``unpack_*``): the same offsets; its B0 module 4 reply carries a function length
   of 0x12 (cpttinkering's 0x00: the byte is not checked).

@@ -3,10 +3,11 @@ r"""KS48100 (SNS01 / Ho20 boards of PAPool, Bemory, CERRNSS, VoltPolska packs): 
 The Daren 485 protocol (see :mod:`..daren_485.family`: frames, layouts, checks, status bits,
 where sources disagree) with other requests: they start with ``>`` instead of ``~``, services
 0x42, 0x47 and 0x51 go to CID1 0x42 (0x42 and 0x51 with no COMMAND INFO, 0x47 with the address),
-B0 to CID1 0x4A with function length 0x56 for module 3. Replies are read as Daren's: ``~`` VER
-0x22, the same layouts; their CID1 is accepted as 0x42 or 0x4A (the public driver never checks
-it, no raw reply is public, a Pylon-style slave repeats the request's). The realtime reply takes
-long on these boards: the driver waits 3 s for it.
+B0 to CID1 0x4A with function length 0x56 for module 3. Replies are read as Daren's (VER 0x22,
+the same layouts) with two things left open, since the public driver checks neither and no raw
+reply is public: a reply may start with ``~`` or ``>`` (the driver's notes say the board "started
+using a new SOI", not in which direction), and its CID1 may be 0x42 or 0x4A (a Pylon-style slave
+repeats the request's). The realtime reply takes long on these boards: the driver waits 3 s.
 
 Sources (facts only, no code copied):
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar
 
+from bmsbank.native.spec import AsciiHex
 from bmsbank.services.poller.plugins.daren_485 import family as daren
 from bmsbank.services.poller.plugins.daren_485.family import ADR, Service
 from bmsbank.services.poller.plugins.ks48100 import INFO
@@ -37,6 +39,7 @@ class Family(daren.Family):
     """KS48100: Daren 485 with ``>`` requests and CID1 0x42 for services 0x42, 0x47 and 0x51."""
 
     info = INFO
+    framing = AsciiHex(soi=b"~>")  # replies: Daren's "~" or the requests' ">"
     #: DSB waits 3 s for the realtime reply ("this slower board"), 1 s for the serial
     reply_timeout: ClassVar[float] = 3.0
     request_soi: ClassVar[bytes] = b">"
