@@ -766,19 +766,32 @@ cdef class AsciiFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.AsciiHex` frames; unhexlifies them once."""
 
     cdef unsigned char soi, eoi
-    cdef int head
+    cdef unsigned char is_soi[256]  # several start bytes: 1 for each
+    cdef int sois, head
     cdef Py_ssize_t max_info
 
     def __init__(self, spec):
+        cdef int i
         self.spec = spec
         self.soi = spec.soi[0]
+        self.sois = len(spec.soi)
+        for i in range(256):
+            self.is_soi[i] = 0
+        for i in spec.soi:
+            self.is_soi[i] = 1
         self.eoi = spec.eoi[0]
         self.head = spec.head
         self.max_info = spec.max_info
 
     cdef Py_ssize_t _soi_at(self, Bytes mv, Py_ssize_t start):
         """First SOI at or after ``start``, -1 when none."""
-        return _find_byte(mv, start, mv.shape[0], self.soi)
+        cdef Py_ssize_t q
+        if self.sois == 1:
+            return _find_byte(mv, start, mv.shape[0], self.soi)
+        for q in range(start, mv.shape[0]):
+            if self.is_soi[mv[q]]:
+                return q
+        return -1
 
     cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
         cdef Py_ssize_t n = mv.shape[0]

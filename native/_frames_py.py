@@ -546,23 +546,31 @@ class AsciiFramer(_Framer):
 
     def __init__(self, spec: AsciiHex) -> None:
         self.spec = spec
+        # several start bytes: the first of any of them (one: a plain find)
+        self._sois = re.compile(b"[%s]" % b"".join(b"\\x%02x" % c for c in spec.soi))
+
+    def _soi_at(self, buf: Buffer, start: int) -> int:
+        """First SOI at or after ``start``, -1 when none."""
+        if len(self.spec.soi) == 1:
+            return _find(buf, self.spec.soi, start)
+        found = self._sois.search(_searchable(buf), start)
+        return found.start() if found else -1
 
     def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
         """Look for the first frame in ``buf[start:]`` (result as ``BinaryFramer.scan``)."""
-        soi = self.spec.soi
         n = _checked_start(buf, start)
-        p = _find(buf, soi, start)
+        p = self._soi_at(buf, start)
         if p < 0:
             return NONE, n, n, 0
         first = self._candidate(buf, p)
         if first[0] != PARTIAL:
             return first
-        q = _find(buf, soi, p + 1)  # a whole frame after an SOI cut short wins (as binary)
+        q = self._soi_at(buf, p + 1)  # a whole frame after an SOI cut short wins (as binary)
         while q >= 0:
             later = self._candidate(buf, q)
             if later[0] == FRAME:
                 return later
-            q = _find(buf, soi, q + 1)
+            q = self._soi_at(buf, q + 1)
         return first
 
     def _candidate(self, buf: Buffer, p: int) -> tuple[int, int, int, int]:

@@ -340,7 +340,8 @@ class AsciiHex:
     the payload is VER ADR CID1 CID2 LENGTH(2 bytes) INFO, as bytes.
 
     Attributes:
-        soi: the start byte ("~"; some protocols answer with another than they are asked with).
+        soi: the start byte ("~"), or several bytes any of which starts a frame (a BMS asked
+            with another start byte may answer with either: KS48100's ">" requests).
         eoi: the end byte.
         head: hex characters before LENGTH (8: VER ADR CID1 CID2).
         max_info: longest INFO accepted, in characters.
@@ -353,8 +354,10 @@ class AsciiHex:
     max_info: int = 4095
 
     def __post_init__(self) -> None:
-        if len(self.soi) != 1 or len(self.eoi) != 1 or self.head % 2:
-            raise ValueError("ascii: one-byte SOI and EOI, whole bytes before LENGTH")
+        if not self.soi or len(set(self.soi)) != len(self.soi) or self.eoi in self.soi:
+            raise ValueError("ascii: SOI is one or more distinct bytes, none of them the EOI")
+        if len(self.eoi) != 1 or self.head % 2:
+            raise ValueError("ascii: one-byte EOI, whole bytes before LENGTH")
 
 
 @dataclass(frozen=True)

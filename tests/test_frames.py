@@ -312,6 +312,22 @@ def test_ascii_hex_framer(frames_mod):
     assert err.value.kind == "hex"
 
 
+def test_ascii_hex_framer_with_several_start_bytes(frames_mod):
+    """``soi=b"~>"``: a frame starts at either byte (KS48100 replies); one byte stays the rule."""
+    framer = frames_mod.framer(AsciiHex(soi=b"~>"))
+    tilde = _pylon("01", adr="01")
+    angle = b">" + tilde[1:]
+    assert framer.scan(b"xy" + angle + tilde) == (FRAME, 2, 2 + len(angle), 0)
+    assert framer.scan(angle + tilde, 1) == (FRAME, len(angle), 2 * len(angle), 0)
+    assert framer.scan(b"~20" + angle) == (BAD, 0, 1, REASON_HEX)  # "~20>" is no frame start
+    assert framer.scan(angle[:5]) == (PARTIAL, 0, -1, 0)
+    assert framer.payload(angle) == framer.payload(tilde) == bytes.fromhex("20014642e00201")
+    assert frames_mod.framer(PYLON).scan(angle) == (NONE, len(angle), len(angle), 0)
+    for soi in (b"", b"~~", b"~\r"):
+        with pytest.raises(ValueError):
+            AsciiHex(soi=soi)
+
+
 def _jk_frame(ftype: int = 2) -> bytes:
     frame = bytearray(300)
     frame[:6] = b"\x55\xaa\xeb\x90" + bytes((ftype, 7))

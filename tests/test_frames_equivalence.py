@@ -138,6 +138,7 @@ FRAMINGS = [
     ModbusRtu(functions=(1, 4), addresses=(0, 15)),
     ModbusRtu(functions=(3, 16), requests=True),
     AsciiHex(),
+    AsciiHex(soi=b"~>"),  # KS48100: replies read starting with either byte
     FrameThenAck(Binary(b"\x55\xaa\xeb\x90", fixed_length=300, check=Check("sum8", end=-1, at=-1),
                         pad=0), 8, (None, 0x10, 0x16, None, 0, 1),
                  Check("crc16_modbus", end=-2, at=-2, fmt="u16le")),
@@ -150,6 +151,8 @@ chunks = st.one_of(
     st.builds(lambda p: _modbus(b"\x01\x84" + p[:1]), st.binary(min_size=1, max_size=1)),
     st.builds(lambda p: _pylon(p.hex().encode()), st.binary(max_size=20)),
     st.builds(lambda p: _pylon(p), st.binary(max_size=12)),
+    st.builds(lambda p: b">" + _pylon(p.hex().encode())[1:], st.binary(max_size=20)),
+    st.just(b">"),
     st.just(b"\x55\xaa\xeb\x90" + bytes(295) + b"\x10"),
     st.just(_modbus(bytes.fromhex("031016200001"))),
     st.just(b"\x00"),
