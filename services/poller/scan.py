@@ -15,8 +15,12 @@ A probe waits :data:`FIRST_BYTE` seconds for the reply to begin, then the family
 timeout for the rest: a silent address costs a fraction of a reply timeout. Any Modbus device
 answers a read at its address (data or an exception reply), so once one Modbus family met silence
 at an address, speed and parity, the other Modbus families skip that address. Both are what make
-a full sweep fit in seconds. The port's line settings (speed, parity) are put back as they were
-found, and a port a running poller holds (pyserial's exclusive lock) is refused, never shared.
+a full sweep fit in seconds. A scan restricted to named families (``bmsbank scan --bms``) is
+patient instead: each probe waits the family's whole reply timeout (EG4 LL's drivers allow
+seconds).
+
+The port's line settings (speed, parity) are put back as they were found, and a port a running
+poller holds (pyserial's exclusive lock) is refused, never shared.
 """
 
 from __future__ import annotations
@@ -110,10 +114,10 @@ def serial_families() -> list[str]:
 class ScanLink:
     """The families' ``Link`` over a port being scanned: a short wait for a reply to begin."""
 
-    def __init__(self, transport: SerialTransport, timeout: float) -> None:
+    def __init__(self, transport: SerialTransport, timeout: float, patient: bool = False) -> None:
         self.transport = transport
         self.timeout = timeout  #: the family's reply timeout [s]
-        self.first_byte = min(FIRST_BYTE, timeout)
+        self.first_byte = timeout if patient else min(FIRST_BYTE, timeout)
 
     def exchange(self, request: bytes, extract: Callable[[bytearray], bytes | None]) -> bytes:
         """Send ``request``; give up after :data:`FIRST_BYTE` s of silence (see ``Link``)."""
@@ -192,7 +196,8 @@ def scan(
         device: the serial device (or pyserial URL).
         addresses: addresses to sweep for families that share a bus (None: each family's
             default address, and stop at the first family that answers).
-        families: the families to try, in order (None: :func:`serial_families`).
+        families: the families to try, in order (None: :func:`serial_families`, quickly; named
+            families are probed patiently, each for its whole reply timeout).
         progress: called with a one-line description before each probe.
 
     Raises:
@@ -232,7 +237,8 @@ def scan(
             port.baudrate, port.parity = info.baudrate, info.parity
             transport.baudrate, transport.parity = info.baudrate, info.parity
             try:
-                hit = probe(plugin, ScanLink(transport, plugin.reply_timeout), address)
+                link = ScanLink(transport, plugin.reply_timeout, patient=families is not None)
+                hit = probe(plugin, link, address)
             except Silent:
                 if is_modbus:
                     silent_modbus.add(modbus)
