@@ -72,6 +72,8 @@ def codec(seconds: float) -> list[tuple[str, str, int, list[float]]]:
 
     rows = []
     for name in plugins.families():
+        if plugins.info(name).link.startswith("SPI"):
+            continue  # no toolkit framer or table: SPI words are decoded by the family itself
         plugin, queries, replies = sample(name)
         for q in queries:
             if q.every == 0:
@@ -128,6 +130,8 @@ def noise(seconds: float) -> list[tuple[str, list[float]]]:
     rnd = random.Random(11)
     rows = []
     for name in plugins.families():
+        if plugins.info(name).link.startswith("SPI"):
+            continue  # SPI words come whole: no line noise to skip
         plugin, queries, replies = sample(name)
         frame = plugin.extract(bytearray(replies[queries[0].request]), LinkStats())
         unit = false_start(plugin.framing)

@@ -34,10 +34,11 @@ from bmsbank.native.spec import (
 )
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import LinkStats, modbus_frame
+from bmsbank.services.poller.scan import serial_families
 from bmsbank.services.poller.simulators.battery import BatteryModel
 
 N = 64 * 1024  # the figure: 64 KiB of noise
-FAMILIES = sorted(plugins.families())
+FAMILIES = sorted(serial_families())  # line noise is a serial matter: SPI words come whole
 NO_START = b"\xff"  # starts no frame of any family (no header byte, no Modbus address)
 
 

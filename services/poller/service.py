@@ -34,6 +34,7 @@ from bmsbank.plausibility import PackBounds, default_bounds, implausible
 from bmsbank.schema import TOPIC_STATE, packer, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
+from bmsbank.services.poller.spi_transport import SpiTransport
 from bmsbank.services.poller.transport import SerialTransport
 from bmsbank.state import make_state
 
@@ -43,6 +44,14 @@ BACKOFF_MIN = 0.5  # s, first retry after a port failure
 BACKOFF_MAX = 30.0  # s
 DEVICE_WATCH = 0.5  # s between two looks (one stat each) at a missing port's device path
 WATCH_INTERVAL = 3600.0  # s; run_ports' main thread only waits for a signal or a failed port
+
+
+def transport_for(port: PortConfig, plugin: Plugin) -> SerialTransport | SpiTransport:
+    """The transport of ``port``: SPI for a family whose link is SPI (MNB), else serial."""
+    speed = port.baudrate or plugin.baudrate
+    if plugin.info.link.upper().startswith("SPI"):
+        return SpiTransport(port.device, speed)
+    return SerialTransport(port.device, speed, port.echo, plugin.info.parity)
 
 
 @dataclass
@@ -80,9 +89,7 @@ class Poller:
         self.default_bounds = default_bounds()
         self.plugin = plugin or plugins.load(port.bms, port.options)
         self.send = send
-        self.transport = SerialTransport(
-            port.device, port.baudrate or self.plugin.baudrate, port.echo, self.plugin.info.parity
-        )
+        self.transport = transport_for(port, self.plugin)
         self.timeout = port.timeout or self.plugin.reply_timeout
         self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap
         self.links = {a: PackLink(a, tuple(self.plugin.queries(a))) for a in port.addresses}

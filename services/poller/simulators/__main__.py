@@ -13,9 +13,11 @@ import logging
 import sys
 
 from bmsbank import runtime
+from bmsbank.services.poller import plugins
 from bmsbank.services.poller.simulators import create
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.ptyserver import PtyServer
+from bmsbank.services.poller.spi_transport import SpiSocketServer
 
 
 def _floats(text: str) -> list[float]:
@@ -52,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for i, addr in enumerate(addresses)
     }
-    server = PtyServer(create(args.bms, packs), link=args.link, snapshot=args.snapshot)
+    server: PtyServer | SpiSocketServer
+    if plugins.info(args.bms).link.upper().startswith("SPI"):  # a socket: device "spisim:LINK"
+        server = SpiSocketServer(create(args.bms, packs), args.link, snapshot=args.snapshot)
+    else:
+        server = PtyServer(create(args.bms, packs), link=args.link, snapshot=args.snapshot)
     runtime.exit_on_stop_signals()
     logging.info(
         "%s simulator on %s -> %s, addresses %s", args.bms, args.link, server.path, addresses
