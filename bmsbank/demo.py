@@ -2,8 +2,9 @@
 
 The default profile: eleven 16-cell packs, two JBD packs on their own ports and four RS485 buses
 (three JK PB packs, two Daly boards, two Seplos v3 packs, two Seplos v2 packs). The ``all``
-profile: one pack of every serial BMS family, each on its own port, as a 12 V bank of 4-cell
-packs (HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal; pollers,
+profile: one pack of every BMS family, each on its own port, as a 12 V bank of 4-cell packs
+(HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal (an SPI family's on
+a Unix socket, the device ``spisim:PATH``); pollers,
 arbiter and publisher run under a real supervisord; a private dbus-daemon (unless
 ``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end is
 printed. Everything lives in one runtime directory and stops with the demo.
@@ -56,7 +57,7 @@ PROFILES = ("default", "all")
 
 
 def profile_ports(profile: str) -> tuple[DemoPort, ...]:
-    """The ports of demo ``profile``: "default" (the mix above) or "all" (every serial family).
+    """The ports of demo ``profile``: "default" (the mix above) or "all" (every family).
 
     Raises:
         ValueError: no such profile.
@@ -67,10 +68,9 @@ def profile_ports(profile: str) -> tuple[DemoPort, ...]:
     if profile != "all":
         raise ValueError(f"unknown demo profile {profile!r}; known: {', '.join(PROFILES)}")
     from bmsbank.services.poller import plugins
-    from bmsbank.services.poller.scan import serial_families
 
     ports = []
-    for k, family in enumerate(sorted(serial_families())):
+    for k, family in enumerate(plugins.families()):
         current = (2.0, -1.5, 1.0, 3.0, -0.5)[k % 5]  # some charge, some discharge: they differ
         ports.append(DemoPort(family, family, [plugins.info(family).default_address], [current],
                               [55.0 + k % 7 * 2], [0.003 + k % 4 * 0.002], cells=4))  # fmt: skip
@@ -128,9 +128,16 @@ def _demo_config(rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozen
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}",
                   f"energy_file = {_toml_str(rundir + '/energy.json')}"]  # fmt: skip
-    for name, bms, addresses, *_ in ports:
-        lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(_link(rundir, name))}",
+    from bmsbank.services.poller import plugins
+
+    for name, bms, addresses, *_, cells in ports:
+        info = plugins.info(bms)
+        spi = info.link.upper().startswith("SPI")  # its simulator serves a socket, not a pty
+        device = f"spisim:{_link(rundir, name)}" if spi else _link(rundir, name)
+        lines += ["", "[[ports]]", f'name = "{name}"', f"device = {_toml_str(device)}",
                   f'bms = "{bms}"', f"addresses = {addresses}"]  # fmt: skip
+        if any(o.name == "cells" for o in info.options):  # a family told its cell count (MNB)
+            lines.append(f"cells = {cells}")
         if name in own:
             lines.append(f'process = "{name}"')
     return "\n".join(lines) + "\n"

@@ -40,9 +40,9 @@ def demo(tmp_path_factory):
 
 
 def test_every_family_has_a_pack_in_the_profile():
-    from bmsbank.services.poller.scan import serial_families
+    from bmsbank.services.poller import plugins
 
-    assert sorted(p.bms for p in PORTS) == sorted(serial_families())
+    assert sorted(p.bms for p in PORTS) == sorted(plugins.families())
     assert len(PORTS) >= 9
 
 
@@ -81,6 +81,7 @@ def test_each_family_shows_what_its_simulator_holds(demo):
         # the coarsest wire resolutions: 0.1 V cells (Renogy), 0.1 A, whole percent SoC
         assert shown["/Dc/0/Voltage"] == pytest.approx(true["voltage"], abs=0.25), pack
         assert shown["/Dc/0/Current"] == pytest.approx(true["current"], abs=0.15), pack
-        assert shown["/Soc"] == pytest.approx(true["soc"], abs=1.5), pack
+        if not pack.startswith("mnb:"):  # MNB has no fuel gauge: SoC counted from 50 % at start
+            assert shown["/Soc"] == pytest.approx(true["soc"], abs=1.5), pack
         cells = [shown[f"/Voltages/Cell{k + 1}"] for k in range(4)]
         assert cells == pytest.approx(true["cells"], abs=0.06), pack

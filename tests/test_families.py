@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daren_485", "eg4_lifepower", "eg4_ll", "felicity", "jbd", "jkbms",
-             "jkpb", "ks48100", "renogy", "seplos", "seplosv3"}  # fmt: skip
+             "jkpb", "ks48100", "mnb", "renogy", "seplos", "seplosv3"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)
@@ -34,7 +34,7 @@ def test_metadata_loads_no_codec_and_no_poller_code():
 
 def test_readme_family_table_matches_the_metadata():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) 8([NEO])1 \|([^|]+)\|"
+    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz) \|([^|]+)\|"
            r"([^|]*)\|([^|]*)\|$")  # fmt: skip
     rows = re.findall(row, text, re.MULTILINE)
     assert {r[0] for r in rows} == set(plugins.families())
@@ -42,7 +42,8 @@ def test_readme_family_table_matches_the_metadata():
         info = plugins.info(name)
         assert source == f"services/poller/plugins/{name}/family.py", name
         assert (ROOT / source).is_file(), source
-        assert int(baud) == info.baudrate and parity == info.parity, name
+        framing = "Hz" if info.link.startswith("SPI") else f"8{info.parity}1"  # SPI: the clock
+        assert int(baud) == info.baudrate and parity == framing, name
         assert link.strip() in info.link, name
         first, last = info.addresses[0], info.addresses[-1]
         assert bus.strip().startswith("yes") == info.multidrop, name

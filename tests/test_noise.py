@@ -132,8 +132,11 @@ class Taken:
 
     def lost_to_a_false_frame(self, begin: int, end: int) -> bool:
         """Whether a frame found before ``begin`` overlaps ``begin:end`` (a check passed by
-        chance: a plain sum8 passes one false start in 256, and takes the real frame's bytes)."""
-        return any(b < begin < e < end for b, e in self.spans)
+        chance: a plain sum8 passes one false start in 256, and takes the real frame's bytes; a
+        framing without a check value, EG4 LiFePOWER's, passes any false start whose length
+        lands on an end byte, and may take the whole real frame). The family's own checks
+        refuse such a false frame's content; the real one comes with the next request."""
+        return any(b < begin < e for b, e in self.spans)
 
 
 def drain(mod, framer, buf: bytearray, seen: Taken) -> Taken:
