@@ -164,9 +164,23 @@ def test_metadata(plugin: Plugin) -> None:
     assert plugin.queries(1)[0].part == "status"  # the read bmsbank scan identifies with
 
 
-def test_slaves_are_not_asked_for_the_individual_status(plugin: Plugin) -> None:
-    sent = {q.part: q.request.hex() for q in plugin.queries(2)}
+def test_slaves_are_not_asked_for_the_individual_status() -> None:
+    everyone = plugins.load("lltjbd_up16s", {"extended_reads": "all"})
+    sent = {q.part: q.request.hex() for q in everyone.queries(2)}
     assert sent == {part: req(2, part) for part in REQUESTS[2]}  # DSB's slave requests
+
+
+@pytest.mark.parametrize(
+    ("wanted", "master", "slave"),
+    [("master", 5, 1), ("all", 5, 4), ("none", 1, 1)],
+    ids=["master", "all", "none"],
+)
+def test_extended_reads_option(wanted: str, master: int, slave: int) -> None:
+    plugin = plugins.load("lltjbd_up16s", {"extended_reads": wanted})
+    assert (len(plugin.queries(1)), len(plugin.queries(2))) == (master, slave)
+    assert plugin.queries(2)[0].request.hex() == req(2, "status")
+    with pytest.raises(ValueError):
+        plugins.load("lltjbd_up16s", {"extended_reads": "slaves"})
 
 
 def test_master_state_takes_its_own_limits_and_the_fine_soc(plugin: Plugin) -> None:

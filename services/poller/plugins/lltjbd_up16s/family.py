@@ -7,7 +7,12 @@ read request carries n = 0, a reply repeats the request's start and end with the
 is not always the window: 156 bytes answer the 160-byte pack status window, 116 the 84-byte
 individual status). Several packs share the bus, told apart by ``adr``; the master is pack 1.
 
-Reads (fn 0x78 unless said), first to last; only the first is required:
+Reads (fn 0x78 unless said), first to last; only the first is required, and only it works for
+every pack on every port: the others are answered by the pack the port is wired to (the master,
+in the usual set-up) or, on the UART port of the Bluetooth/WiFi module, for every pack (DSB's
+class docstrings). The port option ``extended_reads`` says which packs are asked for them:
+``master`` (default), ``all`` or ``none``; a pack that never answers them would cost a reply
+timeout per cycle (DSB stops asking after 5 failures; the poller has no such memory).
 
 - 0x1000-0x10A0 ``status``, every cycle (also the read ``bmsbank scan`` identifies with): pack
   voltage (u16 10 mV), a u16, current (u32 10 mA with 300000 = 0 A, + = charge), SoC (u16
@@ -231,9 +236,16 @@ class Family(Plugin):
     address_at = 0
 
     def queries(self, address: int) -> Sequence[Query]:
-        """Status (required), params2, the master's individual status; params1, product once."""
-        every = [Query(STATUS, read_request(address, STATUS)),
-                 Query(PARAMS2, read_request(address, PARAMS2), required=False)]  # fmt: skip
+        """Status (required), and where ``extended_reads`` says so the optional reads.
+
+        Params2 and the master's individual status every cycle, params1 and product once (the
+        poller asks a read done once again until it has been answered).
+        """
+        status = Query(STATUS, read_request(address, STATUS))
+        wanted = self.options["extended_reads"]
+        if wanted == "none" or (wanted == "master" and address != MASTER):
+            return (status,)
+        every = [status, Query(PARAMS2, read_request(address, PARAMS2), required=False)]
         if address == MASTER:
             every.append(Query(INDIVIDUAL, read_request(address, INDIVIDUAL), required=False))
         return (
