@@ -36,7 +36,7 @@ State: ``soc`` is the high-resolution SoC while it is within 1 % of the pack sta
 or lost params2 read falls back to the status, as dbus-serialbattery does); ``bms_cvl`` the
 charge voltage limit; ``bms_ccl``/``bms_dcl`` the status limits of a slave, and for the master
 those of the individual status only: the master's status carries the whole bank's limits
-(dbus-serialbattery's captures: 240/550 A aggregated, 100/200 A its own), which would overstate
+(DSB's test frames: 240/550 A aggregated, 100/200 A its own), which would overstate
 one pack, so without the individual status the master reports none. ``serial`` is the pack
 serial of the status (read every cycle, so it never changes with the optional reads);
 ``hardware`` names the product and firmware version, with the BMS model and serial of params1
@@ -57,7 +57,10 @@ Sources (facts only, no code copied):
   (``parse_protection_and_alarms``, ``MosfetFlags``), master = address 1 (``is_master``), the
   1.5 s reply timeout ("it usually takes 0.3-0.6 s to receive a response").
 - DSB tests/bms/test_lltjbd_up16s.py: request/reply pairs for addresses 1 and 2 with their
-  decoded values (the frames in tests/test_lltjbd_up16s.py; every CRC checks).
+  decoded values (the frames in tests/test_lltjbd_up16s.py; every CRC checks). They are the
+  driver's test data, not a recording whose real condition is known: the current sign (+ =
+  charge) is DSB's (dbus-serialbattery's battery current is + = charge, and it passes this
+  value on as is), as in JBD's classic protocol; no public frame confirms it independently.
 
 Where DSB is inconsistent with itself, the bit tables follow the flag word the bit is read from
 elsewhere: DSB reads "temperature difference fault" (bit 16) and "full charge protection 1"
