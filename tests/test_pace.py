@@ -337,3 +337,12 @@ def test_simulator_is_silent_for_other_requests(plugin: Plugin) -> None:
     assert reply == frame(1, 0x04)
     reply = SimLink(sim).exchange(A1.encode(), lambda buf: plugin.extract(buf, LinkStats()))
     assert plugin.parse(reply, A1.encode(), 1)[0] == "analog"
+
+
+def test_a_non_zero_dataflag_is_accepted(plugin: Plugin) -> None:
+    # NK logs "a value other than zero before the BusId" and decodes on: so does this family
+    info = info_of(ANALOG_A)
+    info[0] = 0x11
+    raw = frame(1, 0, bytes(info))
+    assert plugin.parse(raw, A1.encode())[1]["voltage"] == pytest.approx(52.429)
+    assert plugin.parse(raw)[0] == "analog"

@@ -120,7 +120,7 @@ TEXT_LENGTHS: dict[str, tuple[int, ...]] = {HARDWARE: (20,), SERIAL: (20, 40)}
 
 #: 0x42 INFO: counts, then as many values as they say
 ANALOG_FIELDS: tuple[Field, ...] = (
-    Field("dataflag", 0, "u8"),  # 0 on the wire (NK: "an extra byte ... preceding" the address)
+    Field("dataflag", 0, "u8"),  # 0 on the wire (NK: not always; never checked)
     Field("group", 0, "u8"),  # the responding address (decoded, not checked: ADR is)
     Field("cell_count", 0, "u8"),  # M
     Field("cells", 0, "u16be", scale=0.001, count_from="cell_count"),  # V
@@ -219,7 +219,7 @@ def fits(part: str, info: bytes, exact: bool) -> bool:
         return len(info) in TEXT_LENGTHS[part] and is_text(info)
     steps, tail = COUNTED[part]
     counted = counted_length(info, steps)
-    if counted < 0 or info[0] != 0:
+    if counted < 0:
         return False
     return counted + tail == len(info) if exact else counted + tail <= len(info)
 
