@@ -11,15 +11,15 @@ Requests, per cycle: 0x42 analog values and 0x44 warnings/protections/faults, IN
 address (``~25014642E00201FD30``); once: 0xC1 hardware version and 0xC2 serial number, no INFO
 (``~250146C10000FD9A``). The first, 0x42, is the read ``bmsbank scan`` identifies the family with.
 
-- 0x42 INFO: a zero byte, the responding address, cell count M, M cells (mV), sensor count K,
-  K temperatures (0.1 K, 2730 = 0 °C), current (s16 10 mA, + = charge), pack voltage (mV),
-  remaining capacity (10 mAh), a "user-defined" constant (2, 3 or 4 by vendor), full-charge
-  capacity (10 mAh), cycles, design capacity (10 mAh): 19 + 2M + 2K bytes. Of K = 6 sensors the
-  first 4 are cell sensors, the 5th the MOSFET, the 6th the environment; with other K the last
-  two are taken as MOSFET and environment as well (K = 1: a cell sensor). The
-  BMS reports no SoC: it is remaining / full-charge capacity (both public drivers), SoH full /
-  design capacity, at most 100 %.
-- 0x44 INFO: a zero byte, the address, M cell warning bytes, K temperature warning bytes (00
+- 0x42 INFO: a byte (0 as a rule, not checked), the responding address, cell count M, M cells
+  (mV), sensor count K, K temperatures (0.1 K, 2730 = 0 °C), current (s16 10 mA, + = charge),
+  pack voltage (mV), remaining capacity (10 mAh), a "user-defined" constant (2, 3 or 4 by
+  vendor), full-charge capacity (10 mAh), cycles, design capacity (10 mAh): 19 + 2M + 2K
+  bytes. Of K = 6 sensors the first 4 are cell sensors, the 5th the MOSFET, the 6th the
+  environment; with other K the last two are taken as MOSFET and environment as well (K = 1:
+  a cell sensor). The BMS reports no SoC: it is remaining / full-charge capacity (both public
+  drivers), SoH full / design capacity, at most 100 %.
+- 0x44 INFO: a byte (as in 0x42), the address, M cell warning bytes, K temperature warning bytes (00
   normal, 01 below, 02 above the limit), charge-current, total-voltage and discharge-current
   warning bytes, protection status 1 and 2, system status (bit 1 charge MOSFET on, bit 2
   discharge MOSFET on, bit 3 discharging, bit 5 charging), configuration status, fault status,
