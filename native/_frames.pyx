@@ -670,6 +670,7 @@ cdef class ModbusFramer(_Framer):
     """Finds and checks :class:`~bmsbank.native.spec.ModbusRtu` frames (no header to look for)."""
 
     cdef bint functions[256]
+    cdef bint longs[256]  # function codes whose frames carry a u16 data length at bytes 6-7
     cdef int lo, hi
     cdef bint requests
     cdef Py_ssize_t max_length
@@ -679,8 +680,11 @@ cdef class ModbusFramer(_Framer):
         cdef int i
         for i in range(256):
             self.functions[i] = False
+            self.longs[i] = False
         for i in spec.functions:
             self.functions[i] = True
+        for i in spec.long_functions:
+            self.longs[i] = True
         self.lo, self.hi = spec.addresses
         self.requests = spec.requests
         self.max_length = spec.max_length
@@ -704,6 +708,8 @@ cdef class ModbusFramer(_Framer):
         fc = mv[p + 1]
         if fc & 0x80:
             return 5
+        if self.longs[fc]:  # addr fc start end n:u16be data[n] crc
+            return 10 + ((mv[p + 6] << 8) | mv[p + 7]) if p + 7 < n else -1
         if self.requests:
             if fc == 15 or fc == 16:
                 return 9 + mv[p + 6] if p + 6 < n else -1

@@ -476,6 +476,7 @@ class ModbusFramer(_Framer):
             codes |= {f | 0x80 for f in spec.functions}
         after = "".join(f"\\x{c:02x}" for c in sorted(codes))
         self._start_re = re.compile(f"[\\x{lo:02x}-\\x{hi:02x}](?=[{after}]|\\Z)".encode())
+        self._long = frozenset(spec.long_functions)
 
     def _total(self, buf: Buffer, p: int) -> int:
         n = len(buf)
@@ -484,6 +485,8 @@ class ModbusFramer(_Framer):
         fc = buf[p + 1]
         if fc & 0x80:
             return 5
+        if fc in self._long:  # addr fc start end n:u16be data[n] crc
+            return 10 + (buf[p + 6] << 8 | buf[p + 7]) if p + 7 < n else -1
         if self.spec.requests:
             if fc in (15, 16):
                 return 9 + buf[p + 6] if p + 6 < n else -1

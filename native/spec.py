@@ -9,7 +9,8 @@ Framers (how frames are found and checked in a byte stream):
 - :class:`Binary`: header, a length field or a fixed length, a check value, a trailer (JBD
   ``DD..77``, JK ``4E 57``, Daly's fixed 13-byte ``A5`` sentences, JK PB's ``55 AA EB 90``).
 - :class:`ModbusRtu`: address, function, data, CRC-16/MODBUS; replies or requests; an exception
-  reply ``fc | 0x80`` is reported as such.
+  reply ``fc | 0x80`` is reported as such; JBD's UP-series functions, whose frames carry a
+  16-bit data length, as ``long_functions``.
 - :class:`AsciiHex`: Pylon-style ``~`` VER ADR CID1 CID2 LENGTH INFO CHKSUM ``CR``, every byte as
   two hex digits, LENGTH carrying its own check nibble (LCHKSUM).
 - :class:`FrameThenAck`: a binary frame followed by a fixed-size acknowledgement (JK PB: the
@@ -307,12 +308,16 @@ class ModbusRtu:
     Replies: FC 1-4 ``addr fc n data[n] crc``; FC 5/6/15/16 eight bytes; an exception
     ``addr fc|0x80 code crc`` (reported as EXCEPTION). Requests (``requests=True``, what a
     simulator reads): FC 1-6 eight bytes; FC 15/16 ``addr fc start qty n data[n] crc``.
+    Requests and replies of a function of ``long_functions``: ``addr fc start:u16 end:u16
+    n:u16 data[n] crc``, 10 + n bytes (JBD UP series: 0x45, 0x78 read, 0x79 write).
 
     Attributes:
         functions: function codes accepted (others are not frame starts).
         addresses: first and last address accepted.
         requests: read requests instead of replies.
         max_length: longest frame (256 in the standard).
+        long_functions: function codes (of ``functions``) whose frames give their data length
+            as a big-endian u16 at bytes 6-7, whatever the direction.
 
     """
 
@@ -320,10 +325,14 @@ class ModbusRtu:
     addresses: tuple[int, int] = (0, 247)
     requests: bool = False
     max_length: int = 256
+    long_functions: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.functions or any(f not in MODBUS_READS + MODBUS_WRITES for f in self.functions):
-            raise ValueError(f"modbus: functions must be among {MODBUS_READS + MODBUS_WRITES}")
+        known = MODBUS_READS + MODBUS_WRITES + self.long_functions
+        if not self.functions or any(f not in known for f in self.functions):
+            raise ValueError(f"modbus: functions must be among {known}")
+        if any(not 0 < f < 0x80 or f in MODBUS_READS + MODBUS_WRITES for f in self.long_functions):
+            raise ValueError("modbus: long_functions are other function codes, 0x01-0x7F")
         lo, hi = self.addresses
         if not 0 <= lo <= hi <= 255:
             raise ValueError("modbus: addresses must be 0 <= first <= last <= 255")

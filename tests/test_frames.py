@@ -282,6 +282,23 @@ def test_modbus_framer_replies_exceptions_and_requests(frames_mod):
     assert requests.scan(trigger) == (FRAME, 0, 11, 0)
 
 
+def test_modbus_long_functions_carry_a_u16_length(frames_mod):
+    up = ModbusRtu(functions=(0x45, 0x78, 0x79), addresses=(1, 15),
+                   long_functions=(0x45, 0x78, 0x79))  # fmt: skip
+    framer = frames_mod.framer(up)
+    request = bytes.fromhex("01 78 1000 10a0 0000 7fb2")  # JBD UP16S pack status, address 1
+    assert framer.scan(b"\x00" + request) == (FRAME, 1, 11, 0)  # DSB tests/bms/test_lltjbd_up16s
+    reply = _modbus(bytes.fromhex("01 78 2000 2004 0004 7aa87aa8"))
+    assert framer.scan(reply) == (FRAME, 0, 14, 0)
+    assert framer.scan(reply[:7]) == (PARTIAL, 0, -1, 0)  # the length is not there yet
+    assert framer.scan(reply[:9]) == (PARTIAL, 0, 14, 0)
+    assert framer.scan(_modbus(bytes.fromhex("010300"))) == (NONE, 5, 5, 0)  # FC03: not here
+    with pytest.raises(ValueError, match="long_functions"):
+        ModbusRtu(functions=(3,), long_functions=(3,))
+    with pytest.raises(ValueError, match="functions must be among"):
+        ModbusRtu(functions=(0x78,))
+
+
 def _pylon(info: str, cid2: str = "42", adr: str = "00") -> bytes:
     lenid = len(info)
     lchk = (-((lenid >> 8) + (lenid >> 4 & 0xF) + (lenid & 0xF))) & 0xF

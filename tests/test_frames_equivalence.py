@@ -137,6 +137,9 @@ FRAMINGS = [
     ModbusRtu(),
     ModbusRtu(functions=(1, 4), addresses=(0, 15)),
     ModbusRtu(functions=(3, 16), requests=True),
+    # JBD UP series: a u16 data length at bytes 6-7, replies and requests alike
+    ModbusRtu(functions=(0x45, 0x78, 0x79), addresses=(1, 15), long_functions=(0x45, 0x78, 0x79)),
+    ModbusRtu(functions=(3, 0x78), requests=True, long_functions=(0x78,)),
     AsciiHex(),
     AsciiHex(soi=b"~>"),  # KS48100: replies read starting with either byte
     FrameThenAck(Binary(b"\x55\xaa\xeb\x90", fixed_length=300, check=Check("sum8", end=-1, at=-1),
@@ -149,6 +152,11 @@ chunks = st.one_of(
     st.builds(lambda p: b"\xdd\x03\x00" + bytes([len(p)]) + p, st.binary(max_size=20)),
     st.builds(lambda p: _modbus(b"\x01\x04" + bytes([len(p)]) + p), st.binary(max_size=20)),
     st.builds(lambda p: _modbus(b"\x01\x84" + p[:1]), st.binary(min_size=1, max_size=1)),
+    st.builds(
+        lambda p: _modbus(b"\x02\x78\x10\x00\x10\xa0" + len(p).to_bytes(2, "big") + p),
+        st.binary(max_size=20),
+    ),  # fmt: skip
+    st.just(_modbus(bytes.fromhex("0178100010a00000"))),  # a JBD UP read request
     st.builds(lambda p: _pylon(p.hex().encode()), st.binary(max_size=20)),
     st.builds(lambda p: _pylon(p), st.binary(max_size=12)),
     st.builds(lambda p: b">" + _pylon(p.hex().encode())[1:], st.binary(max_size=20)),

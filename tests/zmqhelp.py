@@ -12,12 +12,22 @@ import zmq
 from bmsbank.config import parse
 from bmsbank.services.arbiter.service import Arbiter
 
+_HANDED_OUT: set[int] = set()  #: ports given to this process's tests (the kernel may reuse one)
+
 
 def free_tcp() -> str:
-    """A tcp:// endpoint on a free loopback port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    """A tcp:// endpoint on a free loopback port, never one handed out before in this process.
+
+    The kernel may hand the same free port to two binds in a row (the first socket is closed
+    before the second asks): two endpoints of one config must differ, or it is refused.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return f"tcp://127.0.0.1:{port}"
 
 
 @contextlib.contextmanager

@@ -227,7 +227,9 @@ def scan(
             info = plugins.info(name)
             modbus = (info.baudrate, info.parity, address)
             plugin = loaded.get(name) or loaded.setdefault(name, plugins.load(name))
-            is_modbus = isinstance(plugin.framing, ModbusRtu)
+            # (JBD UP-series frames, ModbusRtu long_functions, are no standard Modbus: a device
+            # silent to a standard read may still speak them)
+            is_modbus = isinstance(plugin.framing, ModbusRtu) and not plugin.framing.long_functions
             if address in taken or (addresses is None and found) or (
                     is_modbus and modbus in silent_modbus):  # fmt: skip
                 continue
