@@ -13,6 +13,7 @@ import copy
 import json
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -22,6 +23,7 @@ from bmsbank.schema import validate_state
 from bmsbank.services.poller import plugins, simulators
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, modbus_frame
 from bmsbank.services.poller.plugins.ecs.family import CHARGE_STATES, DISCHARGE_STATES, read_request
+from bmsbank.services.poller.scan import ports_block, scan
 from bmsbank.services.poller.service import Poller
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.ptyserver import PtyServer
@@ -317,6 +319,21 @@ def test_cli_refuses_a_reply_without_its_request_and_one_from_another_bank():
     pair = f"{CAPTURED[1].request}={CAPTURED[1].hex}".replace(" ", "")
     out = bmsbank("decode", "ecs", pair, "--address", "2")
     assert out.returncode == 1 and "rejected (address)" in out.stderr
+
+
+def test_a_scan_finds_the_bank_and_tells_its_cell_count():
+    """The scan counts the modules (the default) and writes the count into the port block, so
+    the poller reads exactly those and asks no silent address."""
+    server = PtyServer(simulators.create("ecs", {1: BatteryModel(cells=5)})).start()
+    try:
+        found = scan(server.device, families=["ecs"])
+    finally:
+        server.stop()
+    assert [(f.family, f.address, f.cells, f.serial) for f in found] == [("ecs", 1, 5, "20240001")]
+    block = ports_block("bank", server.device, found)
+    assert 'bms = "ecs"' in block and "cells = 5" in block
+    settings = tomllib.loads(block)["ports"][0]
+    assert plugins.load("ecs", {"cells": settings["cells"]}).modules(1) == range(2, 7)
 
 
 @pytest.mark.parametrize("cells", [0, 6], ids=["counted", "told"])

@@ -317,6 +317,8 @@ def ports_block(name: str, device: str, found: Sequence[Found]) -> str:
                   f'bms = "{family}"', f"addresses = {[f.address for f in hits]}"]  # fmt: skip
         if hits[0].baudrate != plugins.info(family).baudrate:
             lines.append(f"baudrate = {hits[0].baudrate}")
+        if hits[0].cells and any(o.name == "cells" for o in plugins.info(family).options):
+            lines.append(f"cells = {hits[0].cells}")  # a family told its cell count (ECS)
         blocks.append("\n".join(lines))
     if len(by_family) > 1:
         blocks.insert(0, "# several families share this bus: bmsbank polls one family per "
