@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import serial
+
 from bmsbank.config import PortConfig
 from bmsbank.errors import BmsBankError, FrameError, LinkTimeout, TransportError
 from bmsbank.native.spec import ModbusRtu
@@ -215,8 +217,6 @@ def scan(
             raise PortBusy(f"{device} is in use (a running poller holds it): stop its "
                            f"poller first (supervisorctl stop poller-<port>)") from exc  # fmt: skip
         raise
-    port = transport.port
-    assert port is not None
     found: list[Found] = []
     taken: set[int] = set()
     silent_modbus: set[tuple[int, str, int]] = set()  #: (speed, parity, address) nobody answered
@@ -236,8 +236,7 @@ def scan(
             if progress is not None:
                 progress(f"[{k}/{len(plan)}] {name} at {info.baudrate} 8{info.parity}1, "
                          f"address {address}")  # fmt: skip
-            port.baudrate, port.parity = info.baudrate, info.parity
-            transport.baudrate, transport.parity = info.baudrate, info.parity
+            _set_line(transport, info.baudrate, info.parity)
             try:
                 link = ScanLink(transport, plugin.reply_timeout, patient=families is not None)
                 hit = probe(plugin, link, address)
@@ -252,6 +251,27 @@ def scan(
         _restore(transport, saved)
         transport.close()
     return found
+
+
+def _set_line(transport: SerialTransport, baudrate: int, parity: str) -> None:
+    """Put the open port at ``baudrate`` and ``parity``.
+
+    A tty that refuses the parity keeps the one in force, logged: a Linux pty has no parity (it
+    drops PARENB; the kernels here answer EINVAL when it is set on an open pty, which is where
+    the scan tests run); a real adapter takes it. pyserial keeps a refused value as if set, so
+    the one in force is put back, or every later change would be refused too.
+    """
+    port = transport.port
+    assert port is not None
+    before = port.parity
+    port.baudrate = baudrate
+    try:
+        port.parity = parity
+    except (serial.SerialException, termios.error, OSError, ValueError) as exc:
+        port.parity = before
+        log.debug("%s: parity %s refused (%s); probing at %s", transport.device, parity, exc,
+                  before)  # fmt: skip
+    transport.baudrate, transport.parity = baudrate, port.parity
 
 
 def _addresses(info: plugins.FamilyInfo, wanted: Sequence[int] | None) -> list[int]:
@@ -299,6 +319,8 @@ def ports_block(name: str, device: str, found: Sequence[Found]) -> str:
                   f'bms = "{family}"', f"addresses = {[f.address for f in hits]}"]  # fmt: skip
         if hits[0].baudrate != plugins.info(family).baudrate:
             lines.append(f"baudrate = {hits[0].baudrate}")
+        if hits[0].cells and any(o.name == "cells" for o in plugins.info(family).options):
+            lines.append(f"cells = {hits[0].cells}")  # a family told its cell count (ECS)
         blocks.append("\n".join(lines))
     if len(by_family) > 1:
         blocks.insert(0, "# several families share this bus: bmsbank polls one family per "
