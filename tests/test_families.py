@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daren_485", "eg4_lifepower", "eg4_ll", "felicity", "jbd", "jkbms",
-             "jkpb", "ks48100", "mnb", "renogy", "seplos", "seplosv3", "sinowealth"}  # fmt: skip
+             "jkpb", "ks48100", "mnb", "renogy", "seplos", "seplosv3", "sinowealth",
+             "hlpdatabms4s"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)
