@@ -2,7 +2,16 @@
 
 from collections.abc import Sequence
 
-from bmsbank.native.spec import AsciiHex, Binary, Field, FrameThenAck, ModbusRtu, Tag
+from bmsbank.native.spec import (
+    AsciiHex,
+    Binary,
+    Field,
+    Fixed,
+    FrameThenAck,
+    ModbusRtu,
+    Tag,
+    TextLine,
+)
 
 Buffer = bytes | bytearray | memoryview
 Scan = tuple[int, int, int, int]
@@ -51,7 +60,19 @@ class AckFramer:
     def scan(self, buf: Buffer, start: int = 0) -> Scan: ...
     def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes: ...
 
-Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer
+class FixedFramer:
+    spec: Fixed
+    def __init__(self, spec: Fixed) -> None: ...
+    def scan(self, buf: Buffer, start: int = 0) -> Scan: ...
+    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes: ...
 
-def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck) -> Framer: ...
+class TextLineFramer:
+    spec: TextLine
+    def __init__(self, spec: TextLine) -> None: ...
+    def scan(self, buf: Buffer, start: int = 0) -> Scan: ...
+    def payload(self, buf: Buffer, begin: int = 0, end: int | None = None) -> bytes: ...
+
+Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer | FixedFramer | TextLineFramer
+
+def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck | Fixed | TextLine) -> Framer: ...
 def take(framer: Framer, buf: bytearray) -> tuple[int, int, bytes, int]: ...

@@ -27,13 +27,17 @@ from bmsbank.native.spec import (
     REASON_HEX,
     REASON_LENGTH,
     REASON_LENGTH_CHECK,
+    REASON_NOT_TEXT,
     REASON_TRAILER,
     SKIP,
     STR_CODE,
+    TEXT_BYTES,
     AsciiHex,
     Binary,
+    Fixed,
     FrameThenAck,
     ModbusRtu,
+    TextLine,
     validate_fields,
     validate_tags,
 )
@@ -52,6 +56,7 @@ cdef int R_TRAILER = REASON_TRAILER
 cdef int R_CHECKSUM = REASON_CHECKSUM
 cdef int R_HEX = REASON_HEX
 cdef int R_LENGTH_CHECK = REASON_LENGTH_CHECK
+cdef int R_NOT_TEXT = REASON_NOT_TEXT
 
 # The check table is spec.CHECKS; the C dispatch binds to its entries by name.
 cdef int A_NONE = CHECKS.index("none")
@@ -926,6 +931,91 @@ cdef class AckFramer(_Framer):
         return _found(C_FRAME, p, end, 0)
 
 
+cdef class FixedFramer(_Framer):
+    """Takes :class:`~bmsbank.native.spec.Fixed` frames: the first ``length`` bytes, unchecked."""
+
+    cdef Py_ssize_t length
+
+    def __init__(self, spec):
+        self.spec = spec
+        self.length = spec.length
+
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t e = start + self.length
+        if e <= n:
+            return _found(C_FRAME, start, e, 0)
+        if n > start:
+            return _found(C_PARTIAL, start, e, 0)
+        return _found(C_NONE, n, n, 0)
+
+
+cdef class TextLineFramer(_Framer):
+    """Finds :class:`~bmsbank.native.spec.TextLine` lines: text, then the terminator (see the
+    twin for what is noise, corrupt or skipped)."""
+
+    cdef unsigned char is_text[256]
+    cdef unsigned char end
+    cdef Py_ssize_t max_length
+    cdef frozenset skip
+
+    def __init__(self, spec):
+        cdef int i
+        self.spec = spec
+        for i in range(256):
+            self.is_text[i] = 0
+        for i in TEXT_BYTES:
+            self.is_text[i] = 1
+        self.end = spec.end[0]
+        self.max_length = spec.max_length
+        self.skip = frozenset(spec.skip)
+
+    cdef bint _is_reply(self, Bytes mv, Py_ssize_t p, Py_ssize_t q) except -1:
+        """Whether the text ``mv[p:q]`` is a reply: not blank, not a skipped line."""
+        cdef Py_ssize_t i, last = q
+        cdef bint blank = True
+        while last > p and mv[last - 1] == 13:  # CR before the terminator
+            last -= 1
+        for i in range(p, last):
+            if mv[i] != 32 and mv[i] != 9 and mv[i] != 13:
+                blank = False
+                break
+        if blank:
+            return False
+        return _copy(mv, p, last) not in self.skip
+
+    cdef ScanC _scan(self, Bytes mv, Py_ssize_t start) except *:
+        cdef Py_ssize_t n = mv.shape[0]
+        cdef Py_ssize_t pos = start, p, q, e
+        while True:
+            p = pos
+            while p < n and not self.is_text[mv[p]] and mv[p] != self.end:
+                p += 1  # noise between lines
+            if p == n:
+                return _found(C_NONE, n, n, 0)
+            q = p
+            while q < n and self.is_text[mv[q]]:
+                q += 1
+            if q == n:
+                if q - p >= self.max_length:
+                    return _found(C_BAD, p, n, R_LENGTH)
+                return _found(C_PARTIAL, p, -1, 0)
+            if mv[q] != self.end:
+                return _found(C_BAD, p, q, R_NOT_TEXT)
+            e = q + 1
+            if e - p > self.max_length:
+                return _found(C_BAD, p, e, R_LENGTH)
+            if self._is_reply(mv, p, q):
+                return _found(C_FRAME, p, e, 0)
+            if p == start:
+                return _found(C_SKIP, p, e, 0)  # a blank line or an echo: dropped uncounted
+            pos = e  # after noise: counted with it
+
+    cdef Py_ssize_t _resync(self, Py_ssize_t n, ScanC* r):
+        """A corrupt line goes whole (up to the byte that cut it): its text starts no frame."""
+        return r.end - r.begin if r.end - r.begin > 1 else 1
+
+
 def framer(spec):
     """The framer for ``spec`` (a framer class of :mod:`bmsbank.native.spec`)."""
     if isinstance(spec, Binary):
@@ -936,6 +1026,10 @@ def framer(spec):
         return AsciiFramer(spec)
     if isinstance(spec, FrameThenAck):
         return AckFramer(spec)
+    if isinstance(spec, Fixed):
+        return FixedFramer(spec)
+    if isinstance(spec, TextLine):
+        return TextLineFramer(spec)
     raise TypeError(f"not a framing spec: {spec!r}")
 
 

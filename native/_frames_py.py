@@ -21,15 +21,19 @@ from bmsbank.native.spec import (
     REASON_HEX,
     REASON_LENGTH,
     REASON_LENGTH_CHECK,
+    REASON_NOT_TEXT,
     REASON_TRAILER,
     SKIP,
+    TEXT_BYTES,
     AsciiHex,
     Binary,
     Check,
     Field,
+    Fixed,
     FrameThenAck,
     ModbusRtu,
     Tag,
+    TextLine,
     validate_fields,
     validate_tags,
 )
@@ -658,10 +662,74 @@ class AckFramer(_Framer):
         return FRAME, p, end + (1 if end < n and buf[end] == pad else 0), 0
 
 
-Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer
+class FixedFramer(_Framer):
+    """Takes :class:`~bmsbank.native.spec.Fixed` frames: the first ``length`` bytes, unchecked."""
+
+    def __init__(self, spec: Fixed) -> None:
+        self.spec = spec
+
+    def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
+        """FRAME of the ``length`` bytes at ``start``; PARTIAL while fewer; NONE when empty."""
+        n = _checked_start(buf, start)
+        e = start + self.spec.length
+        if e <= n:
+            return FRAME, start, e, 0
+        return (PARTIAL, start, e, 0) if n > start else (NONE, n, n, 0)
 
 
-def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck) -> Framer:
+_IS_TEXT = tuple(c in TEXT_BYTES for c in range(256))
+_BLANK = b" \t\r"
+
+
+class TextLineFramer(_Framer):
+    """Finds :class:`~bmsbank.native.spec.TextLine` lines: text, then the terminator."""
+
+    def __init__(self, spec: TextLine) -> None:
+        self.spec = spec
+        self.end = spec.end[0]
+        self.skip = frozenset(spec.skip)
+
+    def scan(self, buf: Buffer, start: int = 0) -> tuple[int, int, int, int]:
+        """Look for the first line in ``buf[start:]`` (the statuses of :meth:`BinaryFramer.scan`).
+
+        BAD: a line cut by a byte that is not text (``end`` is that byte; the text before it
+        goes whole) or longer than ``max_length``. SKIP: a blank or skipped line at ``start``.
+        """
+        n = _checked_start(buf, start)
+        is_text, end, longest = _IS_TEXT, self.end, self.spec.max_length
+        pos = start
+        while True:
+            p = pos
+            while p < n and not is_text[buf[p]] and buf[p] != end:
+                p += 1  # noise between lines
+            if p == n:
+                return NONE, n, n, 0
+            q = p
+            while q < n and is_text[buf[q]]:
+                q += 1
+            if q == n:
+                return (BAD, p, n, REASON_LENGTH) if q - p >= longest else (PARTIAL, p, -1, 0)
+            if buf[q] != end:
+                return BAD, p, q, REASON_NOT_TEXT
+            e = q + 1
+            if e - p > longest:
+                return BAD, p, e, REASON_LENGTH
+            line = bytes(buf[p:q]).rstrip(b"\r")
+            if line.strip(_BLANK) and line not in self.skip:
+                return FRAME, p, e, 0
+            if p == start:
+                return SKIP, p, e, 0  # a blank line or an echo: dropped uncounted
+            pos = e  # after noise: counted with it
+
+    def _resync(self, n: int, begin: int, end: int) -> int:
+        """A corrupt line goes whole (up to the byte that cut it): its text starts no frame."""
+        return max(1, end - begin)
+
+
+Framer = BinaryFramer | ModbusFramer | AsciiFramer | AckFramer | FixedFramer | TextLineFramer
+
+
+def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck | Fixed | TextLine) -> Framer:
     """The framer for ``spec`` (a framer class of :mod:`bmsbank.native.spec`)."""
     if isinstance(spec, Binary):
         return BinaryFramer(spec)
@@ -671,6 +739,10 @@ def framer(spec: Binary | ModbusRtu | AsciiHex | FrameThenAck) -> Framer:
         return AsciiFramer(spec)
     if isinstance(spec, FrameThenAck):
         return AckFramer(spec)
+    if isinstance(spec, Fixed):
+        return FixedFramer(spec)
+    if isinstance(spec, TextLine):
+        return TextLineFramer(spec)
     raise TypeError(f"not a framing spec: {spec!r}")
 
 
@@ -724,7 +796,9 @@ __all__ = [
     "AsciiFramer",
     "BinaryFramer",
     "FieldTable",
+    "FixedFramer",
     "ModbusFramer",
+    "TextLineFramer",
     "TlvTable",
     "checksum",
     "crc16_modbus",

@@ -15,6 +15,10 @@ Framers (how frames are found and checked in a byte stream):
   two hex digits, LENGTH carrying its own check nibble (LCHKSUM).
 - :class:`FrameThenAck`: a binary frame followed by a fixed-size acknowledgement (JK PB: the
   300-byte frame, then the FC16 ack that names the responder).
+- :class:`Fixed`: fixed-length replies with no start byte, whose check value the family verifies
+  (Sinowealth: the CRC covers the request, which only the family knows).
+- :class:`TextLine`: ASCII text lines with no check value (HLPdata BMS4S); the family validates
+  a line's structure.
 
 Layouts (where values sit in a frame's payload): a :class:`Field` table read at fixed offsets, with
 a sequential cursor, as a Modbus register or coil map (any read window decodes), or :class:`Tag`
@@ -86,12 +90,14 @@ MODES: tuple[str, ...] = ("fixed", "cursor", "registers", "coils")
 FRAME, PARTIAL, BAD, NONE, EXCEPTION, SKIP = 0, 1, 2, 3, 4, 5
 #: reason codes for BAD, with the link counter each is counted under
 REASON_LENGTH, REASON_TRAILER, REASON_CHECKSUM, REASON_HEX, REASON_LENGTH_CHECK = 1, 2, 3, 4, 5
+REASON_NOT_TEXT = 6
 REASONS = {
     REASON_LENGTH: "malformed",
     REASON_TRAILER: "malformed",
     REASON_CHECKSUM: "checksum",
     REASON_HEX: "hex",
     REASON_LENGTH_CHECK: "length_check",
+    REASON_NOT_TEXT: "malformed",
 }
 REASON_TEXT = {
     REASON_LENGTH: "impossible length",
@@ -99,6 +105,7 @@ REASON_TEXT = {
     REASON_CHECKSUM: "bad check value",
     REASON_HEX: "non-hex character",
     REASON_LENGTH_CHECK: "bad LENGTH check nibble",
+    REASON_NOT_TEXT: "a byte that is not text in a text line",
 }
 
 
@@ -392,7 +399,63 @@ class FrameThenAck:
             raise ValueError("frame-then-ack: the pattern must fit in the acknowledgement")
 
 
-FrameSpec = Binary | ModbusRtu | AsciiHex | FrameThenAck
+@dataclass(frozen=True)
+class Fixed:
+    """Fixed-length frames with no start byte: the first ``length`` bytes are one frame.
+
+    For a protocol whose reply has no header and whose check value covers bytes only the request
+    holds (Sinowealth: a CRC-8 over ``0A cmd len`` + data): the framer cannot tell noise from a
+    reply, so the family verifies the check when it parses the reply with its request, and a
+    reply shifted by noise fails it there. One reply per request: the transport drains the line
+    before each request.
+
+    Attributes:
+        length: bytes of every frame.
+
+    """
+
+    length: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.length <= 4096:
+            raise ValueError("fixed: length must be 1-4096")
+
+
+#: bytes a text line may hold besides its terminator: printable ASCII, TAB and CR
+TEXT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\r"
+
+
+@dataclass(frozen=True)
+class TextLine:
+    """ASCII text lines with no check value: printable text, then the ``end`` byte.
+
+    Any other byte is noise between lines (skipped, counted), or corrupts the line it cuts
+    (reported with the text before it, which is dropped whole). A line that is blank or one of
+    ``skip`` (the echo of a command) is dropped uncounted when it comes first; after noise it is
+    counted with the noise. A line longer than ``max_length`` is malformed. The frame is the
+    line with its terminator; the family checks its structure (field count, numbers, ranges).
+
+    Attributes:
+        end: the terminator byte.
+        skip: whole lines (without CR and the terminator) that are not replies.
+        max_length: longest line accepted, terminator included.
+
+    """
+
+    end: bytes = b"\n"
+    skip: tuple[bytes, ...] = ()
+    max_length: int = 512
+
+    def __post_init__(self) -> None:
+        if len(self.end) != 1 or self.end[0] in TEXT_BYTES:
+            raise ValueError("text line: the terminator is one byte that is not text")
+        if not 2 <= self.max_length <= 65536:
+            raise ValueError("text line: max_length must be 2-65536")
+        if any(not line or any(c not in TEXT_BYTES for c in line) for line in self.skip):
+            raise ValueError("text line: skipped lines are non-empty text")
+
+
+FrameSpec = Binary | ModbusRtu | AsciiHex | FrameThenAck | Fixed | TextLine
 
 
 # -- encoders (simulators and request builders; not on a hot path) ------------------------

@@ -15,9 +15,11 @@ from bmsbank.native.spec import (
     Binary,
     Check,
     Field,
+    Fixed,
     FrameThenAck,
     ModbusRtu,
     Tag,
+    TextLine,
 )
 
 NUMERIC = [f for f in FORMATS if f not in ("str", "bit")]
@@ -145,6 +147,9 @@ FRAMINGS = [
     FrameThenAck(Binary(b"\x55\xaa\xeb\x90", fixed_length=300, check=Check("sum8", end=-1, at=-1),
                         pad=0), 8, (None, 0x10, 0x16, None, 0, 1),
                  Check("crc16_modbus", end=-2, at=-2, fmt="u16le")),
+    Fixed(5),  # Sinowealth: five bytes, checked by the family with its request
+    TextLine(skip=(b"m1", b"pv")),  # HLPdata BMS4S: text lines, the command's echo dropped
+    TextLine(max_length=24),
 ]  # fmt: skip
 
 chunks = st.one_of(
@@ -165,6 +170,8 @@ chunks = st.one_of(
     st.just(_modbus(bytes.fromhex("031016200001"))),
     st.just(b"\x00"),
     st.just(b"~"),
+    st.builds(lambda t: t.encode() + b"\r\n", st.text("0123456789.,- b", max_size=40)),
+    st.sampled_from([b"m1\r\n", b"pv\n", b"\r\n", b" \t\r\n", b"\n", b"m1"]),
 )
 
 
