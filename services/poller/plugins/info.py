@@ -44,6 +44,26 @@ ECHO_VALUES = ("auto", True, False)
 
 
 @dataclass(frozen=True)
+class Ble:
+    """How a family speaks over Bluetooth LE: the GATT service and characteristics it uses.
+
+    Attributes:
+        service: the GATT service UUID (128-bit text form).
+        notify: the characteristic whose notifications carry the replies.
+        write: the characteristic the requests are written to (may equal ``notify``).
+        names: advertised local-name prefixes that identify the family (``bmsbank scan --ble``).
+        with_response: write requests with response (ATT Write Request) instead of without.
+
+    """
+
+    service: str
+    notify: str
+    write: str
+    names: tuple[str, ...] = ()
+    with_response: bool = False
+
+
+@dataclass(frozen=True)
 class FamilyInfo:
     """A BMS family's metadata.
 
@@ -58,6 +78,7 @@ class FamilyInfo:
         default_address: address used when the config names none.
         controls: control actions (keys of ``bmsbank.schema.CONTROL_ACTIONS``) it carries out.
         options: per-port options it declares.
+        ble: how it speaks over Bluetooth LE (None: it does not).
 
     """
 
@@ -71,6 +92,7 @@ class FamilyInfo:
     default_address: int = 1
     controls: frozenset[str] = frozenset()
     options: tuple[Option, ...] = field(default=())
+    ble: Ble | None = None
 
     def option_values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every option's value: ``given`` where set, the default otherwise.
