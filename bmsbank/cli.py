@@ -244,6 +244,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     """Find the BMSs answering on a serial port; print them as a ready ``[[ports]]`` block."""
     from bmsbank.services.poller import plugins, scan
 
+    if args.ble:
+        return _scan_ble(args)
+    if not args.device:
+        print(f"{PROG}: scan: name a serial device, or --ble", file=sys.stderr)
+        return 2
     try:
         addresses = scan.parse_addresses(args.addresses) if args.addresses else None
         families = args.bms.split(",") if args.bms else None
@@ -270,6 +275,30 @@ def cmd_scan(args: argparse.Namespace) -> int:
     name = args.name or os.path.basename(args.device).replace("usb-", "")[:32] or "port"
     print(scan.ports_block(name, args.device, found))
     print(f"{PROG}: scan: {len(found)} found in {took:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _scan_ble(args: argparse.Namespace) -> int:
+    """``scan --ble``: the devices advertising nearby (BMSs first) and a ready ``[[ble]]`` block."""
+    from bmsbank.errors import TransportError
+    from bmsbank.services.poller import ble_scan
+
+    if not args.quiet:
+        print(f"{PROG}: scan: listening on {args.adapter} for {args.seconds:g} s",
+              file=sys.stderr)  # fmt: skip
+    try:
+        seen = ble_scan.discover(args.adapter, args.seconds)
+    except TransportError as exc:
+        print(f"{PROG}: scan: {exc}", file=sys.stderr)
+        return 1
+    for line in ble_scan.table(seen):
+        print(f"# {line}")
+    bmss = sum(s.family is not None for s in seen)
+    if not bmss:
+        print(f"{PROG}: scan: no BMS heard among {len(seen)} device(s)", file=sys.stderr)
+        return 1
+    print(ble_scan.ble_block(args.adapter, seen))
+    print(f"{PROG}: scan: {bmss} BMS(s) among {len(seen)} device(s)", file=sys.stderr)
     return 0
 
 
@@ -369,19 +398,25 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=cmd_ports)
     n = sub.add_parser(
         "scan",
-        help="find the BMSs on a serial port, print a ready [[ports]] block",
+        help="find the BMSs on a serial port (or nearby over BLE), print a ready config block",
         description="Ask every serial family's identification request (reads only) at its own "
         "speed and parity, most common first. Without --addresses: each family at its default "
         "address, stopping at the first that answers. With --addresses: every family that "
         "shares a bus at every address. Exit code 0: found; 1: nothing answered or the port is "
         "busy (a running poller holds it); 2: usage error.",
     )  # fmt: skip
-    n.add_argument("device", help="serial device, e.g. /dev/serial/by-id/usb-FTDI_...-port0")
+    n.add_argument("device", nargs="?",
+                   help="serial device, e.g. /dev/serial/by-id/usb-FTDI_...-port0")  # fmt: skip
     n.add_argument("--addresses", metavar="RANGE",
                    help="addresses to sweep, e.g. 1-16 or 1,3,0x30-0x3f")  # fmt: skip
     n.add_argument("--bms", metavar="FAMILY[,FAMILY]", help="try only these families")
     n.add_argument("--name", help="the port name to print (default: from the device)")
     n.add_argument("--quiet", action="store_true", help="no progress line")
+    n.add_argument("--ble", action="store_true",
+                   help="list the Bluetooth devices advertising nearby instead (name, MAC, RSSI, "
+                   "the family matched), then a ready [[ble]] block")  # fmt: skip
+    n.add_argument("--adapter", default="hci0", help="Bluetooth adapter for --ble (hci0)")
+    n.add_argument("--seconds", type=float, default=5.0, help="how long --ble listens (5)")
     n.set_defaults(func=cmd_scan)
     y = sub.add_parser("keys", help="make a CURVE key pair (remote pollers, see README)")
     y.add_argument("directory", help="where to write NAME.key and NAME.key_secret")
