@@ -20,7 +20,7 @@ import stat
 import sys
 import tomllib
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -691,21 +691,32 @@ def _typed(cls: type, section: Any, where: str, problems: _Problems) -> Any:
     return cls(**values)
 
 
-def _port(section: Any, index: int, problems: _Problems) -> PortConfig | None:
-    """One ``[[ports]]`` table, or None when it has a problem (then every one is reported)."""
+def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> PortConfig | None:
+    """One ``[[ports]]`` table, or None when it has a problem (then every one is reported).
+
+    ``ble``: the table is a ``[[ble.devices]]`` one, already given its device and process by
+    :func:`_ble_device`: only families that speak BLE, no "auto".
+    """
     from bmsbank.services.poller import plugins
 
-    where = f"ports[{index}]"
     if not isinstance(section, dict):
-        problems.add(where, f"a [[ports]] table, got {_shown(section)}")
+        problems.add(
+            where, f"a [[{'ble.devices' if ble else 'ports'}]] table, got {_shown(section)}"
+        )
         return None
     before = problems.count()
-    families = [*plugins.families(), AUTO]
+    if ble:
+        families = [n for n, i in plugins.families().items() if i.ble is not None]
+    else:
+        families = [
+            *(n for n, i in plugins.families().items() if i.link not in WIRELESS_OR_CAN),
+            AUTO,
+        ]
     bms = section.get("bms")
     family = None
-    if isinstance(bms, str) and bms in plugins.families():
+    if isinstance(bms, str) and bms in families and bms != AUTO:
         family = plugins.info(bms)
-    elif bms == AUTO:
+    elif bms == AUTO and not ble:
         pass  # the poller scans at start (see the README); no family options then
     elif bms is None:
         problems.add(f"{where}.bms", f"one of {', '.join(families)} (required)")
@@ -771,7 +782,7 @@ def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
     if not isinstance(value, list):
         problems.add("ports", "an array of tables: write [[ports]], not [ports]")
         return ()
-    parsed = [_port(p, i, problems) for i, p in enumerate(value)]
+    parsed = [_port(p, f"ports[{i}]", problems) for i, p in enumerate(value)]
     for key in ("name", "device"):
         first: dict[Any, int] = {}
         for i, p in enumerate(value):
@@ -786,6 +797,105 @@ def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
             elif isinstance(v, str):
                 first[v] = i
     return tuple(p for p in parsed if p is not None)
+
+
+#: family links a [[ports]] table cannot reach (they have sections of their own)
+WIRELESS_OR_CAN = ("BLE", "CAN")
+ADAPTER_RE = re.compile(r"^hci[0-9]{1,2}$")
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+#: [[ports]] keys a [[ble.devices]] table does not have: the adapter and MAC make the device,
+#: the [[ble]] table the process, and a radio link has no baud rate, echo or bus silence
+BLE_NOT_KEYS = ("device", "baudrate", "echo", "command_gap", "process")
+BLE_DEVICE = "ble:{adapter}/{address}"  #: a BLE device's PortConfig.device
+
+
+def ble_target(device: str) -> tuple[str, str] | None:
+    """(adapter, MAC) of a BLE device's ``PortConfig.device`` ("ble:hci0/AA:..."), else None."""
+    if not device.startswith("ble:"):
+        return None
+    adapter, _, address = device[4:].partition("/")
+    return adapter, address
+
+
+def _ble_device(section: Any, where: str, adapter: str, process: str, problems: _Problems
+                ) -> PortConfig | None:  # fmt: skip
+    """One ``[[ble.devices]]`` table as the port its poller thread polls."""
+    if not isinstance(section, dict):
+        problems.add(where, f"a [[ble.devices]] table, got {_shown(section)}")
+        return None
+    section = dict(section)
+    for key in BLE_NOT_KEYS:
+        if key in section:
+            problems.add(f"{where}.{key}", "no such key in [[ble.devices]] (the adapter and "
+                         "address make the device, [[ble]] the process)")  # fmt: skip
+            section.pop(key)
+    address = section.pop("address", None)
+    if not isinstance(address, str) or not MAC_RE.match(address):
+        got = "(required)" if address is None else f"got {_shown(address)}"
+        problems.add(f"{where}.address", f'a MAC address "AA:BB:CC:DD:EE:FF" {got}')
+        address = ""
+    section["device"] = BLE_DEVICE.format(adapter=adapter, address=address.upper())
+    section["process"] = process
+    return _port(section, where, problems, ble=True)
+
+
+def _ble(value: Any, problems: _Problems) -> list[tuple[str, PortConfig]]:
+    """Every ``[[ble]]`` adapter's devices, each a port of the adapter's poller process.
+
+    One process per adapter (``ble-<adapter>`` unless ``process`` names another) serves its
+    devices, each in a thread of its own, as a poller process serves its serial ports.
+    """
+    if not isinstance(value, list):
+        problems.add("ble", "an array of tables: write [[ble]], not [ble]")
+        return []
+    out: list[tuple[str, PortConfig | None]] = []
+    for i, table in enumerate(value):
+        where = f"ble[{i}]"
+        if not isinstance(table, dict):
+            problems.add(where, f"a [[ble]] table, got {_shown(table)}")
+            continue
+        for key in table:
+            if key not in ("adapter", "process", "devices"):
+                problems.add(
+                    f"{where}.{_key(key)}", _unknown(key, ("adapter", "process", "devices"))
+                )
+        adapter = table.get("adapter", "hci0")
+        if not isinstance(adapter, str) or not ADAPTER_RE.match(adapter):
+            problems.add(
+                f"{where}.adapter",
+                f'a Bluetooth adapter name "hci0"-"hci99", got {_shown(adapter)}',
+            )
+            continue
+        process = table.get("process", f"ble-{adapter}")
+        if not isinstance(process, str) or not NAME_RE.match(process):
+            problems.add(
+                f"{where}.process", PortConfig.__dataclass_fields__["process"].metadata["expected"]
+            )
+            continue
+        devices = table.get("devices", [])
+        if not isinstance(devices, list):
+            problems.add(f"{where}.devices", "an array of tables: write [[ble.devices]]")
+            continue
+        for j, d in enumerate(devices):
+            at = f"{where}.devices[{j}]"
+            out.append((at, _ble_device(d, at, adapter, process, problems)))
+    return [(at, p) for at, p in out if p is not None]
+
+
+def _unique_ble(ports: Sequence[PortConfig], ble: Sequence[tuple[str, PortConfig]],
+                problems: _Problems) -> None:  # fmt: skip
+    """BLE device names (pack ids) and MACs repeat nowhere, in [[ports]] or [[ble.devices]]."""
+    taken = {p.name: "a [[ports]] table" for p in ports}
+    devices: dict[str, str] = {}
+    for where, p in ble:
+        if p.name in taken:
+            problems.add(f"{where}.name", "a name no other port or BLE device has "
+                         f"({taken[p.name]} has {_shown(p.name)} too)")  # fmt: skip
+        if p.device in devices:
+            problems.add(f"{where}.address", f"an address no other device of the adapter has "
+                         f"({devices[p.device]} has it too)")  # fmt: skip
+        taken.setdefault(p.name, where)
+        devices.setdefault(p.device, where)
 
 
 def _runtime_dir_problem(path: str) -> str | None:
@@ -908,10 +1018,8 @@ def _check_stale_after(config: Config, problems: _Problems) -> None:
     if not problems.failed("ports"):  # else the indexes of config.ports are not the file's
         for i, port in enumerate(config.ports):
             timeout = port.timeout or DEFAULT_TIMEOUT_BOUND
-            why = (
-                f"2 x (ports[{i}].interval + ports[{i}].timeout) = 2 x ({port.interval:g} + "
-                f"{timeout:g}) s"
-            )
+            at = f"ports[{i}]" if ble_target(port.device) is None else f"BLE device {port.name}"
+            why = f"2 x ({at}.interval + {at}.timeout) = 2 x ({port.interval:g} + {timeout:g}) s"
             if not port.timeout:
                 why += f" (a timeout of 0, the BMS default, counts as {timeout:g} s)"
             needs.append((2 * (port.interval + timeout), why, "a pack"))
@@ -936,17 +1044,25 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     """
     problems = _Problems(source)
     values: dict[str, Any] = {"source": source}
+    serial: tuple[PortConfig, ...] = ()
+    ble: list[tuple[str, PortConfig]] = []
     for key, value in data.items():
         if key in _SECTIONS:
             values[key] = _typed(_SECTIONS[key], value, key, problems)
         elif key == "ports":
-            values["ports"] = _ports(value, problems)
+            serial = _ports(value, problems)
+        elif key == "ble":
+            ble = _ble(value, problems)
         elif key in _TOP_KEYS:
             checked = _top(key, value, problems)
             if checked is not None:
                 values[key] = checked
         else:
-            problems.add(_key(key), _unknown(key, [*_TOP_KEYS, *_SECTIONS, "ports"]))
+            problems.add(_key(key), _unknown(key, [*_TOP_KEYS, *_SECTIONS, "ports", "ble"]))
+    # BLE devices last: ports[i] stays the file's i-th [[ports]] table
+    values["ports"] = serial + tuple(p for _, p in ble)
+    if ble and not problems.failed("ports"):
+        _unique_ble(serial, ble, problems)
     config = Config(**values)
     _check_cell_voltages(config.bank, problems)
     _check_force_charge(config.can, problems)
@@ -1135,6 +1251,14 @@ def reference() -> str:
             default = f.metadata["default"]
             shown = f"0x{default:04X}" if f.name == "product_id" else json_value(default)
             rows.append(f"| `{section}.{f.name}` | `{shown}` | {f.metadata['expected']} |")
+    rows += [
+        '| `[ble].adapter` | `"hci0"` | the Bluetooth adapter, "hci0"-"hci99" |',
+        '| `[ble].process` | `"ble-<adapter>"` | the poller process serving the adapter\'s '
+        "devices, each in a thread of its own (a name as `[ports].process`) |",
+        "| `[ble].devices` | `[]` | `[[ble.devices]]` tables: `name`, `address` (the MAC, "
+        '"AA:BB:CC:DD:EE:FF"), `bms` (a family that speaks BLE) and the `[ports]` keys but '
+        f"{', '.join(f'`{k}`' for k in BLE_NOT_KEYS)} |",
+    ]
     from bmsbank.services.poller import plugins
 
     for family in plugins.families().values():

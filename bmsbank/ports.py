@@ -99,8 +99,8 @@ def report(found: Sequence[Adapter], config: Config | None) -> tuple[list[str], 
         adapter = by_device.get(real)
         if adapter is not None:
             users.setdefault(adapter.device, []).append(port.name)
-        elif "://" in port.device:
-            continue  # a pyserial URL (rfc2217://, socket://): not an adapter of this machine
+        elif "://" in port.device or port.device.startswith("ble:"):
+            continue  # a pyserial URL (rfc2217://, socket://) or a BLE device: not an adapter
         else:
             warnings.append(f"port {port.name}: {port.device} is not present")
         if MOVABLE.match(port.device):
