@@ -2,7 +2,7 @@
 
 The default profile: eleven 16-cell packs, two JBD packs on their own ports and four RS485 buses
 (three JK PB packs, two Daly boards, two Seplos v3 packs, two Seplos v2 packs). The ``all``
-profile: one pack of every BMS family, each on its own port, as a 12 V bank of 4-cell packs
+profile: one pack of every serial (and SPI) BMS family, each on its own port, as a 12 V bank of 4-cell packs
 (HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal (an SPI family's on
 a Unix socket, the device ``spisim:PATH``); pollers,
 arbiter and publisher run under a real supervisord; a private dbus-daemon (unless
@@ -27,6 +27,7 @@ from typing import NamedTuple
 import zmq
 
 from bmsbank import config as configuration
+from bmsbank.config import WIRELESS_OR_CAN
 from bmsbank import runtime, view
 from bmsbank.schema import TOPIC_BANK, unpack
 from bmsbank.supervisor import Program, render, service_programs
@@ -70,7 +71,8 @@ def profile_ports(profile: str) -> tuple[DemoPort, ...]:
     from bmsbank.services.poller import plugins
 
     ports = []
-    for k, family in enumerate(plugins.families()):
+    wired = [n for n, i in plugins.families().items() if i.link not in WIRELESS_OR_CAN]
+    for k, family in enumerate(wired):
         current = (2.0, -1.5, 1.0, 3.0, -0.5)[k % 5]  # some charge, some discharge: they differ
         ports.append(DemoPort(family, family, [plugins.info(family).default_address], [current],
                               [55.0 + k % 7 * 2], [0.003 + k % 4 * 0.002], cells=4))  # fmt: skip
