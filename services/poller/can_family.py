@@ -13,7 +13,13 @@ frames of several packs interleave on one bus. So a CAN family is not a serial
   family's frame at all);
 - :meth:`CanFamily.accept`: decode one frame into the pack's reply parts;
 - :meth:`CanFamily.state`: the state fields from the parts, as ``Plugin.state`` does (derived
-  values are :func:`bmsbank.state.derive`'s, never the family's).
+  values are :func:`bmsbank.state.derive`'s, never the family's);
+- ``transient``: the parts the input drops after building a state from them (event frames
+  whose absence means "nothing to report", such as JK CAN's alarm frame).
+
+``name``, ``title``, ``baudrate``, ``addresses`` ... are class attributes set from ``info`` when a
+subclass is defined, as :class:`~bmsbank.services.poller.plugins.base.Plugin` does, so the
+registry can read them from the class.
 
 Its simulator (:class:`CanSimulator`) answers requests and broadcasts from
 :class:`~bmsbank.services.poller.simulators.battery.BatteryModel` packs.
@@ -49,17 +55,32 @@ class CanFamily:
     """Base class of a CAN BMS family. Subclasses set ``info`` and implement the hooks."""
 
     info: ClassVar[FamilyInfo]
+    #: registry key, title, bus bit rate [bit/s], addresses: from ``info`` (as ``Plugin``'s)
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    baudrate: ClassVar[int] = 250000
+    multidrop: ClassVar[bool] = False
+    addresses: ClassVar[range] = range(0, 256)
+    default_address: ClassVar[int] = 1
+    controls: ClassVar[frozenset[str]] = frozenset()
     #: how long the input waits for a polled pack's replies after its requests [s]
     reply_timeout: ClassVar[float] = 0.5
+    #: parts the input drops once it has built a state from them: frames the BMS sends only
+    #: while something holds (an alarm frame that stops when the alarm clears), so that a part
+    #: left over from an earlier state does not outlive what it reported
+    transient: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("info")
+        if info is not None:
+            cls.name, cls.title, cls.baudrate = info.name, info.title, info.baudrate
+            cls.multidrop, cls.addresses = info.multidrop, info.addresses
+            cls.default_address, cls.controls = info.default_address, info.controls
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         #: per-input options, validated, every declared one present
         self.options = self.info.option_values(options or {})
-
-    @property
-    def name(self) -> str:
-        """The family's registry key."""
-        return self.info.name
 
     def requests(self, address: int, cycle: int) -> Sequence[CanFrame]:
         """The frames to send in poll cycle ``cycle`` (0 first) for the pack at ``address``.
