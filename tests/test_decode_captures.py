@@ -32,16 +32,18 @@ def contract(name: str) -> type[PluginContract]:
     return found[0]
 
 
+#: CAN families decode frames, not byte streams: their captures are in their own tests
+FRAMED = [name for name, info in plugins.families().items() if info.link != "CAN"]
 CAPTURES = [
     pytest.param(name, i, cap, id=f"{name}-{i}")
-    for name in plugins.families()
+    for name in FRAMED
     for i, cap in enumerate(contract(name).captured)
 ]
 
 
 def test_every_family_has_a_test_module_with_captures():
     names = {p.values[0] for p in CAPTURES}
-    assert names == set(plugins.families())
+    assert names == set(FRAMED)
 
 
 @pytest.mark.parametrize("name, index, cap", CAPTURES)

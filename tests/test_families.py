@@ -13,9 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_folder_is_a_family_with_a_simulator():
-    names = {"ant", "daly", "daren_485", "ecs", "eg4_lifepower", "eg4_ll", "felicity",
-             "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkpb", "ks48100", "lltjbd_up16s",
-             "mnb", "pace", "renogy", "seplos", "seplosv3", "sinowealth"}  # fmt: skip
+    names = {"ant", "daly", "daly_can", "daren_485", "ecs", "eg4_lifepower", "eg4_ll",
+             "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_can", "jkpb",
+             "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos", "seplosv3",
+             "sinowealth"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)
@@ -35,7 +36,7 @@ def test_metadata_loads_no_codec_and_no_poller_code():
 
 def test_readme_family_table_matches_the_metadata():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz) \|([^|]+)\|"
+    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz|bit/s) \|([^|]+)\|"
            r"([^|]*)\|([^|]*)\|$")  # fmt: skip
     rows = re.findall(row, text, re.MULTILINE)
     assert {r[0] for r in rows} == set(plugins.families())
@@ -43,7 +44,9 @@ def test_readme_family_table_matches_the_metadata():
         info = plugins.info(name)
         assert source == f"services/poller/plugins/{name}/family.py", name
         assert (ROOT / source).is_file(), source
-        framing = "Hz" if info.link.startswith("SPI") else f"8{info.parity}1"  # SPI: the clock
+        # SPI: the clock; CAN: the bus bit rate
+        framing = ("Hz" if info.link.startswith("SPI") else "bit/s" if info.link == "CAN"
+                   else f"8{info.parity}1")  # fmt: skip
         assert int(baud) == info.baudrate and parity == framing, name
         assert link.strip() in info.link, name
         first, last = info.addresses[0], info.addresses[-1]
