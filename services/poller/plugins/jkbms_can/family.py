@@ -25,8 +25,9 @@ bms-jk-can/src/main/java/com/airepublic/bmstoinverter/bms/jk/can/JKBmsCANProcess
   temperature, relay temperature, charge/discharge over-current, cell difference, low SoC;
   DSB and AIR give high cell V, low cell V, high pack V, low pack V, cell difference,
   discharge/charge over-current, high/low temperature, temperature difference, low SoC and four
-  failures (an older document). Option ``protocol``: "bb_pkg" (DOC, the default: the firmware
-  this family needs, see cells) or "v1".
+  failures (an older document; the temperature difference has no alarm of its own here).
+  Option ``protocol``: "bb_pkg" (DOC, the default: the firmware this family needs, see
+  "Cells") or "v1".
 - 0x18F128F4 BATT_ST2 (100 ms): remaining and full capacity u16 0.1 Ah (all agree); then DOC:
   cycles u16 at byte 4, SoH u8 at byte 6; DSB and AIR: cycles u16 at byte 6 (DSB reads bytes
   4-5 as Ah drawn). Chosen by ``protocol`` as the alarms are.
@@ -42,7 +43,8 @@ firmware broadcasts just the min/max (DSB's "JKBMS CAN V1"; DSB fills the other 
 mean of min and max) get no state here ("truncated": read such a BMS over RS485 instead), since
 made-up cells would pass every check the bank makes. The cell count is option ``cells``, or, when
 0, the slots of the frames received up to the last non-zero one, accepted only once their sum
-agrees with BATT_ST1's voltage (a frame still missing would otherwise shorten the pack).
+falls short of BATT_ST1's voltage by less than half a cell (a frame still missing would
+otherwise shorten the pack).
 
 Not decoded (accepted, ignored): 0x18F228F4 CELL_TEMP_FULL (DOC: relay, shunt, cells 1-6; DSB:
 a count, T1, T2, MOSFET, T4, T5; AIR: a presence mask then up to five: no two agree),
