@@ -117,13 +117,12 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """Decode captured replies with a BMS family and print the state as JSON."""
-    from bmsbank.plausibility import default_bounds, implausible
-    from bmsbank.schema import validate_state
     from bmsbank.services.poller import plugins
     from bmsbank.services.poller.decode import decode_replies, parse_args
-    from bmsbank.state import make_state
 
     try:
+        if plugins.info(args.bms).link == "CAN":
+            return _decode_can(args)
         plugin = plugins.load(args.bms)
         replies = parse_args(args.frames)
     except (KeyError, ValueError) as exc:
@@ -143,7 +142,49 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(json.dumps(_json_safe({"parts": parts}), indent=2))
         return runtime.fail(PROG, f"incomplete state: {exc.reason}", 1)
     address = args.address if args.address is not None else plugin.default_address
-    state = make_state("decode", address, plugin.name, 0, fields, stats.as_dict())
+    return _print_state(plugin.name, address, fields, stats.as_dict())
+
+
+def _decode_can(args: argparse.Namespace) -> int:
+    """``bmsbank decode`` for a CAN family: candump ``ID#DATA`` frames, one pack's state.
+
+    Raises:
+        KeyError, ValueError: an unknown family, a frame that is not ``ID#DATA``.
+
+    """
+    from bmsbank.services.poller import plugins
+    from bmsbank.services.poller.can_family import CanFamily
+    from bmsbank.services.poller.decode import decode_can_frames, parse_can_args
+
+    family: CanFamily = plugins.load(args.bms)  # type: ignore[assignment]  # a CAN family
+    frames = parse_can_args(args.frames)
+    try:
+        packs, stats = decode_can_frames(family, frames, args.address)
+    except FrameError as exc:
+        return runtime.fail(PROG, f"rejected ({exc.kind}): {exc}", 1)
+    if stats.unexpected:
+        print(f"{PROG}: ignored {stats.unexpected} frame(s) of no {family.title} pack",
+              file=sys.stderr)  # fmt: skip
+    if len(packs) != 1:
+        found = ", ".join(map(str, sorted(packs))) or "none"
+        return runtime.fail(PROG, f"rejected: frames of one pack wanted (--address), "
+                                  f"got packs {found}", 1)  # fmt: skip
+    address, parts = next(iter(packs.items()))
+    try:
+        fields = family.state(parts)
+    except FrameError as exc:
+        print(json.dumps(_json_safe({"parts": parts}), indent=2))
+        return runtime.fail(PROG, f"incomplete state: {exc.reason}", 1)
+    return _print_state(family.name, address, fields, stats.as_dict())
+
+
+def _print_state(bms: str, address: int, fields: dict[str, Any], link: dict[str, int]) -> int:
+    """Print the state a poller would send, and say whether it would pass its checks."""
+    from bmsbank.plausibility import default_bounds, implausible
+    from bmsbank.schema import validate_state
+    from bmsbank.state import make_state
+
+    state = make_state("decode", address, bms, 0, fields, link)
     print(json.dumps(_json_safe(state), indent=2))
     # What a poller would do with it: the schema, then a LiFePO4 pack's plausible readings.
     try:
@@ -371,9 +412,10 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("decode", help="decode captured replies (hex, in arrival order)")
     c.add_argument("bms", help="BMS family (see the README table), e.g. jbd, jkpb, renogy")
-    c.add_argument("frames", nargs="+", metavar="REPLY|REQUEST=REPLY",
+    c.add_argument("frames", nargs="+", metavar="REPLY|REQUEST=REPLY|ID#DATA",
                    help="a reply as hex (spaces and colons ignored), or the request it answers "
-                        "and the reply (Modbus replies do not say what they answer)")  # fmt: skip
+                        "and the reply (Modbus replies do not say what they answer); a CAN "
+                        "family's frames as candump prints them, ID#DATA")  # fmt: skip
     c.add_argument("--address", type=int, help="address the frames must come from")
     c.set_defaults(func=cmd_decode)
 

@@ -7,6 +7,7 @@ of tests/test_daly.py, with their sources, are replayed here as CAN replies of b
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -213,3 +214,17 @@ def test_fuzz_nothing_but_frame_errors(command: int, board: int, data: bytes) ->
         family.state(parts)
     except FrameError as err:
         assert err.kind == "truncated"
+
+
+def test_cli_decodes_a_candump_of_one_cycle(capsys: pytest.CaptureFixture[str]) -> None:
+    from bmsbank.cli import main
+
+    family, sim = Family(), Simulator({2: BatteryModel(current=5.0)})
+    replies = [r for q in family.requests(2, 0) for r in sim.answer(q)]
+    assert main(["decode", "daly_can", *[f"{r.id:08X}#{r.data.hex()}" for r in replies]]) == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["bms"] == "daly_can" and state["address"] == 2
+    assert state["current"] == pytest.approx(5.0) and len(state["cells"]) == 16
+    assert main(["decode", "daly_can", "--address", "1",
+                 *[f"{r.id:08X}#{r.data.hex()}" for r in replies]]) == 1  # fmt: skip
+    assert "got packs none" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -263,3 +264,30 @@ def test_fuzz_nothing_but_frame_errors(can_id: int, data: bytes, extended: bool)
         family.state(parts)
     except FrameError as err:
         assert err.kind == "truncated"
+
+
+def candump(frames: list[CanFrame]) -> list[str]:
+    """The frames as candump prints them: ``ID#DATA`` (8 hex digits: a 29-bit id)."""
+    return [f"{f.id:08X}#{f.data.hex()}" if f.extended else f"{f.id:03X}#{f.data.hex()}"
+            for f in frames]  # fmt: skip
+
+
+def test_cli_decodes_a_candump_of_one_broadcast(capsys: pytest.CaptureFixture[str]) -> None:
+    from bmsbank.cli import main
+
+    model = BatteryModel(cells=16, current=-7.5)
+    frames = Simulator({4: model}).broadcast()
+    other = CanFrame(0x351, bytes(8))  # another device on the bus: counted, skipped
+    assert main(["decode", "jkbms_can", *candump([other, *frames])]) == 0
+    out, err = capsys.readouterr()
+    state = json.loads(out)
+    assert state["bms"] == "jkbms_can" and state["address"] == 4
+    assert state["current"] == pytest.approx(-7.5) and len(state["cells"]) == 16
+    assert state["link"]["unexpected"] == 1 and "ignored 1 frame" in err
+    # the per-cell frames left out: the parts, and why there is no state
+    assert main(["decode", "jkbms_can", *candump(frames[:5])]) == 1
+    assert "incomplete state" in capsys.readouterr().err
+    bad = candump([CanFrame(0x2F4, bytes.fromhex("ED01A00F65"))])  # SoC 101 %
+    assert main(["decode", "jkbms_can", *bad]) == 1
+    assert "rejected (malformed)" in capsys.readouterr().err
+    assert main(["decode", "jkbms_can", "2F4ED01"]) == 2  # not ID#DATA

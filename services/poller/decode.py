@@ -4,7 +4,8 @@ Each argument is a reply (hex, spaces and colons ignored) or ``REQUEST=REPLY`` f
 whose replies do not say what they answer (Modbus): the reply is then decoded by the request it
 answers, whatever register block that is. Bytes carry over from one argument to the next, so a
 frame pasted in pieces still decodes. The frames of a multi-frame reply (Daly's cell voltages)
-are joined as the poller joins them.
+are joined as the poller joins them. A CAN family's frames are given in candump's ``ID#DATA``
+notation and go through its ``address_of`` and ``accept`` hooks, as the CAN input's do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bmsbank.errors import FrameError
+from bmsbank.services.poller.can_family import CanFamily, CanFrame
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, merge_frames
 
 
@@ -72,4 +74,54 @@ def decode_replies(
     return parts, stats, len(buf)
 
 
-__all__ = ["FrameError", "decode_replies", "parse_args"]
+def parse_can_args(texts: Sequence[str]) -> list[CanFrame]:
+    """CAN frames from candump's ``ID#DATA`` notation (3 hex digits: an 11-bit id, else 29-bit).
+
+    Raises:
+        ValueError: an argument is not ``ID#DATA`` in hex, or has more than 8 data bytes.
+
+    """
+    out = []
+    for text in texts:
+        head, sep, data = text.strip().partition("#")
+        try:
+            if not sep or not head or len(head) > 8:
+                raise ValueError
+            frame = CanFrame(int(head, 16), _hex(data), extended=len(head) > 3)
+        except ValueError:
+            raise ValueError(f"not ID#DATA (candump, hex): {text!r}") from None
+        if len(frame.data) > 8 or frame.id > (0x1FFFFFFF if frame.extended else 0x7FF):
+            raise ValueError(f"not a CAN frame: {text!r}")
+        out.append(frame)
+    return out
+
+
+def decode_can_frames(
+    family: CanFamily, frames: Sequence[CanFrame], address: int | None = None
+) -> tuple[dict[int, dict[str, dict[str, Any]]], LinkStats]:
+    """Decode received CAN frames into each pack's parts, as the CAN input does.
+
+    Args:
+        family: the CAN family.
+        frames: the frames in arrival order.
+        address: keep only this pack's frames (None: every pack's).
+
+    Returns:
+        (address -> parts, counters: frames of no pack of this family count as "unexpected").
+
+    Raises:
+        FrameError: a frame of this family the family rejects (its kind says why).
+
+    """
+    packs: dict[int, dict[str, dict[str, Any]]] = {}
+    stats = LinkStats()
+    for frame in frames:
+        found = family.address_of(frame)
+        if found is None:
+            stats.count("unexpected")
+        elif address is None or found == address:
+            family.accept(frame, packs.setdefault(found, {}))
+    return packs, stats
+
+
+__all__ = ["FrameError", "decode_can_frames", "decode_replies", "parse_args", "parse_can_args"]
