@@ -16,7 +16,8 @@ can/DalyBmsCANProcessor.java (request ``40 <board> <command> 18`` little endian 
 ``0x18 <command> <board> 0x40``, a reply's byte 1 must be 0x40 and its byte 0 is the board, data
 length 8, decoded by the same DalyMessageHandler as the RS485 binding).
 
-- 250 kbit/s: DSB's setup, PROTOCOLS.md; AIR and DSB poll board 1 by default.
+- 250 kbit/s (PROTOCOLS.md; DSB's dbus-serialbattery.py tries 250 kbit/s first, then 500: the
+  input's ``bitrate`` overrides it); AIR and DSB poll board 1 by default.
 - One poll cycle sends 0x90 (SoC, voltage, current), 0x93 (FETs, remaining), 0x94 (status:
   counts, cycles), 0x95 (cells), 0x96 (temperatures), 0x97 (balancing), 0x98 (failures), and
   0x50 (rated capacity) on the first cycle and every 60th; replies arrive on their own and are
