@@ -2,12 +2,12 @@
 
 The default profile: eleven 16-cell packs, two JBD packs on their own ports and four RS485 buses
 (three JK PB packs, two Daly boards, two Seplos v3 packs, two Seplos v2 packs). The ``all``
-profile: one pack of every serial (and SPI) BMS family, each on its own port, as a 12 V bank of 4-cell packs
-(HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal (an SPI family's on
-a Unix socket, the device ``spisim:PATH``); pollers,
-arbiter and publisher run under a real supervisord; a private dbus-daemon (unless
-``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus BMS output over slcan on a pty whose far end is
-printed. Everything lives in one runtime directory and stops with the demo.
+profile: one pack of every serial (and SPI) BMS family, each on its own port, as a 12 V bank of
+4-cell packs (HLPdata's BMS4S is 4S only). Each port is a simulator on a pseudo-terminal (an SPI
+family's on a Unix socket, the device ``spisim:PATH``); pollers, arbiter and publisher run under
+a real supervisord; a private dbus-daemon (unless ``DBUS_SYSTEM_BUS_ADDRESS`` is set); CAN-bus
+BMS output over slcan on a pty whose far end is printed. Everything lives in one runtime
+directory and stops with the demo.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import NamedTuple
 import zmq
 
 from bmsbank import config as configuration
-from bmsbank.config import WIRELESS_OR_CAN
 from bmsbank import runtime, view
+from bmsbank.config import WIRELESS_OR_CAN
 from bmsbank.schema import TOPIC_BANK, unpack
 from bmsbank.supervisor import Program, render, service_programs
 
