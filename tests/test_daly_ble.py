@@ -377,6 +377,19 @@ class TestDalyBle(PluginContract):
         assert state["voltage"] == 27.1 and state["soc"] == 100.0 and len(state["cells"]) == 8
         assert {name: level for name, level in state["alarms"].items() if level} == raised
 
+    @pytest.mark.parametrize(("tail", "fault_low", "raised"), [
+        ("0000000000000001611f", 1, {}),  # "first_bit": 0x3D bit 0, reserved in Daly's sheet
+        ("8000000000000000a8bf", 0, {"low_temperature": 2}),  # "last_bit": 0x3A high byte bit 7
+    ], ids=["first-bit", "last-bit"])  # fmt: skip
+    def test_aios_problem_frames(self, plugin, tail: str, fault_low: int, raised: dict) -> None:
+        """AIO's ``problem_response`` frames: AIO flags any set bit as a problem; here a bit is
+        an alarm only where Daly's sheet names one (the reserved bit 0 raises none)."""
+        frame = AIO_STATUS[:-20] + tail
+        fields = plugin.parse(raw(frame), raw(STATUS))[1]
+        assert fields["fault_low"] == fault_low
+        alarms = plugin.state({"status": fields})["alarms"]
+        assert {name: level for name, level in alarms.items() if level} == raised
+
     # -- notifications and bad input -------------------------------------------------------
     def test_a_reply_split_at_every_byte_boundary(self, plugin: Plugin) -> None:
         for cap in self.captured:
@@ -439,6 +452,17 @@ class TestDalyBle(PluginContract):
         assert frames == [raw(SNOOP_MOS)] and [e.kind for e in errors] == ["exception"]
         sim = simulators.create(self.plugin_name, {0xD2: BatteryModel()})
         assert sim.feed(read_request(0xC0, 0x20)) == [exception]
+
+    def test_aios_invalid_replies(self, plugin: Plugin) -> None:
+        """AIO's ``wrong_response`` "wrong CRC" and ``MockInvalidBleakClient``'s reply (17 data
+        bytes, no whole register; AIO: "too short frame") are both refused."""
+        frames, errors, _ = extract_all(plugin, raw(AIO_STATUS[:-4] + "dead"))
+        assert not frames and [e.kind for e in errors] == ["checksum"]
+        short = raw("d20311101f10291033103d0000000000000000005d0f")
+        for request, kind in ((STATUS, "malformed"), (None, "unexpected")):
+            with pytest.raises(FrameError) as err:
+                plugin.parse(short, raw(request) if request else None, 0xD2)
+            assert err.value.kind == kind
 
     @pytest.mark.parametrize(("request_", "reply", "kind"), [
         (MOS, I60_1, "malformed"),  # 124 bytes to a read of 9 registers
