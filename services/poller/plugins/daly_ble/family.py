@@ -17,7 +17,8 @@ daly_bms_blue_series_80_registers.txt, esphome-daly-bms#55); SNOOP = the same fo
 btsnoop_daly_balancer.log, an HCI log of the Daly app with a Daly balancer board (its requests
 and notifications are quoted in tests/test_daly_ble.py); BAT = fl4p/batmon-ha
 bmslib/models/daly2.py (notification reassembly, writes checked against an HCI snoop of the
-Daly app, batmon-ha#356).
+Daly app, batmon-ha#356); ROC = roccotsi2/esp32-smart-bms-simulation README.md (the app's
+requests, the status and string layouts, from a Sterling Power battery's Daly board).
 
 - GATT service 0xFFF0, notify 0xFFF1, write 0xFFF2, write without response: AIO, ESPH, BAT.
   BAT notes that newer DL/JHB firmware refuses notifications on 0xFFF1 and serves service 0xFF00
@@ -40,8 +41,8 @@ Daly app, batmon-ha#356).
   board temperature (value - 40); AIO reads 0x3E x 9 for the MOSFET temperature and takes
   0x0000/0xFFFF for "no sensor". Settings (DOC, ESPH ``decode_settings_data_``): 0x80 rated
   capacity 0.1 Ah, 0x89 cell type, 0xA5/0xA6 charge/discharge FET switch; 0xA9 x 32 strings:
-  software 0xA9-0xB0 and hardware 0xB1-0xB8 (DOC, AIO), some firmware leaves 0xB1 empty and
-  names the board at 0xB9 (ESPH's 32-byte reading of the same reply).
+  software 0xA9-0xB0, hardware 0xB1-0xB8 and a 32-byte "machine version" from 0xB9 (DOC, AIO,
+  ROC); some firmware leaves 0xB1 empty and names the board at 0xB9 (ESPH reads 32 + 32 bytes).
 - Fault bits (DOC "fault status 1-4", ESPH ``ERRORS``): the sheet's "Byte 0" is a register's
   low byte, as ESPH reads it; esphome-daly-bms#20 (a probe put in ice water raised bits 42 and
   43 of the 64-bit value 0x3A..0x3D, the temperature-difference pair) agrees with that order.
