@@ -32,6 +32,8 @@ INFO = FamilyInfo(
         service="0000fff0-0000-1000-8000-00805f9b34fb",
         notify="0000fff1-0000-1000-8000-00805f9b34fb",
         write="0000fff2-0000-1000-8000-00805f9b34fb",
+        # "DL-" + MAC: syssi/esphome-daly-bms README.md; "JHB-": patman15/aiobmsble
+        # aiobmsble/test_data/daly_bms.json (BMS_BLE-HA#145)
         names=("DL-", "JHB-"),
         with_response=False,
     ),

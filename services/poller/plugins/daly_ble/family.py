@@ -65,8 +65,10 @@ FC 06, the BMS echoes the request (ESPH switch registers, BAT ``SWITCH_REGISTERS
 app's snoop, DOC "the response frame has the same format as the request frame"; SNOOP shows the
 app's 0xCF writes echoed and 0xCF read back changed); no password is written (BAT: the app only
 reads it). 0xA7 sets a given SoC, which the control channel's
-``reset_soc`` cannot express: not offered. Not covered: the "p81" protocol of ESS-DL boards
-(requests to 0x81, replies from 0x51: ESPH docs/protocol-register-map.md).
+``reset_soc`` cannot express: not offered. Not covered: the "p81" protocol of ESS-DL and "100
+balance" boards (requests to 0x81, replies from 0x51: ESPH docs/protocol-register-map.md), which
+some boards advertising "DL-" speak on the same service (patman15/BMS_BLE-HA#806): their 0x51
+frames are skipped as noise here, so such a pack reads as silent.
 """
 
 from __future__ import annotations
