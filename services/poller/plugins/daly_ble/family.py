@@ -57,8 +57,8 @@ option ``mos_temperature``), the settings (rated capacity) and the strings once.
 Current sign. AIO, ESPH and BAT all decode ``(raw - 30000) / 10`` as + = charge; DOC's sheet
 says "discharge current = 0.1 * (register value - 30000)". The captures side with the drivers:
 all nine #55 frames report the board's own state 2 (discharging) with raw 29969-29975, and the
-#60 frames state 0 (idle) with raw 30000, so raw < 30000 is discharge. ``invert_current`` flips the sign
-(and the over-current bits) for firmware that follows the sheet.
+#60 frames state 0 (idle) with raw 30000, so raw < 30000 is discharge. ``invert_current`` flips
+the sign (and the over-current bits) for firmware that follows the sheet.
 
 Writes (``controls``): charge -> 0xA5, discharge -> 0xA6, balance -> 0xCF, value 1 on / 0 off,
 FC 06, the BMS echoes the request (ESPH switch registers, BAT ``SWITCH_REGISTERS`` from the
