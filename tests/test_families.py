@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_folder_is_a_family_with_a_simulator():
-    names = {"ant", "daly", "daly_can", "daren_485", "ecs", "eg4_lifepower", "eg4_ll",
-             "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_can", "jkpb",
-             "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos", "seplosv3",
+    names = {"ant", "daly", "daly_ble", "daly_can", "daren_485", "ecs", "eg4_lifepower",
+             "eg4_ll", "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_can",
+             "jkpb", "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos", "seplosv3",
              "sinowealth"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
@@ -36,7 +36,8 @@ def test_metadata_loads_no_codec_and_no_poller_code():
 
 def test_readme_family_table_matches_the_metadata():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz|bit/s) \|([^|]+)\|"
+    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+|—) (8[NEO]1|Hz|bit/s|GATT) \|"
+           r"([^|]+)\|"
            r"([^|]*)\|([^|]*)\|$")  # fmt: skip
     rows = re.findall(row, text, re.MULTILINE)
     assert {r[0] for r in rows} == set(plugins.families())
@@ -44,11 +45,14 @@ def test_readme_family_table_matches_the_metadata():
         info = plugins.info(name)
         assert source == f"services/poller/plugins/{name}/family.py", name
         assert (ROOT / source).is_file(), source
-        # SPI: the clock; CAN: the bus bit rate
+        # SPI: the clock; CAN: the bus bit rate; BLE: no speed, GATT characteristics
         framing = ("Hz" if info.link.startswith("SPI") else "bit/s" if info.link == "CAN"
-                   else f"8{info.parity}1")  # fmt: skip
-        assert int(baud) == info.baudrate and parity == framing, name
-        assert link.strip() in info.link, name
+                   else "GATT" if info.link == "BLE" else f"8{info.parity}1")  # fmt: skip
+        assert (0 if baud == "—" else int(baud)) == info.baudrate and parity == framing, name
+        # a serial family that also speaks BLE (JBD) lists both links
+        links = [x.strip() for x in link.split(",")]
+        assert all(x in info.link or x == "BLE" and info.ble for x in links), name
+        assert ("BLE" in links) == (info.ble is not None), name
         first, last = info.addresses[0], info.addresses[-1]
         assert bus.strip().startswith("yes") == info.multidrop, name
         if info.multidrop:
