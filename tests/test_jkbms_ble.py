@@ -11,9 +11,15 @@ Captures (hex of the public bytes):
 - BATMON_*: fl4p/batmon-ha bmslib/test/data/jk_issue377.py (JK_B2A8S30P sw 19.04, issue #377):
   settings, cell info, device info, the junk after the device info, a corrupt cell-info record.
 - JK04_*: syssi/esphome-jk-bms esp32-ble-jk04-example-faker.yaml (JK-B2A16S hw 3.0 sw 3.3.0).
+- B5A24S_CELLS: syssi/esphome-jk-bms docs/b5a24s/JK-B5A24S-8.0.3M-BLE-JK02.txt (its cell info;
+  float32 cells, i.e. JK04 records, although the device info says hw 8.X sw 8.0.3M).
 """
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -27,6 +33,7 @@ from bmsbank.services.poller.plugins.jkbms_ble.family import (
     JK02_24S,
     JK02_32S,
     JK04,
+    layout_of_record,
     protocol_of,
     request,
 )
@@ -192,6 +199,16 @@ JK04_CELLS = (
     "00000000000000000000000000000000000043c5564000fec03b00000000ffff0000010001010000963f00000000"
     "00000058a8d84a400000000000000000000000000000000000000000000001010000c80100000000000000000000"
     "0000000000000000000093971c0000000000004822400084"
+)
+
+B5A24S_CELLS = (
+    "55aaeb9002721544544087fb54403b81544087fb5440d96c5440c3d25440775854404b2455403b81544061be"
+    "54409d95544061be54403b815440e90f55409d955440d96c5440000000000000000000000000000000000000"
+    "0000000000000000000000000000f732993de93ea13de47c9d3d8a099a3d70909a3d02b2923d5b82943d042d"
+    "933dfa3c923d66eb933d883a933d5224973de653983d039a953dd965923d11f49a3d00000000000000000000"
+    "00000000000000000000000000000000000000000000000000006c8b54400072373c00000000ffff00000702"
+    "02013c5c26c000000000000000806d914a4000000000253b5a0000000000000000000000000000000000d002"
+    "d0020000000000000000000003000000000000000000ea0509000098913f0078d53f001e"
 )
 
 
@@ -469,3 +486,52 @@ def test_a_switch_that_does_not_change_is_refused(plugin: Plugin) -> None:
 
     with pytest.raises(ControlError, match="still reads 1"):
         plugin.control(SimLink(Deaf({0: BatteryModel()})), 0, "charge", False, {})
+
+
+@pytest.mark.parametrize(
+    ("record", "layout"),
+    [(AIO_24S_CELLS, JK02_24S), (AIO_32S_CELLS, JK02_32S), (AIO_V15_CELLS, JK02_32S),
+     (AIO_V1927_CELLS, JK02_32S), (BATMON_CELLS, JK02_32S), (JK04_CELLS, JK04),
+     (B5A24S_CELLS, JK04)],
+    ids=["24S", "32S-11.48", "32S-15.38", "32S-19.27", "32S-19.04", "JK04", "JK04-B5A24S"],
+)  # fmt: skip
+def test_a_cell_info_record_shows_its_layout(record: str, layout: str) -> None:
+    assert layout_of_record(raw(record)) == layout
+
+
+def test_the_record_decides_where_it_shows_its_layout() -> None:
+    """A 24S record decodes alone; the B5A24S's JK04 records despite a 24S-looking device."""
+    plugin = plugins.load("jkbms_ble")
+    state = state_of(plugin, AIO_24S_CELLS)
+    assert state["voltage"] == pytest.approx(52.971) and state["current"] == pytest.approx(2.329)
+    assert plugin.protocol == JK02_24S
+    plugin.detected = protocol_of({"hardware_version": "8.X", "software_version": "8.0.3M"})
+    assert plugin.detected == JK02_24S
+    parts, _, _ = decode_replies(plugin, notifications(raw(B5A24S_CELLS)))
+    info = parts["cell_info"]
+    assert plugin.protocol == JK04 and len(info["cells"]) == 16
+    assert info["cells"][0] == pytest.approx(3.3167, abs=1e-4)
+    assert info["voltage"] == pytest.approx(sum(info["cells"]))
+
+
+def test_bmsbank_decode_cli_on_a_notification_stream() -> None:
+    """``bmsbank decode jkbms_ble HEX HEX ...``: one argument per 20-byte notification."""
+    stream = raw(AIO_24S_DEVICE) + raw(AIO_ACK_AT) + raw(AIO_24S_CELLS)
+    args = [stream[i : i + 20].hex() for i in range(0, len(stream), 20)]
+    out = subprocess.run([sys.executable, "-m", "bmsbank.cli", "decode", "jkbms_ble", *args],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    state = json.loads(out.stdout)
+    assert state["bms"] == "jkbms_ble" and state["pack"] == "decode:0"
+    assert state["voltage"] == pytest.approx(52.971) and state["current"] == pytest.approx(2.329)
+    assert state["soc"] == 56.0 and len(state["cells"]) == 16
+    assert state["hardware"] == "JK-B2A20S20P hw 10.XG sw 10.08"
+    assert state["link"]["noise_bytes"] == len(raw(AIO_ACK_AT))
+
+
+def test_bmsbank_decode_cli_rejects_a_bad_sum8() -> None:
+    bad = bytearray(raw(AIO_V1927_CELLS))
+    bad[100] ^= 0x01
+    out = subprocess.run([sys.executable, "-m", "bmsbank.cli", "decode", "jkbms_ble", bad.hex()],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 1 and "checksum" in out.stderr

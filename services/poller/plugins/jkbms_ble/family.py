@@ -31,12 +31,13 @@ confirmation). Facts and their public sources (repository + path):
   current, SoC or temperatures (esphome ``decode_jk04_cell_info_`` and
   esp32-ble-jk04-example-faker.yaml). A JK04 device decodes (``bmsbank decode``) but gives no
   state: without current and SoC it cannot be a bank pack.
-- ``auto`` picks the layout from the device-info record (asked once, first): software major
-  >= 11 is JK02_32S (aiobmsble ``_sw_version < 11``, batmon-ha ``is_new_11fw_32s``), hardware
-  major <= 3 is JK04 (esphome-jk-bms README and example yaml: "JK04 ... <= hardware version
-  3.0"), else JK02_24S. JK-B5A24S (hw 8.x, sw 8.0.3M) speaks JK04 (README) but reads as 24S:
-  set ``protocol = "JK04"`` there. Without a device-info record (``bmsbank decode`` of a stream
-  without one) ``auto`` decodes JK02_32S, today's firmware.
+- ``auto`` reads the layout off each cell-info record where it shows (:func:`layout_of_record`:
+  JK04's float32 cells, the enabled-cell mask at 70 or 54 with empty slots after it), else takes
+  it from the device-info record (asked once, first): software major >= 11 is JK02_32S
+  (aiobmsble ``_sw_version < 11``, batmon-ha ``is_new_11fw_32s``), hardware major <= 3 is JK04
+  (esphome-jk-bms README and example yaml: "JK04 ... <= hardware version 3.0"), else JK02_24S
+  (JK-B5A24S, hw 8.X sw 8.0.3M, speaks JK04 - README, docs/b5a24s/ - which only its records
+  show); else JK02_32S, today's firmware. ``protocol`` fixes the layout where the guess fails.
 - JK02_32S probes T4/T5 (256/258) exist from firmware 14 (aiobmsble ``_temp_pos``; its 11.48
   capture sets their mask bits and reads 0.0 there): ignored before.
 - Current + = charge on all three (aiobmsble 24S capture: +2.329 A "battery_charging"; batmon-ha
@@ -152,6 +153,29 @@ def protocol_of(device: Mapping[str, Any]) -> str:
     return JK02_24S if sw is not None or hw is not None else JK02_32S
 
 
+def layout_of_record(payload: bytes) -> str | None:
+    """The layout a cell-info record shows by itself, None when it does not tell.
+
+    JK04: the upper half of cell 1's float32 is that of 1.0-5.0 V (0x3F80-0x409F), which as a
+    JK02 cell 2 would be over 16 V. JK02: the enabled-cell mask (u32 at 70 for 32S, 54 for 24S)
+    is 2^n - 1 and the voltage slots from n on are zero; each layout's mask position holds
+    non-zero cell voltages or resistances in the other, so at most one of them fits.
+    """
+    if 0x3F80 <= int.from_bytes(payload[8:10], "little") < 0x40A0:
+        return JK04
+    for protocol, at, slots in ((JK02_32S, 70, 32), (JK02_24S, 54, CELL_SLOTS_24S)):
+        mask = int.from_bytes(payload[at : at + 4], "little")
+        n = mask.bit_length()
+        if (
+            mask
+            and mask == (1 << n) - 1
+            and n <= slots
+            and not any(payload[6 + 2 * n : 6 + 2 * slots])
+        ):
+            return protocol
+    return None
+
+
 def _floats(raw: Sequence[int]) -> list[float]:
     return list(struct.unpack(f"<{len(raw)}f", struct.pack(f"<{len(raw)}I", *raw)))
 
@@ -177,16 +201,18 @@ class Family(jkpb.Family):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        #: the layout the device-info record named (``protocol = "auto"``), its software major
+        #: the layout the device-info record names (``protocol = "auto"``), its software major
         self.detected: str | None = None
+        #: the layout of the last cell-info record (``protocol = "auto"``)
+        self.seen: str | None = None
         self.software: int | None = None
         self._expected: str | None = None
 
     @property
     def protocol(self) -> str:
-        """The record layout in use: the option, else the detected one, else JK02_32S."""
+        """The record layout in use: the option, else the last record's, the device info's, 32S."""
         chosen = self.options["protocol"]
-        return chosen if chosen != "auto" else self.detected or JK02_32S
+        return chosen if chosen != "auto" else self.seen or self.detected or JK02_32S
 
     def queries(self, address: int) -> Sequence[Query]:
         """Device info (once; required under ``auto``), settings now and then, cell info.
@@ -222,6 +248,8 @@ class Family(jkpb.Family):
     def decode(self, part: str, payload: bytes, origin: int = 0) -> dict[str, Any]:
         """Decode ``part`` with the table of the layout in use (JK04 settings: not decoded)."""
         protocol = self.protocol
+        if part == CELL_INFO and self.options["protocol"] == "auto":
+            self.seen = protocol = layout_of_record(payload) or self.detected or JK02_32S
         if part == CELL_INFO and protocol != JK02_32S:
             part = CELL_INFO_24S if protocol == JK02_24S else CELL_INFO_JK04
         elif part == SETTINGS and protocol == JK04:
