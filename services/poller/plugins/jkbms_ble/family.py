@@ -181,7 +181,7 @@ def _floats(raw: Sequence[int]) -> list[float]:
 
 
 class Family(jkpb.Family):
-    """JK BMS BLE: device info once (it decides the layout), settings now and then, cell info."""
+    """JK BMS BLE: device info once, settings now and then, cell info every cycle."""
 
     info = INFO
     #: batmon-ha waits 0.1 s before each request (``_q``)
@@ -249,7 +249,8 @@ class Family(jkpb.Family):
         """Decode ``part`` with the table of the layout in use (JK04 settings: not decoded)."""
         protocol = self.protocol
         if part == CELL_INFO and self.options["protocol"] == "auto":
-            self.seen = protocol = layout_of_record(payload) or self.detected or JK02_32S
+            # direct evidence first; a record that shows none keeps the last one's layout
+            self.seen = protocol = layout_of_record(payload) or self.protocol
         if part == CELL_INFO and protocol != JK02_32S:
             part = CELL_INFO_24S if protocol == JK02_24S else CELL_INFO_JK04
         elif part == SETTINGS and protocol == JK04:
