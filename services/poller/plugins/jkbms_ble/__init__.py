@@ -18,7 +18,7 @@ INFO = FamilyInfo(
             "protocol",
             str,
             "auto",
-            "auto (from the device-info record's versions), JK02_24S, JK02_32S or JK04",
+            "auto (read off the records, else the device-info record), JK02_24S, JK02_32S or JK04",
             lambda s: s in PROTOCOLS,
         ),
         Option(
