@@ -332,6 +332,9 @@ def test_captured_streams_decode_with_the_detected_layout(
     assert plugin.protocol == protocol
     for key, value in expect.items():
         assert state[key] == pytest.approx(value, abs=1e-6), key
+    # aiobmsble: chrg_mosfet and dischrg_mosfet True, problem_code 0, battery_health 100
+    assert state["charge_fet"] is True and state["discharge_fet"] is True
+    assert state["soh"] == 100.0 and not any(state["alarms"].values())
 
 
 def test_decode_cli_functions_take_one_hex_argument_per_notification(plugin: Plugin) -> None:
