@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daly_ble", "daly_can", "daren_485", "ecs", "eg4_lifepower",
-             "eg4_ll", "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_can",
-             "jkpb", "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos", "seplosv3",
-             "sinowealth"}  # fmt: skip
+             "eg4_ll", "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_ble",
+             "jkbms_can", "jkpb", "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos",
+             "seplosv3", "sinowealth"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)

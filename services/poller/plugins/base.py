@@ -304,6 +304,13 @@ class Plugin:
                              kind="unexpected")  # fmt: skip
         return part, 0
 
+    def expect(self, part: str | None) -> None:
+        """Hear which part the replies :func:`run_query` waits for now are (None: any part).
+
+        A hook for devices that stream records of several kinds unasked (JK BLE), whose
+        :meth:`extract` then passes over complete records of other kinds; the default ignores it.
+        """
+
     def refine(self, part: str, fields: dict[str, Any], payload: bytes) -> dict[str, Any]:
         """Add what the tables cannot express to ``fields`` (a hook; the default adds nothing).
 
@@ -380,6 +387,21 @@ def run_query(
             known yet ("truncated").
 
     """
+    plugin.expect(q.part)
+    try:
+        return _run_query(plugin, link, q, address, parts, stats)
+    finally:
+        plugin.expect(None)
+
+
+def _run_query(
+    plugin: Plugin,
+    link: Link,
+    q: Query,
+    address: int,
+    parts: Mapping[str, Mapping[str, Any]],
+    stats: LinkStats,
+) -> dict[str, Any]:
     extract: Callable[[bytearray], bytes | None] = lambda buf: plugin.extract(buf, stats)  # noqa: E731
     if not q.expects_reply:
         link.exchange(q.request, lambda buf: b"")  # sent; nothing to wait for
