@@ -115,7 +115,7 @@ def test_unknown_mac_is_a_transport_error(fake):
 
 def test_missing_adapter_is_a_transport_error(fake):
     transport = BleTransport(f"ble:hci7/{MAC}", JBD_BLE)
-    with pytest.raises(TransportError, match="hci7"):
+    with pytest.raises(TransportError, match="cannot scan on hci7"):
         transport.open()
     with pytest.raises(TransportError, match="not connected"):
         transport.send(b"\xdd")
@@ -171,8 +171,10 @@ def test_a_vanished_device_breaks_the_link(fake, opened):
         transport.drain()
         transport.send(read_request(REG_BASIC))
         transport.receive(extract, 2.0)
-    assert not transport.is_open
+    with pytest.raises(TransportError, match="disconnected"):
+        transport.send(read_request(REG_BASIC))  # until closed, every use says why
     transport.close()
+    assert not transport.is_open
     transport.scan_timeout = 0.5
     with pytest.raises(TransportError, match="not seen"):
         transport.open()
@@ -191,7 +193,7 @@ def test_a_removed_adapter_breaks_the_link_and_its_return_heals_it(fake, opened)
         transport.send(read_request(REG_BASIC))
         transport.receive(extract, 2.0)
     transport.close()
-    with pytest.raises(TransportError, match="hci0"):
+    with pytest.raises(TransportError, match="cannot scan on hci0"):
         transport.open()
     fake.add_adapter("hci0")
     transport.open()

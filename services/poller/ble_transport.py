@@ -144,10 +144,14 @@ class _Finder:
         try:
             await scanner.start()
         except Exception as exc:  # BleakError (adapter missing), D-Bus errors, OSError
+            failed = TransportError(
+                f"cannot scan on {self.adapter} (adapter missing or BlueZ not running?): "
+                f"{_text(exc)}"
+            )
             for futs in self.waiters.values():
                 for fut in futs:
                     if not fut.done():
-                        fut.set_exception(exc)
+                        fut.set_exception(failed)
             return
         try:
             await idle.wait()
@@ -216,8 +220,13 @@ class BleTransport:
     # -- the serial interface -----------------------------------------------------------------
     @property
     def is_open(self) -> bool:
-        """True while connected (a disconnect or a failed write makes it False)."""
-        return self._client is not None and self._failure is None
+        """True from a successful :meth:`open` to :meth:`close`, like a serial port's.
+
+        A link that broke meanwhile (the device went away, a write failed) stays "open" until
+        the next send or receive raises TransportError: the poller then logs the loss with its
+        reason and closes it.
+        """
+        return self._client is not None
 
     def open(self) -> None:
         """Connect and start notifications (raises TransportError on any failure)."""
@@ -435,8 +444,11 @@ async def _disconnect(client: Any) -> None:
 
 
 def _text(exc: BaseException) -> str:
-    """An exception as a short sentence (bleak's TimeoutError has no text)."""
-    return str(exc) or type(exc).__name__
+    """An exception as one short line.
+
+    bleak's TimeoutError has no text; D-Bus error texts end in a newline.
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 __all__ = ["BleTransport", "FrameError", "LinkTimeout", "TransportError", "ble_loop"]
