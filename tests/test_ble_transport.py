@@ -6,6 +6,8 @@ BlueZ manager reconnects to the new bus, so no state leaks from one test to the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bmsbank.errors import FrameError, LinkTimeout, TransportError
@@ -200,3 +202,33 @@ def test_a_removed_adapter_breaks_the_link_and_its_return_heals_it(fake, opened)
     transport.drain()
     transport.send(read_request(REG_BASIC))
     assert transport.receive(extract, 1.0) == expected_reply(model, read_request(REG_BASIC))
+
+
+def test_writes_without_response_skip_bleaks_reply_wait(opened):
+    transport, _ = opened
+    # bleak's BlueZ attributes the one-message write relies on are there: if a bleak upgrade
+    # removed them, writes would silently fall back to bleak's slower path (bench/ble.py)
+    assert transport._command is not None
+
+
+def test_writes_with_response_go_through_bleak(fake):
+    model = BatteryModel(cells=4, soc=61.0)
+    fake.add_device("hci0", MAC, "JBD-SP04S001", "jbd", model)
+    transport = BleTransport(f"ble:hci0/{MAC}", dataclasses.replace(JBD_BLE, with_response=True))
+    transport.open()
+    try:
+        assert transport._command is None
+        extract, _ = jbd_extract()
+        for register in (REG_BASIC, REG_CELLS):
+            request = read_request(register)
+            transport.drain()
+            transport.send(request)
+            assert transport.receive(extract, 1.0) == expected_reply(model, request)
+        assert fake.stats(MAC)["writes"] == 2
+        fake.vanish(MAC)
+        with pytest.raises(TransportError):
+            transport.drain()
+            transport.send(read_request(REG_BASIC))
+            transport.receive(extract, 2.0)
+    finally:
+        transport.close()

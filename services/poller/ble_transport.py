@@ -213,6 +213,7 @@ class BleTransport:
         self._failure: str | None = None  #: why the link broke (guarded by _cond)
         self._client: Any = None
         self._write_char: Any = None
+        self._command: Callable[[bytes], None] | None = None  #: see _command_writer
         self._writing: concurrent.futures.Future[Any] | None = None
         self._quiet = 0  #: consecutive receives that got no byte at all
         self._generation = 0  #: bumped by close(): an old connection's callbacks are ignored
@@ -245,6 +246,7 @@ class BleTransport:
         client, self._client = self._client, None
         self._generation += 1
         self._write_char = None
+        self._command = None
         self._writing = None
         with self._cond:
             self._inbox.clear()
@@ -281,9 +283,12 @@ class BleTransport:
     def send(self, request: bytes) -> None:
         """Write ``request`` to the write characteristic (the reply timeout runs from here).
 
-        The write is handed to the BLE loop and not waited for: its outcome comes back with
-        the reply (a failed write ends the wait in :meth:`receive` with TransportError), which
-        spares a thread switch per request. A write still unconfirmed from the last request is
+        The write is handed to the BLE loop and not waited for, which spares a thread switch
+        per request: its outcome comes back with the reply. A write without response (ATT Write
+        Command: the device confirms nothing, JBD's way) goes out as one D-Bus ``WriteValue``
+        that asks BlueZ for no reply either (see :meth:`_command_writer`); a write with response
+        goes through bleak's ``write_gatt_char``, and its failure ends the wait in
+        :meth:`receive` with TransportError. A write still unconfirmed from the last request is
         waited for first (:attr:`write_timeout`).
 
         Raises:
@@ -291,6 +296,9 @@ class BleTransport:
 
         """
         client = self._checked()
+        if self._command is not None:
+            ble_loop().call_soon_threadsafe(self._command, bytes(request))
+            return
         previous = self._writing
         if previous is not None and not previous.done():
             try:
@@ -405,12 +413,50 @@ class BleTransport:
                     f"(not a device of this family?)"
                 )
             await client.start_notify(notify, self._on_notify)
+            self._command = self._command_writer(client)
         except BaseException:
             await _disconnect(client)
             raise
         if not client.is_connected:
             raise TransportError(f"{self.device} disconnected while connecting")
         return client
+
+    def _command_writer(self, client: Any) -> Callable[[bytes], None] | None:
+        """A write without response as one D-Bus message, no reply asked; None: use bleak's.
+
+        bleak's ``write_gatt_char`` waits for BlueZ's reply to ``WriteValue`` even for an ATT
+        Write Command, which the device never confirms: a D-Bus message to read, a future and
+        a task per request, half the BLE loop's work per pack-update (bench/ble.py). This sends
+        the same ``WriteValue`` (``type`` "command", as bleak does) with D-Bus's
+        NO_REPLY_EXPECTED flag on the client's own connection, called in the BLE loop. It
+        reads bleak's BlueZ backend attributes (``BleakClient._backend._bus``, the
+        characteristic's ``obj`` path); where they are not there (another bleak version or
+        backend) bleak's own write is used. A write BlueZ refuses is then not reported: the
+        request goes unanswered, and stall detection or the disconnect callback ends the link.
+        """
+        if self.ble.with_response:
+            return None
+        bus = getattr(getattr(client, "_backend", None), "_bus", None)
+        obj = getattr(self._write_char, "obj", None)
+        if bus is None or not hasattr(bus, "send") or not isinstance(obj, tuple) or not obj:
+            return None
+        from dbus_fast import Message, MessageFlag, Variant
+
+        path = str(obj[0])
+        options = {"type": Variant("s", "command")}
+
+        def write(data: bytes) -> None:
+            try:
+                bus.send(Message(
+                    destination="org.bluez", path=path,
+                    interface="org.bluez.GattCharacteristic1", member="WriteValue",
+                    signature="aya{sv}", body=[data, options],
+                    flags=MessageFlag.NO_REPLY_EXPECTED,
+                ))  # fmt: skip
+            except Exception as exc:  # the client's bus is closed or broken
+                self._fail(f"write failed: {_text(exc)}")
+
+        return write
 
     def _on_notify(self, _char: Any, data: bytearray) -> None:
         with self._cond:
