@@ -6,6 +6,7 @@ delay poll_once returns, again), so a device that misbehaves can only hold up it
 
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 import time
@@ -18,7 +19,7 @@ from bmsbank.services.poller import plugins
 from bmsbank.services.poller.ble_transport import BleTransport
 from bmsbank.services.poller.service import Poller
 from bmsbank.services.poller.simulators.battery import BatteryModel
-from bmsbank.services.poller.simulators.fakebluez import FakeBluez
+from bmsbank.services.poller.simulators.fakebluez import FakeBluez, device_spec
 
 MAC1 = "AA:BB:CC:DD:EE:01"
 MAC2 = "AA:BB:CC:DD:EE:02"
@@ -260,3 +261,30 @@ def test_one_device_misbehaving_does_not_hold_up_the_other(fake, fault):
     assert good.states[-1][1]["soc"] == pytest.approx(55.0, abs=1.0)
     if fault == "garble":
         assert bad.poller.links[1].stats.checksum > 0
+
+
+def test_the_command_line_serves_its_adapters_and_devices(monkeypatch):
+    spec = f"hci0/{MAC1}/JBD-SP04S001/jbd/chunk=7,soc=55.0,cells=4,current=2.5"
+    with FakeBluez(rssi_interval=0.1, adapters=["hci0"], devices=[spec]) as bluez:
+        monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bluez.address)
+        sent: list[dict] = []
+        poller = Poller(ble_port("b1", MAC1), sent.append)
+        try:
+            poller.poll_once()
+        finally:
+            poller.close()
+        assert bluez.stats(MAC1)["notifications"] > 2 * 39 // 7  # 7-byte pieces
+    (state,) = sent
+    model = BatteryModel(cells=4, soc=55.0, current=2.5)
+    assert state["cells"] == pytest.approx(model.cell_voltages, abs=0.001)
+    assert state["current"] == pytest.approx(2.5, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["hci0/AA:BB:CC:DD:EE:01/x", "hci0/AA:BB:CC:DD:EE:01/x/nosuchbms",
+     "hci0/AA:BB:CC:DD:EE:01/x/jbd/volts=3", "hci0/AA:BB:CC:DD:EE:01/x/jbd/soc=fifty"],
+)  # fmt: skip
+def test_a_bad_device_spec_is_refused_with_its_text(spec):
+    with pytest.raises(argparse.ArgumentTypeError, match="AA:BB:CC:DD:EE:01"):
+        device_spec(spec)

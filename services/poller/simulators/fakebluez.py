@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bmsbank.services.poller.simulators.battery import BatteryModel
@@ -545,6 +545,10 @@ class FakeBluez:
             with :meth:`stop`).
         rssi_interval: s between the RSSI announcements of devices that are not connected.
         latency: s between a write and the first notification of its reply.
+        startup_timeout: s to wait for the server to appear on the bus.
+        adapters: adapters to start with (the command line's ``--adapter``).
+        devices: devices to start with, ``ADAPTER/MAC/NAME/FAMILY[/key=value,...]`` (the
+            command line's ``--device``, see :func:`device_spec`).
 
     ``DBUS_SYSTEM_BUS_ADDRESS`` must name :attr:`address` in the process that runs bleak
     (:meth:`install` sets it in this process; :meth:`env` gives it for a child's environment).
@@ -553,7 +557,8 @@ class FakeBluez:
 
     def __init__(
         self, address: str | None = None, rssi_interval: float = RSSI_INTERVAL,
-        latency: float = 0.0, startup_timeout: float = 15.0,
+        latency: float = 0.0, startup_timeout: float = 15.0, adapters: Sequence[str] = (),
+        devices: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.rundir: str | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -562,6 +567,8 @@ class FakeBluez:
         self.address = address
         cmd = [sys.executable, "-m", __name__, "--address", address,
                "--rssi-interval", str(rssi_interval), "--latency", str(latency)]  # fmt: skip
+        cmd += [arg for name in adapters for arg in ("--adapter", name)]
+        cmd += [arg for spec in devices for arg in ("--device", spec)]
         self.server: subprocess.Popen[bytes] | None = subprocess.Popen(cmd)
         import dbus.bus
 
@@ -703,11 +710,15 @@ class FakeBluez:
         self.stop()
 
 
-def _device_spec(text: str) -> dict[str, Any]:
+def device_spec(text: str) -> dict[str, Any]:
     """``ADAPTER/MAC/NAME/FAMILY[/key=value,...]``: a device of the command line.
 
     Keys: ``chunk`` (notification size), else :class:`BatteryModel` attributes (``soc=55``,
-    ``current=-3.5``, ``cells=8``).
+    ``current=-3.5``, ``cells=8``), values in JSON.
+
+    Raises:
+        argparse.ArgumentTypeError: a malformed spec, an unknown family or model attribute.
+
     """
     from bmsbank.services.poller import plugins
 
@@ -716,12 +727,15 @@ def _device_spec(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ADAPTER/MAC/NAME/FAMILY[/k=v,...]")
     adapter, mac, name, family = parts[:4]
     extra: dict[str, Any] = {}
-    for item in parts[4].split(",") if len(parts) == 5 else []:
-        key, _, value = item.partition("=")
-        extra[key.strip()] = json.loads(value)
-    chunk = int(extra.pop("chunk", CHUNK))
-    model = BatteryModel(**extra)
-    address = plugins.info(family).default_address
+    try:
+        for item in parts[4].split(",") if len(parts) == 5 else []:
+            key, _, value = item.partition("=")
+            extra[key.strip()] = json.loads(value)
+        chunk = int(extra.pop("chunk", CHUNK))
+        model = BatteryModel(**extra)
+        address = plugins.info(family).default_address
+    except (KeyError, TypeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from exc
     return {"adapter": adapter, "mac": mac, "name": name, "family": family,
             "packs": {str(address): model_to_dict(model)}, "chunk": chunk}  # fmt: skip
 
@@ -739,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         "--device",
         action="append",
         default=[],
-        type=_device_spec,
+        type=device_spec,
         help="ADAPTER/MAC/NAME/FAMILY[/chunk=20,soc=55,...], repeatable",
     )
     p.add_argument("--rssi-interval", type=float, default=RSSI_INTERVAL)
