@@ -151,7 +151,7 @@ def test_a_vanished_device_is_reconnected_within_its_backoff(fake, caplog):
     assert len(messages(caplog, "port: lost")) == 1
     assert len(messages(caplog, "port: missing")) == 1
     assert len(messages(caplog, "port: open")) == 2
-    assert run.poller.backoff == BleTransport.backoff_min  # reset by the reconnect
+    assert run.poller.backoff == 1.0  # reset by the reconnect
 
 
 def test_the_backoff_doubles_from_1_s_to_60_s(fake):
@@ -186,7 +186,8 @@ def test_a_removed_adapter_is_retried_and_logged_once(fake, caplog):
     assert "disconnected" in lost
 
 
-def test_a_device_that_never_notifies_is_reconnected_and_its_timeouts_counted(fake):
+def test_a_device_that_never_notifies_is_reconnected_and_its_timeouts_counted(fake, caplog):
+    caplog.set_level(logging.INFO, logger="bmsbank.services.poller.service")
     fake.add_device("hci0", MAC1, "JBD-SP04S001", "jbd", BatteryModel(cells=4))
     run = Running(ble_port("b1", MAC1))
     try:
@@ -196,9 +197,16 @@ def test_a_device_that_never_notifies_is_reconnected_and_its_timeouts_counted(fa
         stats = run.poller.links[1].stats
         assert stats.timeout >= BleTransport.stall_after - 1
         assert stats.port_errors >= 1
+        # still silent after reconnecting: each stall doubles the delay before the next try,
+        # so a device that connects but never answers is not reconnected every second for ever
+        wait_for(lambda: fake.stats(MAC1)["connects"] >= 3, 15, "a second reconnect")
+        assert run.poller.transport.backoff_min >= 2.0
+        (stalled, *_) = messages(caplog, "port: lost")
+        assert "notifications stalled" in stalled
         fake.mute(MAC1, False)
         n = len(run.states)
-        run.wait_states(n + 2, 10)
+        run.wait_states(n + 2, 15)
+        assert run.poller.transport.backoff_min == 1.0  # it answers: back to 1 s
     finally:
         run.close()
 

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+BACKOFF_MIN = 1.0  #: s, the first reconnect delay (the issue: 1 s doubling to 60 s)
+
 #: ``ble:<adapter>/<MAC>``, for example ``ble:hci0/AA:BB:CC:DD:EE:01``
 DEVICE_RE = re.compile(
     r"^ble:(?P<adapter>[A-Za-z0-9_]{1,16})/(?P<mac>(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})$"
@@ -183,7 +185,8 @@ class BleTransport:
         baudrate: 0 (a BLE link has none; kept for the serial interface).
         rx: received bytes not consumed yet (owned by the poller thread).
         settled: the last reply ended exactly where the received bytes did.
-        backoff_min, backoff_max: the poller's reconnect backoff [s] (1 s doubling to 60 s).
+        backoff_min, backoff_max: the poller's reconnect backoff [s] (1 s doubling to 60 s;
+            see :attr:`backoff_min`).
         stall_after: consecutive receives without a single byte after which the link counts
             as stalled (TransportError: the poller drops and reconnects it).
         scan_timeout: s to wait for the device to advertise when (re)connecting.
@@ -193,7 +196,6 @@ class BleTransport:
 
     """
 
-    backoff_min = 1.0
     backoff_max = 60.0
     stall_after = 3
     scan_timeout = 5.0
@@ -216,9 +218,20 @@ class BleTransport:
         self._command: Callable[[bytes], None] | None = None  #: see _command_writer
         self._writing: concurrent.futures.Future[Any] | None = None
         self._quiet = 0  #: consecutive receives that got no byte at all
+        self._stalls = 0  #: links dropped as stalled since the device last sent a byte
         self._generation = 0  #: bumped by close(): an old connection's callbacks are ignored
 
     # -- the serial interface -----------------------------------------------------------------
+    @property
+    def backoff_min(self) -> float:
+        """The first reconnect delay [s]: 1 s, doubled for every stalled link in a row.
+
+        A device that connects and then never notifies would otherwise be reconnected (and the
+        poller's loss and reopening logged) every few seconds for ever; this way the delays grow
+        1, 2, 4 ... 60 s, as for a device that is gone, until it sends a byte again.
+        """
+        return min(BACKOFF_MIN * 2.0**self._stalls, self.backoff_max)
+
     @property
     def is_open(self) -> bool:
         """True from a successful :meth:`open` to :meth:`close`, like a serial port's.
@@ -273,10 +286,10 @@ class BleTransport:
         """
         with self._cond:
             if self._inbox:
-                self._quiet = 0
+                self._quiet = self._stalls = 0
                 self._inbox.clear()
         if self.rx:
-            self._quiet = 0
+            self._quiet = self._stalls = 0
             self.rx.clear()
         return 0
 
@@ -346,7 +359,7 @@ class BleTransport:
                 if data:
                     self._inbox = bytearray()
             if data:
-                self._quiet = 0
+                self._quiet = self._stalls = 0
                 self.rx += data
                 continue
             if failure is not None:
@@ -355,6 +368,7 @@ class BleTransport:
                 self._quiet += 1
                 if self._quiet >= self.stall_after:
                     self._quiet = 0
+                    self._stalls = min(self._stalls + 1, 16)
                     raise TransportError(
                         f"{self.device}: notifications stalled "
                         f"({self.stall_after} requests in a row got no byte)"

@@ -34,12 +34,12 @@ from bmsbank.plausibility import PackBounds, default_bounds, implausible
 from bmsbank.schema import TOPIC_STATE, packer, validate_state
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
-
-if TYPE_CHECKING:
-    from bmsbank.services.poller.ble_transport import BleTransport
 from bmsbank.services.poller.spi_transport import SpiTransport
 from bmsbank.services.poller.transport import SerialTransport
 from bmsbank.state import make_state
+
+if TYPE_CHECKING:
+    from bmsbank.services.poller.ble_transport import BleTransport
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,9 @@ class Poller:
         self.links = {a: PackLink(a, tuple(self.plugin.queries(a))) for a in port.addresses}
         self.cycle = 0
         self.seq = 0
-        #: reconnect backoff [s]: the transport's own where it has one (BLE: 1 s doubling to 60 s)
-        self.backoff_min: float = getattr(self.transport, "backoff_min", BACKOFF_MIN)
-        self.backoff_max: float = getattr(self.transport, "backoff_max", BACKOFF_MAX)
-        self.backoff = self.backoff_min
+        #: reconnect backoff [s]: the transport's own range where it has one (BLE: 1 s doubling
+        #: to 60 s), read when used (a BLE link that keeps stalling raises its own minimum)
+        self.backoff: float = getattr(self.transport, "backoff_min", BACKOFF_MIN)
         self.retry_at = 0.0  #: monotonic time of the next attempt to open a missing port [s]
         self._device_then: tuple[int, int, int] | None = None  #: the device at the last failure
         self.changes = ChangeLog(log, f"[{port.name}] ")
@@ -144,7 +143,8 @@ class Poller:
             if now < self.retry_at and self._device() in (None, self._device_then):
                 return min(DEVICE_WATCH, self.retry_at - now)
             if not self._open():
-                delay, self.backoff = self.backoff, min(self.backoff * 2, self.backoff_max)
+                top = getattr(self.transport, "backoff_max", BACKOFF_MAX)
+                delay, self.backoff = self.backoff, min(self.backoff * 2, top)
                 self.retry_at = now + delay
                 self._device_then = self._device()
                 return min(DEVICE_WATCH, delay)
@@ -186,7 +186,7 @@ class Poller:
                 link.stats.port_errors += 1
             self.changes.set("port", "missing", logging.WARNING, str(exc))
             return False
-        self.backoff = self.backoff_min
+        self.backoff = getattr(self.transport, "backoff_min", BACKOFF_MIN)
         self.changes.set("port", "open", logging.INFO, self.port.device)
         return True
 
