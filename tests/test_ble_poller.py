@@ -296,3 +296,21 @@ def test_the_command_line_serves_its_adapters_and_devices(monkeypatch):
 def test_a_bad_device_spec_is_refused_with_its_text(spec):
     with pytest.raises(argparse.ArgumentTypeError, match="AA:BB:CC:DD:EE:01"):
         device_spec(spec)
+
+
+def test_controls_go_over_ble_like_over_serial(fake):
+    model = BatteryModel(cells=8, soc=99.0, imbalance=0.05)
+    fake.add_device("hci0", MAC1, "JBD-SP08S001", "jbd", model)
+    sent: list[dict] = []
+    poller = Poller(ble_port("b1", MAC1), sent.append)
+    try:
+        poller.poll_once()
+        assert sent[-1]["charge_fet"] and sent[-1]["discharge_fet"]
+        assert any(sent[-1]["balancing"])
+        assert poller.control("b1:1", "charge", False) is None  # acknowledged
+        assert poller.control("b1:1", "balance", False) is None  # a factory-mode sequence
+        poller.poll_once()
+    finally:
+        poller.close()
+    assert not sent[-1]["charge_fet"] and sent[-1]["discharge_fet"]
+    assert not any(sent[-1]["balancing"])
