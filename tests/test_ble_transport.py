@@ -232,3 +232,22 @@ def test_writes_with_response_go_through_bleak(fake):
             transport.receive(extract, 2.0)
     finally:
         transport.close()
+
+
+def test_a_device_left_connected_is_taken_without_a_scan(fake, opened):
+    transport, model = opened
+    # a previous process that died without disconnecting: BlueZ still holds the device
+    # connected, and a connected device does not advertise (the fake stops its RSSI updates)
+    transport._client = None
+    assert fake.stats(MAC)["connected"]
+    again = BleTransport(f"ble:hci0/{MAC}", JBD_BLE)
+    again.scan_timeout = 0.2  # far too short to see an advertisement: none comes anyway
+    again.open()
+    try:
+        extract, _ = jbd_extract()
+        again.drain()
+        again.send(read_request(REG_CELLS))
+        assert again.receive(extract, 1.0) == expected_reply(model, read_request(REG_CELLS))
+        assert fake.stats(MAC)["connects"] == 1  # BlueZ's connection, reused
+    finally:
+        again.close()
