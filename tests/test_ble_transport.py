@@ -251,3 +251,19 @@ def test_a_device_left_connected_is_taken_without_a_scan(fake, opened):
         assert fake.stats(MAC)["connects"] == 1  # BlueZ's connection, reused
     finally:
         again.close()
+
+
+def test_a_ble_scan_sees_the_fake_devices_with_their_family(fake):
+    # the fake's advertisements carry what `bmsbank scan --ble` reads: name, address, RSSI and
+    # the service, so a JBD device is recognised by its name and by its service alone
+    from bmsbank.services.poller import ble_scan
+
+    fake.add_device("hci0", MAC, "SP04S034L4S200A", "jbd")
+    fake.add_device("hci0", "AA:BB:CC:DD:EE:02", "1kWh 24V 30A", "jbd")  # renamed by its user
+    fake.add_adapter("hci1")
+    fake.add_device("hci1", "AA:BB:CC:DD:EE:03", "JBD-elsewhere", "jbd")  # heard by hci1 only
+    seen = {s.address: s for s in ble_scan.discover("hci0", 1.0)}
+    assert set(seen) == {MAC, "AA:BB:CC:DD:EE:02"}
+    assert seen[MAC].name == "SP04S034L4S200A" and seen[MAC].family == "jbd"
+    assert seen["AA:BB:CC:DD:EE:02"].family == "jbd"  # by the FF00 service it advertises
+    assert -70 < seen[MAC].rssi < -50
