@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -38,6 +38,9 @@ from bmsbank.services.poller.spi_transport import SpiTransport
 from bmsbank.services.poller.transport import SerialTransport
 from bmsbank.state import make_state
 
+if TYPE_CHECKING:
+    from bmsbank.services.poller.ble_transport import BleTransport
+
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.5  # s, first retry after a port failure
@@ -46,8 +49,25 @@ DEVICE_WATCH = 0.5  # s between two looks (one stat each) at a missing port's de
 WATCH_INTERVAL = 3600.0  # s; run_ports' main thread only waits for a signal or a failed port
 
 
-def transport_for(port: PortConfig, plugin: Plugin) -> SerialTransport | SpiTransport:
-    """The transport of ``port``: SPI for a family whose link is SPI (MNB), else serial."""
+def transport_for(
+    port: PortConfig, plugin: Plugin
+) -> SerialTransport | SpiTransport | BleTransport:
+    """The transport of ``port``: BLE, SPI or serial.
+
+    BLE for a ``ble:<adapter>/<MAC>`` device, SPI for a family whose link is SPI (MNB), else
+    serial.
+
+    Raises:
+        ValueError: a BLE device of a family that does not speak BLE, or a malformed BLE device.
+
+    """
+    if port.device.startswith("ble:"):
+        from bmsbank.services.poller.ble_transport import BleTransport
+
+        if plugin.info.ble is None:
+            raise ValueError(f"port {port.name}: {plugin.name} does not speak BLE "
+                             f"(device {port.device})")  # fmt: skip
+        return BleTransport(port.device, plugin.info.ble)
     speed = port.baudrate or plugin.baudrate
     if plugin.info.link.upper().startswith("SPI"):
         return SpiTransport(port.device, speed)
@@ -95,7 +115,9 @@ class Poller:
         self.links = {a: PackLink(a, tuple(self.plugin.queries(a))) for a in port.addresses}
         self.cycle = 0
         self.seq = 0
-        self.backoff = BACKOFF_MIN
+        #: reconnect backoff [s]: the transport's own range where it has one (BLE: 1 s doubling
+        #: to 60 s), read when used (a BLE link that keeps stalling raises its own minimum)
+        self.backoff: float = getattr(self.transport, "backoff_min", BACKOFF_MIN)
         self.retry_at = 0.0  #: monotonic time of the next attempt to open a missing port [s]
         self._device_then: tuple[int, int, int] | None = None  #: the device at the last failure
         self.changes = ChangeLog(log, f"[{port.name}] ")
@@ -121,7 +143,8 @@ class Poller:
             if now < self.retry_at and self._device() in (None, self._device_then):
                 return min(DEVICE_WATCH, self.retry_at - now)
             if not self._open():
-                delay, self.backoff = self.backoff, min(self.backoff * 2, BACKOFF_MAX)
+                top = getattr(self.transport, "backoff_max", BACKOFF_MAX)
+                delay, self.backoff = self.backoff, min(self.backoff * 2, top)
                 self.retry_at = now + delay
                 self._device_then = self._device()
                 return min(DEVICE_WATCH, delay)
@@ -163,7 +186,7 @@ class Poller:
                 link.stats.port_errors += 1
             self.changes.set("port", "missing", logging.WARNING, str(exc))
             return False
-        self.backoff = BACKOFF_MIN
+        self.backoff = getattr(self.transport, "backoff_min", BACKOFF_MIN)
         self.changes.set("port", "open", logging.INFO, self.port.device)
         return True
 

@@ -1,0 +1,146 @@
+"""CPU per BLE pack-update of the BLE poller process, against the fake BlueZ.
+
+Starts a private dbus-daemon with the fake BlueZ on it (services/poller/simulators/fakebluez.py:
+N JBD packs of 16 cells on adapter hci0, replies notified in 20-byte pieces as over a default
+ATT MTU) and the real poller process (``python -m bmsbank.services.poller --process ble-hci0``,
+what ``bmsbank supervisor-config`` renders for a ``[[ble]]`` adapter), whose states go to a PULL
+socket this script holds in place of the arbiter (with a ROUTER at its control endpoint, where
+the poller says hello). After a warm-up it reads, over a fixed window,
+the poller's CPU time from ``/proc/<pid>/schedstat`` (all its threads: the pollers, the BLE event
+loop with bleak and dbus-fast, zmq) and divides it by the pack-updates received. The fake BlueZ
+and the dbus-daemon are measured too, for scale: on a GX their part is bluetoothd's and the
+system bus's.
+
+The issue's target is 0.1 ms per BLE pack-update (the incumbent reports ~10 % of a Cerbo's CPU
+per BLE pack); the table prints the ratio against it.
+
+    .venv/bin/python bench/ble.py [--packs 1,4] [--window 20] [--warmup 5] [--interval 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from bmsbank.config import load
+from bmsbank.schema import TOPIC_STATE
+from bmsbank.services.poller.simulators.battery import BatteryModel
+from bmsbank.services.poller.simulators.fakebluez import FakeBluez
+
+TARGET_MS = 0.1  #: the issue's target per BLE pack-update [ms]
+HEADER = (
+    f"{'packs':>5} {'interval':>8} {'updates':>7} {'poller ms/upd':>13} {'x target':>8} "
+    f"{'fake BlueZ ms/upd':>17} {'dbus ms/upd':>11}"
+)
+
+
+def schedstat_ns(pid: int) -> int:
+    """Nanoseconds process ``pid`` (all its threads) has spent on a CPU."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
+                total += int(fh.read().split()[0])
+        except OSError:
+            pass  # a thread that just ended
+    return total
+
+
+def write_config(rundir: Path, macs: list[str], interval: float) -> str:
+    """The bench's bmsbank.toml: one [[ble]] adapter with one JBD device per pack."""
+    text = (
+        f'runtime_dir = "{rundir}"\nlog_level = "warning"\n'
+        f'[bank]\nname = "bench"\nstate_file = ""\n'
+        f'[dbus]\nenabled = false\n[[ble]]\nadapter = "hci0"\n'
+    )
+    for k, mac in enumerate(macs):
+        text += (
+            f'[[ble.devices]]\nname = "b{k}"\naddress = "{mac}"\nbms = "jbd"\n'
+            f"interval = {interval}\n"
+        )
+    path = rundir / "bench.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def count_states(sock: zmq.Socket, seconds: float) -> int:
+    """States received during ``seconds``."""
+    states = 0
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            states += sock.recv_multipart()[0] == TOPIC_STATE
+    return states
+
+
+def run(
+    packs: int, interval: float, warmup: float, window: float
+) -> tuple[int, float, float, float]:
+    """(updates, poller ms, fake BlueZ ms, dbus-daemon ms) of one measurement."""
+    macs = [f"AA:BB:CC:DD:EE:{k + 1:02X}" for k in range(packs)]
+    with tempfile.TemporaryDirectory(prefix="bench-ble-") as tmp, FakeBluez() as fake:
+        rundir = Path(tmp)
+        fake.add_adapter("hci0")
+        for k, mac in enumerate(macs):
+            model = BatteryModel(cells=16, soc=50.0 + k, current=-5.0 + k)
+            fake.add_device("hci0", mac, f"JBD-SP16S{k:03d}", "jbd", model)
+        config_path = write_config(rundir, macs, interval)
+        config = load(config_path)
+        context = zmq.Context.instance()
+        sink = context.socket(zmq.PULL)
+        sink.bind(config.states_endpoint)
+        # the arbiter's control ROUTER: without it the poller's zmq thread keeps reconnecting
+        control = context.socket(zmq.ROUTER)
+        control.bind(config.control_endpoint)
+        env = dict(os.environ, **fake.env())
+        poller = subprocess.Popen(
+            [sys.executable, "-m", "bmsbank.services.poller", "--config", config_path,
+             "--process", "ble-hci0"], env=env,
+        )  # fmt: skip
+        try:
+            count_states(sink, warmup)
+            assert fake.server is not None and fake.daemon is not None
+            pids = {"poller": poller.pid, "fake": fake.server.pid, "dbus": fake.daemon.pid}
+            before = {k: schedstat_ns(p) for k, p in pids.items()}
+            updates = count_states(sink, window)
+            spent = {k: (schedstat_ns(p) - before[k]) / 1e6 for k, p in pids.items()}
+        finally:
+            poller.terminate()
+            poller.wait(10)
+            sink.close(0)
+            control.close(0)
+    return updates, spent["poller"], spent["fake"], spent["dbus"]
+
+
+def main() -> int:
+    """Measure every asked pack count and print the table."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--packs", default="1,4", help="pack counts on one adapter, comma-separated")
+    p.add_argument("--window", type=float, default=20.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    p.add_argument("--interval", type=float, default=1.0, help="poll interval [s]")
+    args = p.parse_args()
+    print(HEADER, flush=True)
+    for n in (int(x) for x in args.packs.split(",")):
+        updates, poller_ms, fake_ms, dbus_ms = run(n, args.interval, args.warmup, args.window)
+        if not updates:
+            print(f"{n:>5} {args.interval:>8g} {0:>7}  no pack-updates (see the poller's log)")
+            continue
+        per = poller_ms / updates
+        print(
+            f"{n:>5} {args.interval:>8g} {updates:>7} {per:>13.3f} {per / TARGET_MS:>8.1f} "
+            f"{fake_ms / updates:>17.3f} {dbus_ms / updates:>11.3f}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
