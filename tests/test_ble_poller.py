@@ -113,6 +113,34 @@ def test_a_jbd_pack_is_polled_over_ble_with_the_simulators_values(fake):
     assert fake.stats(MAC1)["connects"] == 1  # the connection is kept between cycles
 
 
+BLE_FAMILIES = sorted(n for n, i in plugins.families().items() if i.ble is not None)
+
+
+@pytest.mark.parametrize("family", BLE_FAMILIES)
+def test_every_ble_family_is_polled_through_bleak_with_its_simulators_values(fake, family):
+    info = plugins.info(family)
+    model = BatteryModel(cells=16, soc=63.0, current=-4.5, temperatures=[21.0, 22.5])
+    fake.add_device("hci0", MAC1, f"{info.ble.names[0]}TEST", family,
+                    {info.default_address: model})  # fmt: skip
+    sent: list[dict] = []
+    port = PortConfig(name="b1", device=f"ble:hci0/{MAC1}", bms=family, process="ble-hci0",
+                      addresses=[info.default_address], interval=INTERVAL)  # fmt: skip
+    poller = Poller(port, sent.append)
+    try:
+        for _ in range(4):
+            poller.poll_once()
+    finally:
+        poller.close()
+    assert len(sent) >= 3, sent[-1:] or poller.links
+    state = validate_state(sent[-1])
+    assert state["bms"] == family
+    assert state["voltage"] == pytest.approx(model.voltage, abs=0.05)
+    assert state["current"] == pytest.approx(-4.5, abs=0.1)
+    assert state["soc"] == pytest.approx(63.0, abs=1.0)
+    assert state["cells"] == pytest.approx(model.cell_voltages, abs=0.002)
+    assert fake.stats(MAC1)["connects"] == 1
+
+
 @pytest.mark.parametrize("chunk", [1, 7, 20, 64])
 def test_replies_split_anywhere_decode_the_same(fake, chunk):
     model = BatteryModel(cells=16, soc=77.0, current=12.5)
