@@ -30,6 +30,8 @@ from bmsbank import config as configuration
 from bmsbank import runtime, view
 from bmsbank.config import WIRELESS_OR_CAN
 from bmsbank.schema import TOPIC_BANK, unpack
+from bmsbank.services.poller import plugins
+from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.supervisor import Program, render, service_programs
 
 
@@ -54,6 +56,14 @@ DEMO_PORTS = (
     DemoPort("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
     DemoPort("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
 )
+#: the default profile's Bluetooth packs: devices of a fake BlueZ adapter hci0 on the demo's
+#: private bus (only there: on a bus given by DBUS_SYSTEM_BUS_ADDRESS the real BlueZ may live)
+DEMO_BLE = (
+    DemoPort("jkble", "jkbms_ble", [0], [2.5], [59.0], [0.007]),
+    DemoPort("jbdble", "jbd", [1], [-1.0], [66.0], [0.009]),
+)
+#: the default profile's CAN input: a JK BMS broadcasting on an slcan bus of its own
+DEMO_CAN = (DemoPort("jkcan", "jkbms_can", [0], [1.5], [60.0], [0.0]),)
 PROFILES = ("default", "all")
 
 
@@ -68,8 +78,6 @@ def profile_ports(profile: str) -> tuple[DemoPort, ...]:
         return DEMO_PORTS
     if profile != "all":
         raise ValueError(f"unknown demo profile {profile!r}; known: {', '.join(PROFILES)}")
-    from bmsbank.services.poller import plugins
-
     ports = []
     wired = [n for n, i in plugins.families().items() if i.link not in WIRELESS_OR_CAN]
     for k, family in enumerate(wired):
@@ -77,6 +85,19 @@ def profile_ports(profile: str) -> tuple[DemoPort, ...]:
         ports.append(DemoPort(family, family, [plugins.info(family).default_address], [current],
                               [55.0 + k % 7 * 2], [0.003 + k % 4 * 0.002], cells=4))  # fmt: skip
     return tuple(ports)
+
+
+def radio_packs(profile: str, own_bus: bool) -> tuple[tuple[DemoPort, ...], tuple[DemoPort, ...]]:
+    """(BLE devices, CAN inputs) of demo ``profile``.
+
+    The default profile's; its BLE devices only on the demo's own private bus (where the fake
+    BlueZ may own org.bluez).
+    """
+    if profile != "default":
+        return (), ()
+    return (DEMO_BLE if own_bus else ()), DEMO_CAN
+
+
 #: ports polled by a process of their own (poller-<name>, restarted alone); the others share
 #: the process poller-shared, as an installation's ports do by default
 DEMO_OWN_PROCESS = frozenset({"jkbus"})
@@ -118,8 +139,16 @@ def _toml_str(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid TOML basic string
 
 
-def _demo_config(rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozenset[str]) -> str:
-    """The demo's bmsbank.toml: its ports, D-Bus on, CAN as asked."""
+def ble_mac(index: int) -> str:
+    """The MAC address of the demo's ``index``-th Bluetooth pack."""
+    return f"C8:47:8C:00:00:{index + 1:02X}"
+
+
+def _demo_config(
+    rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozenset[str],
+    ble: tuple[DemoPort, ...] = (), can_inputs: tuple[DemoPort, ...] = (),
+) -> str:  # fmt: skip
+    """The demo's bmsbank.toml: its ports, BLE devices and CAN inputs, D-Bus on, CAN as asked."""
     interface, _, channel = can.partition(":")
     lines = [
         f"runtime_dir = {_toml_str(rundir)}", "", "[bank]", 'name = "demo"',
@@ -130,8 +159,6 @@ def _demo_config(rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozen
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}",
                   f"energy_file = {_toml_str(rundir + '/energy.json')}"]  # fmt: skip
-    from bmsbank.services.poller import plugins
-
     for name, bms, addresses, *_, cells in ports:
         info = plugins.info(bms)
         spi = info.link.upper().startswith("SPI")  # its simulator serves a socket, not a pty
@@ -142,7 +169,62 @@ def _demo_config(rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozen
             lines.append(f"cells = {cells}")
         if name in own:
             lines.append(f'process = "{name}"')
+    if ble:
+        lines += ["", "[[ble]]", 'adapter = "hci0"']
+    for k, p in enumerate(ble):
+        lines += ["", "[[ble.devices]]", f'name = "{p.name}"', f'address = "{ble_mac(k)}"',
+                  f'bms = "{p.bms}"', f"addresses = {p.addresses}"]  # fmt: skip
+    for p in can_inputs:
+        lines += ["", "[[can_inputs]]", f'name = "{p.name}"', 'interface = "slcan"',
+                  f"channel = {_toml_str(_link(rundir, p.name))}", f'bms = "{p.bms}"',
+                  f"addresses = {p.addresses}"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _model(p: DemoPort, i: int) -> BatteryModel:
+    """The model of ``p``'s ``i``-th pack, as the simulator programs build it."""
+    return BatteryModel(cells=p.cells, soc=p.socs[i], current=p.currents[i],
+                        imbalance=p.imbalance[i], temperatures=[24.0 + i, 25.5 + i])  # fmt: skip
+
+
+def _radio_simulators(
+    rundir: str, python: str, dbus_address: str, ble: tuple[DemoPort, ...],
+    can_inputs: tuple[DemoPort, ...],
+) -> list[Program]:  # fmt: skip
+    """The fake BlueZ with the BLE packs, a CAN peer per CAN input; their true values on file.
+
+    Their models hold still (no current integrates into SoC), so the truth is written once.
+    """
+    programs = []
+    specs = []
+    for k, p in enumerate(ble):
+        model = _model(p, 0)
+        name = f"{plugins.info(p.bms).ble.names[0]}DEMO{k + 1}"  # type: ignore[union-attr]
+        values = {"cells": model.cells, "soc": model.soc, "current": model.current,
+                  "imbalance": model.imbalance}  # fmt: skip
+        specs += ["--device", f"hci0/{ble_mac(k)}/{name}/{p.bms}/"
+                  + ",".join(f"{key}={json.dumps(v)}" for key, v in values.items())]  # fmt: skip
+        _write_truth(rundir, p, {p.addresses[0]: model})
+    if ble:
+        programs.append(Program("bluez", [
+            python, "-m", "bmsbank.services.poller.simulators.fakebluez",
+            "--address", dbus_address, "--adapter", "hci0", *specs,
+        ], priority=3))  # fmt: skip
+    for p in can_inputs:
+        _write_truth(rundir, p, {a: _model(p, 0) for a in p.addresses})
+        programs.append(Program(f"sim-{p.name}", [
+            python, "-m", "bmsbank.services.poller.simulators.can_peer", "--family", p.bms,
+            "--link", _link(rundir, p.name), "--addresses", ",".join(map(str, p.addresses)),
+            "--cells", str(p.cells), f"--soc={p.socs[0]}", f"--current={p.currents[0]}",
+        ], priority=5))  # fmt: skip
+    return programs
+
+
+def _write_truth(rundir: str, p: DemoPort, packs: dict[int, BatteryModel]) -> None:
+    """``sim-NAME.json`` as the serial simulators write theirs (tests compare the bank to it)."""
+    data = {str(a): m.snapshot() for a, m in packs.items()}
+    with open(f"{rundir}/sim-{p.name}.json", "w", encoding="utf-8") as fh:
+        json.dump({"time": time.time(), "packs": data}, fh)
 
 
 def _link(rundir: str, port: str) -> str:
@@ -168,19 +250,21 @@ def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     """Write the demo's config files into ``rundir`` and return where things are."""
     ports = profile_ports(profile)
     own = DEMO_OWN_PROCESS if profile == "default" else frozenset()
+    env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    ble, can_inputs = radio_packs(profile, own_bus=not env_bus)
     python = sys.executable
     logdir = os.path.join(rundir, "log")
     os.makedirs(rundir, mode=0o700, exist_ok=True)  # a new one: this user's only
     os.makedirs(logdir, exist_ok=True)
-    env_bus = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
     dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"
     can_peer = None if can else f"{rundir}/can-peer"
     can = can or f"slcan:{rundir}/can-bms"
     config_path = f"{rundir}/bmsbank.toml"
     with open(config_path, "w", encoding="utf-8") as fh:
-        fh.write(_demo_config(rundir, can, ports, own))
+        fh.write(_demo_config(rundir, can, ports, own, ble, can_inputs))
     config = configuration.load(config_path)
     programs = _simulators(rundir, python, ports)
+    programs += _radio_simulators(rundir, python, dbus_address, ble, can_inputs)
     if not env_bus:
         with open(f"{rundir}/dbus.conf", "w", encoding="utf-8") as fh:
             fh.write(PRIVATE_BUS_CONF.format(sock=f"{rundir}/dbus.sock"))
