@@ -16,8 +16,13 @@ INFO = FamilyInfo(
     addresses=range(0, 1),
     default_address=0,
     options=(
-        Option("cells", int, 16, "series cells of the battery, 2-64 (the protocol does not say)",
-               lambda n: 2 <= n <= 64),  # fmt: skip
+        Option(
+            "cells",
+            int,
+            16,
+            "series cells of the battery, 2-64 (the protocol does not say)",
+            lambda n: 2 <= n <= 64,
+        ),  # fmt: skip
         Option(
             "even_cells",
             bool,

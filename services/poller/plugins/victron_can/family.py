@@ -179,7 +179,8 @@ class Family(CanFamily):
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
-        self.tables = {PARTS[i]: FieldTable(f) for i, f in FIELDS.items()}
+        #: (part, frame length) -> the table of the fields such a frame carries
+        self.tables = {(PARTS[i], 8): FieldTable(f) for i, f in FIELDS.items()}
         # 0x373's unknown value is 0 (the publisher and the protocol); 0x372's is 0xFFFF
         self.unknown = {"extremes": 0, "modules": UN16[1]}
 
@@ -211,13 +212,17 @@ class Family(CanFamily):
             parts[part] = self._fields(part, data)
 
     def _fields(self, part: str, data: bytes) -> dict[str, Any]:
-        """The DBC fields of ``part`` that fit in ``data`` (optional ones beyond it are left out)."""
-        table = self.tables[part]
-        fit = tuple(f for f in table.fields if f.offset + 2 <= len(data))
-        out = FieldTable(fit).decode(data) if len(fit) < len(table.fields) else table.decode(data)
+        """The DBC fields of ``part`` that fit in ``data`` (optional ones beyond are left out)."""
+        key = (part, min(len(data), 8))
+        table = self.tables.get(key)
+        if table is None:  # a short frame's table, made once per length
+            fit = tuple(f for f in self.tables[part, 8].fields if f.offset + 2 <= len(data))
+            table = self.tables[key] = FieldTable(fit)
+        out = table.decode(data)
         unknown = self.unknown.get(part)
         if unknown is not None:
-            raw = {f.name: int.from_bytes(data[f.offset : f.offset + 2], "little") for f in fit}
+            raw = {f.name: int.from_bytes(data[f.offset : f.offset + 2], "little")
+                   for f in table.fields}  # fmt: skip
             out = {k: (None if raw[k] == unknown else v) for k, v in out.items()}
         return out
 
@@ -276,8 +281,8 @@ class Family(CanFamily):
         low, high = extremes.get("MinCellVoltage"), extremes.get("MaxCellVoltage")
         if low is None or high is None:
             if not self.options["even_cells"]:
-                raise FrameError("victron_can: no cell voltages (0x373) from this battery; "
-                                 "set even_cells = true to use it without", kind="truncated")  # fmt: skip
+                why = "no cell voltages (0x373) from this battery; even_cells = true uses it"
+                raise FrameError(f"victron_can: {why}", kind="truncated")
             return [voltage / n] * n
         rest = (voltage - low - high) / (n - 2) if n > 2 else None
         tolerance = 0.002  # V: the mV resolution of 0x373 and the 10 mV of the voltage, per cell
