@@ -15,11 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daren_485", "ecs", "eg4_lifepower", "eg4_ll", "felicity",
              "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkpb", "ks48100", "lltjbd_up16s",
-             "mnb", "pace", "renogy", "seplos", "seplosv3", "sinowealth"}  # fmt: skip
+             "mnb", "pace", "renogy", "seplos", "seplosv3", "sinowealth", "victron_can"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)
-        assert cls.info is plugins.info(name) and cls.name == name
+        assert cls.info is plugins.info(name)
+        # a CAN family's name is an instance property (can_family.CanFamily)
+        assert (cls({}).name if cls.info.link == "CAN" else cls.name) == name
         assert plugins.simulator_class(name).family is cls
 
 
@@ -35,7 +37,7 @@ def test_metadata_loads_no_codec_and_no_poller_code():
 
 def test_readme_family_table_matches_the_metadata():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz) \|([^|]+)\|"
+    row = (r"^\| `(\w+)` \| \[[^]]+\]\(([^)]+)\) \|([^|]+)\| (\d+) (8[NEO]1|Hz|bit/s) \|([^|]+)\|"
            r"([^|]*)\|([^|]*)\|$")  # fmt: skip
     rows = re.findall(row, text, re.MULTILINE)
     assert {r[0] for r in rows} == set(plugins.families())
@@ -44,6 +46,7 @@ def test_readme_family_table_matches_the_metadata():
         assert source == f"services/poller/plugins/{name}/family.py", name
         assert (ROOT / source).is_file(), source
         framing = "Hz" if info.link.startswith("SPI") else f"8{info.parity}1"  # SPI: the clock
+        framing = "bit/s" if info.link == "CAN" else framing  # CAN: the bus bit rate
         assert int(baud) == info.baudrate and parity == framing, name
         assert link.strip() in info.link, name
         first, last = info.addresses[0], info.addresses[-1]
