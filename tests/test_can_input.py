@@ -227,8 +227,9 @@ def test_the_input_waits_without_spinning(peer):
     ({"addresses": [0, 1]}, "can_inputs[0].addresses", "0-0"),
     ({"interval": 0.01}, "can_inputs[0].interval", "seconds >="),
     ({"name": "rs485"}, "can_inputs[0].name", "no port has"),
+    ({"interval": 5.0}, "bank.stale_after", "at least 12 s, 2 x (can_inputs[0].interval"),
 ], ids=["family", "interface", "option", "option-value", "addresses", "interval",
-        "name"])  # fmt: skip
+        "name", "stale_after"])  # fmt: skip
 def test_config_errors_name_the_key_and_the_file(tmp_path, table, key, says):
     path = tmp_path / "bmsbank.toml"
     base = {"name": "vc", "interface": "slcan", "channel": "/dev/ttyACM0", "bms": "victron_can"}
@@ -275,3 +276,45 @@ def test_the_entry_point_refuses_an_unknown_input(tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert f"{path}: can_inputs.nope: a configured CAN input (vc)" in out.stderr
+
+
+def test_both_command_lines_as_processes(tmp_path):
+    """can_peer and the CAN input each as the process supervisord would run."""
+    link = str(tmp_path / "can0")
+    states = free_tcp()
+    path = tmp_path / "bmsbank.toml"
+    path.write_text(
+        f'[zmq]\nstates = "{states}"\ntap = "{free_tcp()}"\ncontrol = "{free_tcp()}"\n'
+        f'[[can_inputs]]\nname = "vc"\ninterface = "slcan"\nchannel = "{link}"\n'
+        f'bms = "victron_can"\ninterval = 0.2\n', encoding="utf-8",
+    )  # fmt: skip
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(states)
+    peer = subprocess.Popen(
+        [sys.executable, "-m", "bmsbank.services.poller.simulators.can_peer", "--family",
+         "victron_can", "--link", link, "--period", "0.2", "--current", "12.5", "--soc", "80"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    reader = None
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(link) and time.monotonic() < deadline:
+            assert peer.poll() is None, peer.stdout.read() if peer.stdout else ""
+            time.sleep(0.05)
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "bmsbank.services.poller.can_input", "--config", str(path),
+             "--input", "vc"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        assert pull.poll(30000), "no state from the CAN input process"
+        state = validate_state(unpack(pull.recv_multipart()[1]))
+    finally:
+        for proc in (reader, peer):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+        pull.close(0)
+        ctx.term()
+    assert reader is not None and reader.returncode == 0 and peer.returncode == 0
+    assert state["pack"] == "vc:0" and state["current"] == pytest.approx(12.5, abs=0.05)
+    assert state["soc"] == pytest.approx(80.0, abs=0.5) and state["bms_ccl"] == 50.0

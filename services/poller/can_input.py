@@ -281,6 +281,10 @@ class CanInput:
         self.bus_errors += 1
         for pack in self.packs.values():
             pack.stats.port_errors += 1
+            # nothing from before the outage is combined with what comes after it
+            pack.parts.clear()
+            pack.seen.clear()
+            pack.fresh = False
         self.close()
         self.retry_at = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
