@@ -242,10 +242,14 @@ def test_unknown_cell_extremes_are_no_cell_figures():
         family.state(parts)
 
 
-def test_zero_limits_mean_the_battery_blocks_that_direction():
+def test_a_zero_limit_blocks_the_bank_in_the_batterys_name():
     family, parts = decode({**BYD, 0x351: "48 02 00 00 00 05 AE 01"}, cells=16)
-    state = family.state(parts)
-    assert state["bms_ccl"] == 0.0 and not state["charge_fet"] and state["discharge_fet"]
+    state = checked(family.state(parts))
+    assert state["bms_ccl"] == 0.0 and state["bms_dcl"] == 128.0
+    bank = bank_with(state)
+    assert bank["ccl"] == 0.0 and bank["dcl"] > 0.0 and not bank["allow_charge"]
+    assert bank["reasons"]["ccl"] == "vc:0: the BMS allows 0 A"  # not a FET nobody reported
+    assert bank["packs"][0]["blocking_charge"] == "vc:0: the BMS allows 0 A"
 
 
 # -- the simulator and the bank ----------------------------------------------------------------

@@ -40,9 +40,9 @@ means N (or the frame) is wrong: that state is refused ("malformed") and logged,
 ``cells`` never passes silently. A battery that sends no 0x373 (Pylontech's US series) has no
 cell figures at all: it is not used unless ``even_cells = true``, which spreads the voltage
 evenly over N cells and leaves cell protection to the battery's own CVL/CCL/DCL; nothing is
-otherwise invented. The FET states are not in the protocol either: ``charge_fet`` is CCL > 0
-and ``discharge_fet`` DCL > 0 (the battery allows that direction), which blocks the bank the
-same way the battery's own 0 A limit does.
+otherwise invented. The FET states are not in the protocol either: both are reported on, and a
+battery that stops a direction does so through its own limit (CCL or DCL 0 A), which the bank
+applies and names ("the BMS allows 0 A") rather than a FET state nobody reported.
 
 Facts and where they were confirmed (public sources, repository + path):
 
@@ -260,8 +260,8 @@ class Family(CanFamily):
             "balancing": [0] * self.options["cells"],
             "temperatures": temperatures,
             "mosfet_temperature": None,
-            "charge_fet": ccl > 0,
-            "discharge_fet": dcl > 0,
+            "charge_fet": True,  # not in the protocol: see the module docstring
+            "discharge_fet": True,
             "bms_cvl": lim["ChargeVoltageLimit"],
             "bms_ccl": ccl,
             "bms_dcl": dcl,
