@@ -5,6 +5,8 @@ cantools, and against captured frames whose real values are known:
 
 - BYD Battery-Box Premium LVS (2 x 83 Ah, 16S) on a Venus OS GX: dfch/BydCanProtocol README.md
   (the frames and what Venus showed for them).
+- Pytes V5α on Venus OS v3.34: AndreasBoehm/PytesCANProtocol README.md (frames, the values
+  Venus showed, the 0x35A bit table).
 - Pylontech US5000, old (V1.2) and new (V1.3) firmware: setfirelabs.com, "Pylontech Battery CAN
   comms - V1.2 vs V1.3" (frames of 4-8 bytes, no 0x373); the 0x351/0x355 example
   ``14 02 74 0E 74 0E CC 01`` / ``1A 00 64 00`` from setfirelabs.com "Pylontech US2000 / US3000
@@ -63,6 +65,23 @@ PYLON_NEW = {
     0x35A: "00 00 00 00 00 00 00 00",
     0x35E: "50 59 4C 4F 4E 20 20 20",
     0x35F: "4C 49 01 03 3C 02 AA 00",  # online capacity 0x023C = 572 Ah
+}
+
+
+#: AndreasBoehm/PytesCANProtocol README.md: Pytes V5α (16S, 100 Ah) with Venus OS v3.34
+PYTES = {
+    0x351: "38 02 E8 03 E8 03 C7 01",  # 56.8 V, 100.0 A, 100.0 A, 45.5 V
+    0x355: "33 00 64 00",  # SoC 51 %, SoH 100 %
+    0x356: "8E 14 F9 FF B4 00",  # 52.62 V (the README says mV: 10 mV fits 52.62), -0.7 A, 18.0 °C
+    0x35A: "00 00 00 00 00 00 00 00",  # Pytes sends 00 for ok ("not supported" in the protocol)
+    0x35E: "50 59 54 45 53",  # "PYTES", 5 bytes
+    0x35F: "01 00 6E 01 32 00",  # online 50 Ah
+    0x360: "00",
+    0x372: "02 00 01 00 01 00 02 00",
+    0x373: "D8 0C DA 0C 21 01 23 01",  # 3.288 / 3.290 V, 289 K (16 °C) / 291 K (18 °C)
+    0x374: "30 38 30 30 00 00 00 00",  # cell names: ignored
+    0x378: "40 08 00 00 2B 07 00 00",
+    0x379: "64 00",  # installed 100 Ah
 }
 
 
@@ -187,6 +206,34 @@ def test_pylontech_captures(frames, expect):
     assert state["cells"] == pytest.approx([expect[5] / 15] * 15)
     assert state["bms_ccl"] == 480.0 and state["alarms"] == {}
     checked(state)
+
+
+def test_pytes_capture():
+    family, parts = decode(PYTES, cells=16)
+    state = checked(family.state(parts))
+    assert (state["voltage"], state["current"], state["soc"]) == pytest.approx((52.62, -0.7, 51.0))
+    assert (state["bms_cvl"], state["bms_ccl"], state["bms_dcl"]) == pytest.approx(
+        (56.8, 100.0, 100.0))  # fmt: skip
+    # the README's 16 °C / 18 °C for 289 K / 291 K: kelvin, as for BYD
+    assert state["temperatures"] == pytest.approx([18.0, 15.85, 17.85])
+    assert (state["min_cell_voltage"], state["max_cell_voltage"]) == pytest.approx((3.288, 3.290))
+    assert state["capacity"] == 100.0 and state["hardware"] == "PYTES"
+    assert state["alarms"] == {}  # every pair 00: nothing said, nothing claimed ok
+
+
+@pytest.mark.parametrize("data, alarm, level", [
+    ("10 00 00 00 00 00 00 00", "low_voltage", 2),  # "1." in byte 0: low battery voltage alarm
+    ("04 00 00 00 00 00 00 00", "high_voltage", 2),  # ".4": high battery voltage alarm
+    ("00 40 00 00 00 00 00 00", "high_discharge_current", 2),  # byte 1 "4."
+    ("00 00 01 00 00 00 00 00", "high_charge_current", 2),  # byte 2 ".1"
+    ("00 00 00 00 00 00 00 01", "cell_imbalance", 1),  # byte 7 ".1": cell imbalance warning
+    ("00 00 00 00 00 04 00 00", "high_charge_temperature", 1),  # byte 5 ".4": warning
+], ids=["low-voltage", "high-voltage", "discharge-current", "charge-current", "imbalance",
+        "charge-temperature"])  # fmt: skip
+def test_pytes_alarm_bits(data, alarm, level):
+    # AndreasBoehm/PytesCANProtocol README.md, the 0x35A table (bit pairs, 01 = active)
+    family, parts = decode({**PYTES, 0x35A: data}, cells=16)
+    assert family.state(parts)["alarms"] == {alarm: level}
 
 
 def test_pylontech_soc_comes_before_soh():

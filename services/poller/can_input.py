@@ -200,7 +200,9 @@ class CanInput:
     def run_due(self, now: float) -> None:
         """Start a poll cycle when due (requests, reply time), build the states that are due."""
         if now >= self.next_cycle:
-            self.next_cycle = max(self.next_cycle + self.cfg.interval, now)
+            step = self.cfg.interval
+            # on schedule; after a stall, one interval from now (no burst of late cycles)
+            self.next_cycle = nxt if (nxt := self.next_cycle + step) > now else now + step
             for pack in self.packs.values():
                 requests = self.family.requests(pack.address, self.cycle)
                 if requests and not self._send(requests):

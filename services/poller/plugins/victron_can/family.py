@@ -56,6 +56,11 @@ Facts and where they were confirmed (public sources, repository + path):
   3.329 V and 287 / 290 K). That README reads the two temperatures as 15 / 18 °C ("K + 1K");
   the protocol and the publisher say kelvin (13.85 / 16.85 °C), which agrees with the same
   capture's 0x356 14.0 °C: kelvin is kept.
+- Pytes V5α capture with the values Venus showed and the 0x35A bit table: AndreasBoehm/
+  PytesCANProtocol README.md (0x356 ``8E 14 ..`` = 52.62 V: 10 mV, not the README's "mV"
+  label; 0x373 289 / 291 K shown as 16 / 18 °C: kelvin; the alarm pairs where the publisher
+  puts them). Pytes sends 00 ("not supported") for a pair that is ok, where BYD sends 10: a 00
+  pair is left out of ``alarms`` (nothing claimed either way), an 01 pair is always reported.
 - Pylontech US5000 captures, old and new firmware, frames of 4-8 bytes (setfirelabs.com,
   "Pylontech Battery CAN comms - V1.2 vs V1.3"; the 0x355 example ``1A 00 64 00`` =
   SoC 26 %, SoH 100 % is quoted in OpenDTU's Pytes commit): the order is SoC then SoH although
