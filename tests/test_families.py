@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daren_485", "ecs", "eg4_lifepower", "eg4_ll", "felicity",
              "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkpb", "ks48100", "lltjbd_up16s",
-             "mnb", "pace", "renogy", "seplos", "seplosv3", "sinowealth", "victron_can"}  # fmt: skip
+             "mnb", "pace", "renogy", "seplos", "seplosv3", "sinowealth",
+             "victron_can"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)
