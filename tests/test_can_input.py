@@ -318,3 +318,15 @@ def test_both_command_lines_as_processes(tmp_path):
     assert reader is not None and reader.returncode == 0 and peer.returncode == 0
     assert state["pack"] == "vc:0" and state["current"] == pytest.approx(12.5, abs=0.05)
     assert state["soc"] == pytest.approx(80.0, abs=0.5) and state["bms_ccl"] == 50.0
+
+
+def test_check_config_counts_the_can_inputs(tmp_path, capsys):
+    from bmsbank.cli import main
+
+    path = tmp_path / "bmsbank.toml"
+    path.write_text('[[can_inputs]]\nname = "pylon"\ninterface = "socketcan"\nchannel = "can1"\n'
+                    'bms = "victron_can"\ncells = 15\n', encoding="utf-8")  # fmt: skip
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{path}: ok: 0 port(s), 1 pack(s), 0 poller process(es), 1 CAN input(s)"
+    )
