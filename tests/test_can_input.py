@@ -330,3 +330,26 @@ def test_check_config_counts_the_can_inputs(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == (
         f"{path}: ok: 0 port(s), 1 pack(s), 0 poller process(es), 1 CAN input(s)"
     )
+
+
+def test_a_family_defect_is_counted_not_fatal(peer):
+    from bmsbank.services.poller.plugins.victron_can.family import Family
+
+    class Broken(Family):
+        def accept(self, frame, parts):
+            if frame.id == 0x35E:
+                raise IndexError("a defect")
+            super().accept(frame, parts)
+
+    bus, model, link = peer
+    sent: list[dict] = []
+    cfg = input_config(link).can_inputs[0]
+    reader = CanInput(cfg, sent.append, family=Broken(cfg.options))
+    try:
+        run_for(reader, 0.8)
+    finally:
+        reader.close()
+    assert reader.packs[0].stats.malformed >= 2 and sent  # the other frames still make states
+    assert sent[-1]["hardware"] == "" and sent[-1]["voltage"] == pytest.approx(
+        model.voltage, abs=0.01
+    )

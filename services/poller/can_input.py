@@ -191,6 +191,13 @@ class CanInput:
             pack.stats.count(exc.kind)
             log.debug("[%s:%d] %s", self.cfg.name, address, exc)
             return
+        except Exception as exc:  # a family's defect: a bus that repeats the frame every
+            # second must not crash-loop the process; counted, logged once with its traceback
+            pack.stats.malformed += 1
+            if self.changes.set(str(address), "family error", logging.ERROR, repr(exc)):
+                log.exception("[%s:%d] %s failed on %s", self.cfg.name, address,
+                              self.family.name, frame)  # fmt: skip
+            return
         now = time.monotonic()
         for key, value in pack.parts.items():
             if before.get(key) != id(value):
@@ -240,6 +247,12 @@ class CanInput:
         except FrameError as exc:
             pack.stats.count(exc.kind)
             self.changes.set(str(pack.address), "incomplete", logging.WARNING, str(exc))
+            return
+        except Exception as exc:  # a family's defect (see take)
+            pack.stats.malformed += 1
+            if self.changes.set(str(pack.address), "family error", logging.ERROR, repr(exc)):
+                log.exception("[%s:%d] %s state failed", self.cfg.name, pack.address,
+                              self.family.name)  # fmt: skip
             return
         bounds = self.bounds.get(f"{self.cfg.name}:{pack.address}", self.default_bounds)
         msg = checked_state(self.cfg.name, pack.address, self.family.name, self.seq, fields,
