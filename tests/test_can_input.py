@@ -353,3 +353,53 @@ def test_a_family_defect_is_counted_not_fatal(peer):
     assert sent[-1]["hardware"] == "" and sent[-1]["voltage"] == pytest.approx(
         model.voltage, abs=0.01
     )
+
+
+class FakeBus:
+    """A python-can bus stand-in: hands out queued messages, nothing else (no descriptor)."""
+
+    def __init__(self) -> None:
+        self.queue: list = []
+
+    def put(self, frames: dict[int, str]) -> None:
+        import can
+
+        for can_id, data in frames.items():
+            self.queue.append(can.Message(arbitration_id=can_id, is_extended_id=False,
+                                          data=bytes.fromhex(data)))  # fmt: skip
+
+    def recv(self, timeout):
+        if self.queue:
+            return self.queue.pop(0)
+        time.sleep(min(timeout, 0.01))
+        return None
+
+    def fileno(self):
+        raise NotImplementedError
+
+    def shutdown(self):
+        pass
+
+
+def test_transient_parts_report_once():
+    from bmsbank.services.poller.plugins.victron_can.family import Family
+    from tests.test_victron_can import BYD
+
+    class EventAlarms(Family):  # as a family whose alarm frame comes only while it holds
+        transient = frozenset({"alarms"})
+
+    bus = FakeBus()
+    cfg = input_config("fake").can_inputs[0]
+    sent: list[dict] = []
+    reader = CanInput(cfg, sent.append, family=EventAlarms(cfg.options),
+                      bus_factory=lambda *_: bus)  # fmt: skip
+    bus.put({**BYD, 0x35A: "10 00 00 00 00 00 00 00"})  # low voltage alarm
+    deadline = time.monotonic() + 3
+    while not sent and time.monotonic() < deadline:
+        reader.step()
+    assert sent and sent[0]["alarms"] == {"low_voltage": 2}
+    assert "alarms" not in reader.packs[0].parts
+    bus.put({k: v for k, v in BYD.items() if k != 0x35A})  # the alarm frame stops
+    while len(sent) < 2 and time.monotonic() < deadline:
+        reader.step()
+    assert len(sent) == 2 and sent[1]["alarms"] == {}

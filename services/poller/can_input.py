@@ -14,7 +14,8 @@ checked and pushed exactly as the serial poller does
 (:func:`~bmsbank.services.poller.service.checked_state`), but only when frames of that pack
 arrived since the last state: a pack that falls silent sends nothing, and the arbiter's
 ``stale_after`` takes it offline. A part not refreshed for :data:`PART_MAX_AGE` (or three
-intervals, if longer) is dropped, so a frame that stops coming cannot keep old values alive.
+intervals, if longer) is dropped, so a frame that stops coming cannot keep old values alive; the
+family's ``transient`` parts (event frames) are dropped once a state has reported them.
 
 A bus that cannot be opened, or fails while open (the adapter unplugged), is closed and retried
 with backoff (0.5 s doubling to 30 s), logged once per state change. The loop blocks in
@@ -263,6 +264,10 @@ class CanInput:
         self.changes.set(str(pack.address), "answering")
         self.seq += 1
         self.send(msg)
+        # event parts (a JK alarm frame sent only while the alarm holds) report once
+        for key in getattr(self.family, "transient", ()):
+            pack.parts.pop(key, None)
+            pack.seen.pop(key, None)
 
     # -- the bus -----------------------------------------------------------------------------
     def _open(self, now: float) -> bool:
