@@ -117,12 +117,12 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_decode(args: argparse.Namespace) -> int:
     """Decode captured replies with a BMS family and print the state as JSON."""
+    from bmsbank.plausibility import default_bounds, implausible
+    from bmsbank.schema import validate_state
     from bmsbank.services.poller import plugins
     from bmsbank.services.poller.decode import decode_replies, parse_args
     from bmsbank.state import make_state
 
-    if args.bms in plugins.families() and plugins.info(args.bms).link == "CAN":
-        return _decode_can(args)
     try:
         plugin = plugins.load(args.bms)
         replies = parse_args(args.frames)
@@ -143,40 +143,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         print(json.dumps(_json_safe({"parts": parts}), indent=2))
         return runtime.fail(PROG, f"incomplete state: {exc.reason}", 1)
     address = args.address if args.address is not None else plugin.default_address
-    return _show_state(make_state("decode", address, plugin.name, 0, fields, stats.as_dict()))
-
-
-def _decode_can(args: argparse.Namespace) -> int:
-    """``bmsbank decode`` for a CAN family: frames as candump's ``ID#DATA``."""
-    from bmsbank.services.poller.can_input import load_family
-    from bmsbank.services.poller.decode import decode_can_frames
-    from bmsbank.state import make_state
-
-    family = load_family(args.bms)
-    try:
-        parts, stats, address = decode_can_frames(family, args.frames, args.address)
-    except ValueError as exc:
-        return runtime.fail(PROG, exc.args[0], 2)
-    except FrameError as exc:
-        return runtime.fail(PROG, f"rejected ({exc.kind}): {exc}", 1)
-    if stats.unexpected:
-        print(f"{PROG}: ignored {stats.unexpected} frame(s) of other packs or families",
-              file=sys.stderr)  # fmt: skip
-    if address is None:
-        return runtime.fail(PROG, f"rejected: no {family.info.title} frame in the input", 1)
-    try:
-        fields = family.state(parts)
-    except FrameError as exc:
-        print(json.dumps(_json_safe({"parts": parts}), indent=2))
-        return runtime.fail(PROG, f"incomplete state: {exc.reason}", 1)
-    return _show_state(make_state("decode", address, family.name, 0, fields, stats.as_dict()))
-
-
-def _show_state(state: dict) -> int:
-    """Print a decoded state as JSON; 1 when a poller would refuse it, else 0."""
-    from bmsbank.plausibility import default_bounds, implausible
-    from bmsbank.schema import validate_state
-
+    state = make_state("decode", address, plugin.name, 0, fields, stats.as_dict())
     print(json.dumps(_json_safe(state), indent=2))
     # What a poller would do with it: the schema, then a LiFePO4 pack's plausible readings.
     try:
@@ -407,8 +374,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("bms", help="BMS family (see the README table), e.g. jbd, jkpb, renogy")
     c.add_argument("frames", nargs="+", metavar="REPLY|REQUEST=REPLY",
                    help="a reply as hex (spaces and colons ignored), or the request it answers "
-                        "and the reply (Modbus replies do not say what they answer); for a CAN "
-                        "family a frame as candump's ID#DATA")  # fmt: skip
+                        "and the reply (Modbus replies do not say what they answer)")  # fmt: skip
     c.add_argument("--address", type=int, help="address the frames must come from")
     c.set_defaults(func=cmd_decode)
 

@@ -15,8 +15,6 @@ cantools, and against captured frames whose real values are known:
 
 from __future__ import annotations
 
-import json
-
 import cantools
 import pytest
 
@@ -340,21 +338,3 @@ def test_the_byd_captures_limits_in_the_banks_reasons():
                      max_discharge_current=200.0)  # fmt: skip
     assert bank["ccl"] == pytest.approx(128.0)
     assert bank["reasons"]["ccl"] == "vc:0: the BMS allows 128 A"
-
-
-# -- bmsbank decode ----------------------------------------------------------------------------
-def test_the_cli_decodes_candump_frames(capsys):
-    from bmsbank.cli import main
-
-    frames = [f"{k:03X}#{v.replace(' ', '')}" for k, v in BYD.items()]
-    assert main(["decode", "victron_can", *frames, "123#00"]) == 0
-    out, err = capsys.readouterr()
-    state = json.loads(out)
-    assert state["bms"] == "victron_can" and state["bms_ccl"] == 128.0
-    assert state["current"] == pytest.approx(-0.7) and state["link"]["unexpected"] == 1
-    assert "ignored 1 frame" in err
-    assert main(["decode", "victron_can", "351#4802"]) == 1
-    assert "rejected (truncated)" in capsys.readouterr().err
-    assert main(["decode", "victron_can", "35x"]) == 2
-    assert main(["decode", "victron_can", *frames[:3]]) == 1  # no 0x373: no cells
-    assert "incomplete state" in capsys.readouterr().err

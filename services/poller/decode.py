@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from bmsbank.errors import FrameError
-from bmsbank.services.poller.can_family import CanFamily, CanFrame
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, merge_frames
 
 
@@ -73,44 +72,4 @@ def decode_replies(
     return parts, stats, len(buf)
 
 
-def decode_can_frames(
-    family: CanFamily, texts: Sequence[str], address: int | None = None
-) -> tuple[dict[str, dict[str, Any]], LinkStats, int | None]:
-    """Decode CAN frames given as candump's ``ID#DATA`` into the parts of one pack.
-
-    Hex throughout; an id of more than 3 digits is a 29-bit id.
-
-    Args:
-        family: the CAN family.
-        texts: the frames in arrival order.
-        address: the pack whose frames are decoded (None: the first pack seen).
-
-    Returns:
-        (parts, link counters: other packs' and foreign frames under ``unexpected``, the
-        pack's address or None when no frame was this family's).
-
-    Raises:
-        ValueError: an argument is not ``ID#DATA`` in hex (the message quotes it).
-        FrameError: a frame of the pack the family rejects (a short DLC, ...).
-
-    """
-    stats = LinkStats()
-    parts: dict[str, dict[str, Any]] = {}
-    for text in texts:
-        head, sep, data = text.strip().partition("#")
-        try:
-            if not sep or not 1 <= len(head) <= 8:
-                raise ValueError(text)
-            frame = CanFrame(int(head, 16), _hex(data), extended=len(head) > 3)
-        except ValueError:
-            raise ValueError(f"not ID#DATA in hex: {text!r}") from None
-        found = family.address_of(frame)
-        if found is None or (address is not None and found != address):
-            stats.unexpected += 1
-            continue
-        address = found
-        family.accept(frame, parts)
-    return parts, stats, address
-
-
-__all__ = ["FrameError", "decode_can_frames", "decode_replies", "parse_args"]
+__all__ = ["FrameError", "decode_replies", "parse_args"]
