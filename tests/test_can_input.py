@@ -358,8 +358,10 @@ def test_a_family_defect_is_counted_not_fatal(peer):
 class FakeBus:
     """A python-can bus stand-in: hands out queued messages, nothing else (no descriptor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reply: dict[int, str] | None = None) -> None:
         self.queue: list = []
+        self.sent: list = []
+        self.reply = reply  #: frames "the BMS" answers each sent frame with
 
     def put(self, frames: dict[int, str]) -> None:
         import can
@@ -373,6 +375,11 @@ class FakeBus:
             return self.queue.pop(0)
         time.sleep(min(timeout, 0.01))
         return None
+
+    def send(self, msg) -> None:
+        self.sent.append(msg)
+        if self.reply is not None:
+            self.put(self.reply)
 
     def fileno(self):
         raise NotImplementedError
@@ -403,3 +410,25 @@ def test_transient_parts_report_once():
     while len(sent) < 2 and time.monotonic() < deadline:
         reader.step()
     assert len(sent) == 2 and sent[1]["alarms"] == {}
+
+
+def test_a_polled_family_with_a_reply_time_longer_than_the_interval():
+    from bmsbank.services.poller.plugins.victron_can.family import Family
+    from tests.test_victron_can import BYD
+
+    class Polled(Family):  # asks with a GX keep-alive; the fake bus answers with BYD's frames
+        reply_timeout = 0.5
+
+        def requests(self, address, cycle):
+            return [CanFrame(0x305, bytes(8))]
+
+    bus = FakeBus(reply=BYD)
+    cfg = input_config("fake", interval=0.2).can_inputs[0]
+    sent: list[dict] = []
+    reader = CanInput(cfg, sent.append, family=Polled(cfg.options), bus_factory=lambda *_: bus)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        reader.step()
+    # a state every reply time (0.5 s), not put off by every new cycle (0.2 s) for ever
+    assert 3 <= len(sent) <= 4, len(sent)
+    assert len(bus.sent) >= 8 and bus.sent[0].arbitration_id == 0x305

@@ -215,7 +215,8 @@ class CanInput:
                 requests = self.family.requests(pack.address, self.cycle)
                 if requests and not self._send(requests):
                     return
-                pack.build_at = now + (self.reply_time if requests else 0.0)
+                if pack.build_at is None:  # a state still waiting for replies is not put off
+                    pack.build_at = now + (self.reply_time if requests else 0.0)
             self.cycle += 1
         for pack in self.packs.values():
             if pack.build_at is not None and now >= pack.build_at:
