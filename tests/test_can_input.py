@@ -432,3 +432,28 @@ def test_a_polled_family_with_a_reply_time_longer_than_the_interval():
     # a state every reply time (0.5 s), not put off by every new cycle (0.2 s) for ever
     assert 3 <= len(sent) <= 4, len(sent)
     assert len(bus.sent) >= 8 and bus.sent[0].arbitration_id == 0x305
+
+
+def test_the_input_beats_its_heartbeat(peer, tmp_path):
+    from bmsbank import runtime
+
+    _, _, link = peer
+    zc = {"states": free_tcp(), "tap": free_tcp(), "control": free_tcp()}
+    table = {"name": "vc", "interface": "slcan", "channel": link, "bms": "victron_can"}
+    cfg = parse({"can_inputs": [table], "zmq": zc}, "test")
+    heartbeat = runtime.Heartbeat(str(tmp_path), "can-vc")
+    path = runtime.heartbeat_path(str(tmp_path), "can-vc")
+    stop = threading.Event()
+    thread = threading.Thread(target=can_input.run, args=(cfg, "vc", stop.is_set),
+                              kwargs={"heartbeat": heartbeat}, daemon=True)  # fmt: skip
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with open(path, encoding="ascii") as fh:
+            pid, promise = fh.read().split()
+    finally:
+        stop.set()
+        thread.join(3)
+    assert int(pid) == os.getpid() and float(promise) > time.monotonic()
