@@ -73,8 +73,8 @@ def codec(seconds: float) -> list[tuple[str, str, int, list[float]]]:
 
     rows = []
     for name in plugins.families():
-        if plugins.info(name).link.startswith("SPI"):
-            continue  # no toolkit framer or table: SPI words are decoded by the family itself
+        if plugins.info(name).link.startswith(("SPI", "CAN")):
+            continue  # no toolkit framer: SPI words and CAN frames come whole to the family
         plugin, queries, replies = sample(name)
         for q in queries:
             if q.every == 0:
@@ -133,8 +133,8 @@ def noise(seconds: float) -> list[tuple[str, list[float]]]:
     rnd = random.Random(11)
     rows = []
     for name in plugins.families():
-        if plugins.info(name).link.startswith("SPI"):
-            continue  # SPI words come whole: no line noise to skip
+        if plugins.info(name).link.startswith(("SPI", "CAN")):
+            continue  # SPI words and CAN frames come whole: no line noise to skip
         plugin, queries, replies = sample(name)
         if isinstance(plugin.framing, (Fixed, TextLine)):
             continue  # no start byte: noise cannot be told from a reply (the family refuses it)
@@ -176,6 +176,8 @@ def full_path(seconds: float) -> dict[str, float]:
 
     results = {}
     for name in plugins.families():
+        if plugins.info(name).link == "CAN":
+            continue  # no request/reply cycle on a serial link
         plugin, queries, replies = sample(name)
         address, stats, link = plugin.default_address, LinkStats(), Replay(replies)
 

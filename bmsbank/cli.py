@@ -259,9 +259,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Load a config file and say what it configures (every problem, one line each, exit 2)."""
     config = configuration.load(args.config)
     processes = len(config.processes())
+    can = f", {len(config.can_inputs)} CAN input(s)" if config.can_inputs else ""
     print(
         f"{config.source}: ok: {len(config.ports)} port(s), {len(config.pack_ids())} pack(s), "
-        f"{processes} poller process(es)"
+        f"{processes} poller process(es){can}"
     )
     return 0
 

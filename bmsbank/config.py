@@ -495,6 +495,38 @@ class PortConfig:
 
 
 @dataclass(frozen=True)
+class CanInputConfig:
+    """[[can_inputs]]: one CAN interface and the packs of one CAN family on it (one process)."""
+
+    name: str = _spec(
+        "",
+        "a name of 1-32 letters, digits, '_', '.', '-' no port has (pack ids are NAME:address)",
+        lambda s: bool(NAME_RE.match(s)),
+    )
+    interface: str = _spec("", "a python-can interface name (socketcan, slcan, ...)", bool)
+    channel: str = _spec("", "the interface's channel (can0, a serial path for slcan, ...)", bool)
+    bms: str = _spec("", "a BMS family that speaks CAN")
+    bitrate: int = _spec(0, "bit/s, 0 = the BMS default", lambda n: n == 0 or 10000 <= n <= 1000000)
+    addresses: list = _spec(
+        [],
+        "a list of integer pack addresses on this bus (empty = the BMS default)",
+        lambda xs: all(_is_int(a) and 0 <= a <= 255 for a in xs),
+    )
+    interval: float = _spec(
+        1.0,
+        f"seconds >= {MIN_INTERVAL:g} between two states of a pack (and polls of a polled BMS)",
+        _at_least(MIN_INTERVAL),
+    )
+    timeout: float = _spec(
+        0.0,
+        f"seconds a polled BMS has to answer, 0 = the BMS default, else >= {MIN_TIMEOUT:g}",
+        lambda x: x == 0.0 or _at_least(MIN_TIMEOUT)(x),
+    )
+    #: the BMS family's own options (keys it declares, set in the same [[can_inputs]] table)
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, typed."""
 
@@ -506,6 +538,7 @@ class Config:
     can: CanConfig = CanConfig()
     zmq: ZmqConfig = ZmqConfig()
     ports: tuple[PortConfig, ...] = ()
+    can_inputs: tuple[CanInputConfig, ...] = ()
 
     @property
     def states_endpoint(self) -> str:
@@ -537,10 +570,23 @@ class Config:
             out.setdefault(p.process, []).append(p)
         return out
 
+    def can_input(self, name: str) -> CanInputConfig:
+        """The CAN input called ``name`` (raises ConfigError when there is none)."""
+        for c in self.can_inputs:
+            if c.name == name:
+                return c
+        known = ", ".join(c.name for c in self.can_inputs) or "none configured"
+        raise ConfigError(f"can_inputs.{name}", self.source, f"a configured CAN input ({known})")
+
     def pack_ids(self) -> list[str]:
-        """Every configured pack id, "port:address", in config order (remote packs last)."""
-        return [f"{p.name}:{a}" for p in self.ports for a in p.addresses] + list(
-            self.bank.remote_packs
+        """Every configured pack id, "port:address", in config order.
+
+        CAN inputs come after the ports, remote packs last.
+        """
+        return (
+            [f"{p.name}:{a}" for p in self.ports for a in p.addresses]
+            + [f"{c.name}:{a}" for c in self.can_inputs for a in c.addresses]
+            + list(self.bank.remote_packs)
         )
 
     def topology(self) -> Topology:
@@ -714,7 +760,10 @@ def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> P
         ]
     bms = section.get("bms")
     family = None
-    if isinstance(bms, str) and bms in families and bms != AUTO:
+    if isinstance(bms, str) and bms in _can_families():
+        problems.add(f"{where}.bms", f"a family of a serial link; {bms} speaks CAN: configure it "
+                                     "under [[can_inputs]]")  # fmt: skip
+    elif isinstance(bms, str) and bms in families and bms != AUTO:
         family = plugins.info(bms)
     elif bms == AUTO and not ble:
         pass  # the poller scans at start (see the README); no family options then
@@ -898,6 +947,113 @@ def _unique_ble(ports: Sequence[PortConfig], ble: Sequence[tuple[str, PortConfig
         devices.setdefault(p.device, where)
 
 
+def _can_families() -> dict[str, Any]:
+    """The families that speak CAN (``[[can_inputs]] bms``), by name."""
+    from bmsbank.services.poller import plugins
+
+    return {n: i for n, i in plugins.families().items() if i.link.upper() == "CAN"}
+
+
+def _can_input(section: Any, index: int, problems: _Problems) -> CanInputConfig | None:
+    """One ``[[can_inputs]]`` table, or None when it has a problem (every one is reported)."""
+    where = f"can_inputs[{index}]"
+    if not isinstance(section, dict):
+        problems.add(where, f"a [[can_inputs]] table, got {_shown(section)}")
+        return None
+    before = problems.count()
+    families = _can_families()
+    bms, family = section.get("bms"), None
+    if isinstance(bms, str) and bms in families:
+        family = families[bms]
+    else:
+        shown = "(required)" if bms is None else f"got {_shown(bms)}"
+        problems.add(f"{where}.bms", f"a family that speaks CAN, one of {', '.join(families)}, "
+                                     f"{shown}")  # fmt: skip
+    own = {f.name for f in fields(CanInputConfig)} - {"options"}
+    common = {k: v for k, v in section.items() if k in own and k != "bms"}
+    can_input = _typed(CanInputConfig, common, where, problems)
+    given: dict[str, Any] = {}
+    for key, value in section.items():
+        if key in own or family is None:
+            continue
+        name = f"{where}.{_key(key)}"
+        bad = _bad_text(value)
+        try:
+            family.option_values({key: value})
+        except KeyError:
+            problems.add(name, _unknown(key, [*sorted(own), *(o.name for o in family.options)]))
+            continue
+        except ValueError as exc:
+            problems.add(name, _no_control(bad, value) if bad else exc.args[1])
+            continue
+        given[key] = value
+    for key in ("name", "interface", "channel"):
+        if key not in section:
+            expected = CanInputConfig.__dataclass_fields__[key].metadata["expected"]
+            problems.add(f"{where}.{key}", f"{expected} (required)")
+    if "interface" in common and not problems.failed(f"{where}.interface"):
+        import can
+
+        if can_input.interface not in can.interfaces.VALID_INTERFACES:
+            known = ", ".join(sorted(can.interfaces.VALID_INTERFACES))
+            got = _shown(can_input.interface)
+            problems.add(f"{where}.interface", f"a python-can interface ({known}), got {got}")
+    if family is None or problems.count() > before:
+        return None
+    addresses = list(can_input.addresses) or [family.default_address]
+    if [a for a in addresses if a not in family.addresses] or len(set(addresses)) < len(addresses):
+        problems.add(f"{where}.addresses", f"distinct addresses in {family.addresses.start}-"
+                     f"{family.addresses.stop - 1} for {bms}, got {_shown(addresses)}")  # fmt: skip
+        return None
+    if len(addresses) > 1 and not family.multidrop:
+        problems.add(f"{where}.addresses", f"a single address: {bms} has one battery per bus")
+        return None
+    return CanInputConfig(**{**can_input.__dict__, "bms": bms, "addresses": addresses,
+                             "options": family.option_values(given)})  # fmt: skip
+
+
+def _can_inputs(value: Any, problems: _Problems) -> tuple[CanInputConfig, ...]:
+    """Every ``[[can_inputs]]`` table; names and (interface, channel) pairs must not repeat."""
+    if not isinstance(value, list):
+        problems.add("can_inputs", "an array of tables: write [[can_inputs]], not [can_inputs]")
+        return ()
+    parsed = [_can_input(c, i, problems) for i, c in enumerate(value)]
+    names: dict[str, int] = {}
+    buses: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(parsed):
+        if c is None:
+            continue
+        if c.name in names:
+            problems.add(f"can_inputs[{i}].name", f"a name no other CAN input has; "
+                         f"can_inputs[{names[c.name]}] has {_shown(c.name)} too")  # fmt: skip
+        names.setdefault(c.name, i)
+        bus = (c.interface, c.channel)
+        if bus in buses:
+            problems.add(f"can_inputs[{i}].channel", f"a bus of its own; can_inputs[{buses[bus]}]"
+                         f" reads {c.interface} {_shown(c.channel)} too")  # fmt: skip
+        buses.setdefault(bus, i)
+    return tuple(c for c in parsed if c is not None)
+
+
+def _check_can_inputs(config: Config, data: Mapping[str, Any], problems: _Problems) -> None:
+    """CAN input names differ from port names; stale_after outlasts two of their intervals."""
+    if problems.failed("can_inputs") or not config.can_inputs:
+        return
+    ports = {p.name for p in config.ports}
+    for i, c in enumerate(config.can_inputs):
+        if c.name in ports:
+            why = f"a name no port has (pack ids are NAME:address), got {_shown(c.name)}"
+            problems.add(f"can_inputs[{i}].name", why)
+    if problems.failed("bank.stale_after"):
+        return
+    need, i = max((2 * (c.interval + (c.timeout or DEFAULT_TIMEOUT_BOUND)), i)
+                  for i, c in enumerate(config.can_inputs))  # fmt: skip
+    if config.bank.stale_after < need:
+        problems.add("bank.stale_after", f"at least {need:g} s, 2 x (can_inputs[{i}].interval + "
+                     f"timeout): shorter, a pack goes offline between two normal updates; got "
+                     f"{config.bank.stale_after:g}")  # fmt: skip
+
+
 def _runtime_dir_problem(path: str) -> str | None:
     """What is wrong with ``path`` as the runtime directory, or None."""
     bad = control_char(path)
@@ -1053,23 +1209,28 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             serial = _ports(value, problems)
         elif key == "ble":
             ble = _ble(value, problems)
+        elif key == "can_inputs":
+            values["can_inputs"] = _can_inputs(value, problems)
         elif key in _TOP_KEYS:
             checked = _top(key, value, problems)
             if checked is not None:
                 values[key] = checked
         else:
-            problems.add(_key(key), _unknown(key, [*_TOP_KEYS, *_SECTIONS, "ports", "ble"]))
+            problems.add(
+                _key(key), _unknown(key, [*_TOP_KEYS, *_SECTIONS, "ports", "ble", "can_inputs"])
+            )
     # BLE devices last: ports[i] stays the file's i-th [[ports]] table
     values["ports"] = serial + tuple(p for _, p in ble)
     if ble and not problems.failed("ports"):
         _unique_ble(serial, ble, problems)
     config = Config(**values)
+    _check_can_inputs(config, data, problems)
     _check_cell_voltages(config.bank, problems)
     _check_force_charge(config.can, problems)
     _check_endpoints(config, problems)
     _check_curve(config.zmq, problems)
     _check_stale_after(config, problems)
-    topology_keys = ("ports", "bank.strings", "bank.packs", "bank.chemistry",
+    topology_keys = ("ports", "can_inputs", "bank.strings", "bank.packs", "bank.chemistry",
                      "bank.max_charge_current", "bank.max_discharge_current")  # fmt: skip
     if not problems.failed(*topology_keys):
         try:
@@ -1244,7 +1405,8 @@ def reference() -> str:
     )
     rows.append(f"| `log_level` | `{Config.log_level}` | one of {', '.join(_LOG_LEVELS)} |")
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
-                         ("zmq", ZmqConfig), ("[ports]", PortConfig)):  # fmt: skip
+                         ("zmq", ZmqConfig), ("[ports]", PortConfig),
+                         ("[can_inputs]", CanInputConfig)):  # fmt: skip
         for f in fields(cls):
             if f.name == "options":
                 continue
@@ -1263,7 +1425,8 @@ def reference() -> str:
 
     for family in plugins.families().values():
         for opt in family.options:
-            rows.append(f"| `[ports].{opt.name}` (bms = \"{family.name}\") | "
+            table = "can_inputs" if family.link.upper() == "CAN" else "ports"
+            rows.append(f"| `[{table}].{opt.name}` (bms = \"{family.name}\") | "
                         f"`{json_value(opt.default)}` | {opt.expected} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 

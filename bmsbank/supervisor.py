@@ -144,7 +144,8 @@ def service_programs(
     """The bmsbank services for ``config``: arbiter, publisher, one poller per poller process.
 
     A poller process (``[[ports]] process``; by default every port shares one) is the program
-    ``poller-<process>``. The last entry is the watchdog listener that watches all of them.
+    ``poller-<process>``, a CAN input ``can-<name>``. The last entry is the watchdog listener
+    that watches all of them.
     """
     env = dict(environment or {})
     base = ["--config", config_path]
@@ -161,11 +162,23 @@ def service_programs(
                 env,
             )
         )
+    programs += can_input_programs(config, python, base, env)
     watched = [arg for p in programs for arg in ("--program", p.name)]
     programs.append(
         EventListener("watchdog", [python, "-m", "bmsbank.watchdog", *base, *watched], 10, env)
     )
     return programs
+
+
+def can_input_programs(
+    config: Config, python: str, base: Sequence[str], env: Mapping[str, str]
+) -> list[Program]:
+    """One program per ``[[can_inputs]]`` entry, ``can-<name>`` (one process per CAN bus)."""
+    module = "bmsbank.services.poller.can_input"
+    return [
+        Program(f"can-{c.name}", [python, "-m", module, *base, "--input", c.name], 40, dict(env))
+        for c in config.can_inputs
+    ]
 
 
 def render(programs: Sequence[Program], rundir: str, logdir: str, header: str = "") -> str:

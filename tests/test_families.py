@@ -16,7 +16,7 @@ def test_every_folder_is_a_family_with_a_simulator():
     names = {"ant", "daly", "daly_ble", "daly_can", "daren_485", "ecs", "eg4_lifepower",
              "eg4_ll", "felicity", "heltecmodbus", "hlpdatabms4s", "jbd", "jkbms", "jkbms_ble",
              "jkbms_can", "jkpb", "ks48100", "lltjbd_up16s", "mnb", "pace", "renogy", "seplos",
-             "seplosv3", "sinowealth"}  # fmt: skip
+             "seplosv3", "sinowealth", "victron_can"}  # fmt: skip
     assert set(plugins.families()) == names
     for name in plugins.families():
         cls = plugins.plugin_class(name)

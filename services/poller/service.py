@@ -88,6 +88,31 @@ class PackLink:
     done_once: set[str] = field(default_factory=set)
 
 
+def checked_state(
+    port: str, address: int, bms: str, seq: int, fields: Mapping[str, Any], stats: LinkStats,
+    bounds: PackBounds,
+) -> dict[str, Any] | str:  # fmt: skip
+    """The state message of one reading, counted ``ok``; or why not, counted ``malformed``.
+
+    A frame can pass its checksum and still carry nonsense: a state that fails the schema
+    (:func:`~bmsbank.schema.validate_state`) or is implausible for the pack (``bounds``,
+    :func:`~bmsbank.plausibility.implausible`) is never sent on. The serial poller and the CAN
+    input (:mod:`bmsbank.services.poller.can_input`) both build their states here.
+    """
+    stats.ok += 1  # before make_state: the message carries the counters with this reading
+    msg = make_state(port, address, bms, seq, fields, stats.as_dict())
+    try:
+        validate_state(msg)
+        why = implausible(msg, bounds)
+        if why is not None:
+            raise MessageError(why)
+    except MessageError as exc:
+        stats.ok -= 1
+        stats.malformed += 1
+        return str(exc)
+    return msg
+
+
 class Poller:
     """Polls the packs of one configured port."""
 
@@ -217,20 +242,11 @@ class Poller:
             link.stats.count(exc.kind)
             self.changes.set(str(link.address), "incomplete", logging.WARNING, str(exc))
             return
-        link.stats.ok += 1
-        msg = make_state(
-            self.port.name, link.address, self.plugin.name, self.seq, fields, link.stats.as_dict()
-        )
-        try:
-            # A frame can pass its checksum and still carry nonsense: never send that on.
-            validate_state(msg)
-            why = implausible(msg, self.bounds.get(msg["pack"], self.default_bounds))
-            if why is not None:
-                raise MessageError(why)
-        except MessageError as exc:
-            link.stats.ok -= 1
-            link.stats.malformed += 1
-            self.changes.set(str(link.address), "implausible values", logging.WARNING, str(exc))
+        bounds = self.bounds.get(f"{self.port.name}:{link.address}", self.default_bounds)
+        msg = checked_state(self.port.name, link.address, self.plugin.name, self.seq, fields,
+                            link.stats, bounds)  # fmt: skip
+        if isinstance(msg, str):
+            self.changes.set(str(link.address), "implausible values", logging.WARNING, msg)
             return
         self.changes.set(str(link.address), "answering")
         self.seq += 1
