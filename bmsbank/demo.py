@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import zmq
 
@@ -181,10 +181,10 @@ def _demo_config(
     return "\n".join(lines) + "\n"
 
 
-def _model(p: DemoPort, i: int) -> BatteryModel:
-    """The model of ``p``'s ``i``-th pack, as the simulator programs build it."""
+def _model(p: DemoPort, i: int, **more: Any) -> BatteryModel:
+    """The model of ``p``'s ``i``-th pack, as its simulator program builds it."""
     return BatteryModel(cells=p.cells, soc=p.socs[i], current=p.currents[i],
-                        imbalance=p.imbalance[i], temperatures=[24.0 + i, 25.5 + i])  # fmt: skip
+                        imbalance=p.imbalance[i], **more)  # fmt: skip
 
 
 def _radio_simulators(
@@ -211,7 +211,8 @@ def _radio_simulators(
             "--address", dbus_address, "--adapter", "hci0", *specs,
         ], priority=3))  # fmt: skip
     for p in can_inputs:
-        _write_truth(rundir, p, {a: _model(p, 0) for a in p.addresses})
+        temperatures = [24.0, 25.5]  # can_peer's for its first pack
+        _write_truth(rundir, p, {a: _model(p, 0, temperatures=temperatures) for a in p.addresses})
         programs.append(Program(f"sim-{p.name}", [
             python, "-m", "bmsbank.services.poller.simulators.can_peer", "--family", p.bms,
             "--link", _link(rundir, p.name), "--addresses", ",".join(map(str, p.addresses)),

@@ -33,14 +33,14 @@ def pack_line(p: dict[str, Any]) -> str:
     """One line per pack: id, type, V, A, SoC, min/max cell, temperatures, state, age."""
     state = "online" if p["online"] else "OFFLINE"
     if p.get("voltage") is None:
-        return f"  {p['id']:<16} {p.get('bms') or '?':<8} {state}: no state received yet"
+        return f"  {p['id']:<16} {p.get('bms') or '?':<13} {state}: no state received yet"
     temps = "/".join(f"{t:.1f}" for t in p.get("temperatures") or []) or "--"
     if p.get("blocking_charge"):
         state += f" (no charge: {p['blocking_charge']})"
     if p.get("blocking_discharge"):
         state += f" (no discharge: {p['blocking_discharge']})"
     return (
-        f"  {p['id']:<16} {p.get('bms') or '?':<8} {_f(p.get('voltage'), '6.2f', ' V')} "
+        f"  {p['id']:<16} {p.get('bms') or '?':<13} {_f(p.get('voltage'), '6.2f', ' V')} "
         f"{_f(p.get('current'), '+6.1f', ' A')} SoC {_f(p.get('soc'), '5.1f', ' %')} "
         f"cells {_f(p.get('min_cell_voltage'), '.3f')}-{_f(p.get('max_cell_voltage'), '.3f')} V "
         f"T {temps} °C {state} age {_f(p.get('age'), '.1f', ' s')}{rejections(p)}"
