@@ -21,7 +21,7 @@ import zmq
 from dbus_fast import BusType, Message, MessageType, Variant  # noqa: F401
 from dbus_fast.aio import MessageBus
 
-from bmsbank.demo import DEMO_PORTS, profile_ports
+from bmsbank.demo import DEMO_PORTS, profile_ports, radio_packs
 from bmsbank.schema import TOPIC_BANK, unpack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -38,7 +38,8 @@ MANDATORY = [
     "/System/NrOfModulesBlockingCharge", "/System/NrOfModulesBlockingDischarge",
     "/Io/AllowToCharge", "/Io/AllowToDischarge", "/Alarms/HighCellVoltage", "/Alarms/LowVoltage",
 ]  # fmt: skip
-DEMO_PACKS = sum(len(port[2]) for port in DEMO_PORTS)  # 11: two JBD, four buses
+# 14: two JBD ports, four buses, two BLE devices (JK BLE, JBD) and a JK CAN input
+DEMO_PACKS = sum(len(port[2]) for port in DEMO_PORTS + sum(radio_packs("default", True), ()))
 STALE_AFTER = 10.0  # the demo's default
 
 
@@ -47,7 +48,8 @@ class Demo:
 
     def __init__(self, rundir: str, profile: str = "default") -> None:
         self.rundir = rundir
-        self.ports = profile_ports(profile)
+        ble, can_inputs = radio_packs(profile, own_bus=True)  # the demo makes its own bus here
+        self.ports = profile_ports(profile) + ble + can_inputs
         env = dict(os.environ)
         env.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
         self.proc = subprocess.Popen(
