@@ -259,10 +259,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Load a config file and say what it configures (every problem, one line each, exit 2)."""
     config = configuration.load(args.config)
     processes = len(config.processes())
-    can = f", {len(config.can_inputs)} CAN input(s)" if config.can_inputs else ""
+    ble = sum(configuration.ble_target(p.device) is not None for p in config.ports)
+    radio = f", {ble} BLE device(s)" if ble else ""
+    radio += f", {len(config.can_inputs)} CAN input(s)" if config.can_inputs else ""
     print(
-        f"{config.source}: ok: {len(config.ports)} port(s), {len(config.pack_ids())} pack(s), "
-        f"{processes} poller process(es){can}"
+        f"{config.source}: ok: {len(config.ports) - ble} port(s){radio}, "
+        f"{len(config.pack_ids())} pack(s), {processes} poller process(es)"
     )
     return 0
 

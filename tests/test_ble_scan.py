@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -53,3 +54,32 @@ def test_scan_without_device_or_ble_exits_2():
     out = subprocess.run([sys.executable, "-m", "bmsbank.cli", "scan"], capture_output=True,
                          text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "--ble" in out.stderr
+
+
+def test_scan_ble_prints_a_block_the_config_takes(tmp_path):
+    # the whole command against the fake BlueZ: two BMSs of two families; then a missing adapter
+    from bmsbank import config
+    from bmsbank.services.poller.simulators.fakebluez import FakeBluez
+
+    with FakeBluez(rssi_interval=0.1) as fake:
+        fake.add_adapter("hci0")
+        fake.add_device("hci0", "C8:47:8C:00:00:01", "JK_B2A24S15P", "jkbms_ble")
+        fake.add_device("hci0", "A4:C1:38:00:00:02", "SP04S034L4S200A", "jbd")
+        env = {**os.environ, **fake.env()}
+        out = subprocess.run([sys.executable, "-m", "bmsbank.cli", "scan", "--ble",
+                              "--seconds", "1.5"], capture_output=True, text=True, timeout=60,
+                             env=env)  # fmt: skip
+        missing = subprocess.run([sys.executable, "-m", "bmsbank.cli", "scan", "--ble",
+                                  "--adapter", "hci3", "--seconds", "0.5"], capture_output=True,
+                                 text=True, timeout=60, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("# ")]
+    assert {(r[1], r[4]) for r in rows} == {("C8:47:8C:00:00:01", "jkbms_ble"),
+                                            ("A4:C1:38:00:00:02", "jbd")}  # fmt: skip
+    block = "\n".join(line for line in out.stdout.splitlines() if not line.startswith("# "))
+    path = tmp_path / "bmsbank.toml"
+    path.write_text("[bank]\nstale_after = 10\n" + block)
+    ports = {p.bms: p for p in config.load(str(path)).ports}
+    assert ports["jkbms_ble"].device == "ble:hci0/C8:47:8C:00:00:01"
+    assert ports["jbd"].device == "ble:hci0/A4:C1:38:00:00:02"
+    assert missing.returncode == 1 and "hci3" in missing.stderr

@@ -328,7 +328,7 @@ def test_check_config_counts_the_can_inputs(tmp_path, capsys):
                     'bms = "victron_can"\ncells = 15\n', encoding="utf-8")  # fmt: skip
     assert main(["check-config", str(path)]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"{path}: ok: 0 port(s), 1 pack(s), 0 poller process(es), 1 CAN input(s)"
+        f"{path}: ok: 0 port(s), 1 CAN input(s), 1 pack(s), 0 poller process(es)"
     )
 
 

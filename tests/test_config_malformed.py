@@ -606,7 +606,7 @@ def test_at_least_53_cases_in_all():
 def test_the_example_config_is_valid(capsys):
     code, out, err = run_check(str(ROOT / "config.example.toml"), capsys)
     assert code == 0 and err == ""
-    assert out.endswith(": ok: 3 port(s), 6 pack(s), 1 poller process(es)\n")
+    assert out.endswith(": ok: 3 port(s), 1 BLE device(s), 7 pack(s), 2 poller process(es)\n")
 
 
 @pytest.mark.parametrize(
