@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bmsbank.services.poller.plugins.info import FamilyInfo
+from bmsbank.services.poller.plugins.info import FromInfo
 from bmsbank.services.poller.simulators.battery import BatteryModel
 
 
@@ -51,18 +51,12 @@ class CanFrame:
     extended: bool = False
 
 
-class CanFamily:
-    """Base class of a CAN BMS family. Subclasses set ``info`` and implement the hooks."""
+class CanFamily(FromInfo):
+    """Base class of a CAN BMS family. Subclasses set ``info`` and implement the hooks.
 
-    info: ClassVar[FamilyInfo]
-    #: registry key, title, bus bit rate [bit/s], addresses: from ``info`` (as ``Plugin``'s)
-    name: ClassVar[str] = ""
-    title: ClassVar[str] = ""
-    baudrate: ClassVar[int] = 250000
-    multidrop: ClassVar[bool] = False
-    addresses: ClassVar[range] = range(0, 256)
-    default_address: ClassVar[int] = 1
-    controls: ClassVar[frozenset[str]] = frozenset()
+    Name, title, bus bit rate [bit/s] and addresses come from ``info`` (:class:`FromInfo`).
+    """
+
     #: how long the input waits for a polled pack's replies after its requests [s]
     reply_timeout: ClassVar[float] = 0.5
     #: parts the input drops once it has built a state from them: frames the BMS sends only
@@ -70,13 +64,6 @@ class CanFamily:
     #: left over from an earlier state does not outlive what it reported
     transient: ClassVar[frozenset[str]] = frozenset()
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        info = cls.__dict__.get("info")
-        if info is not None:
-            cls.name, cls.title, cls.baudrate = info.name, info.title, info.baudrate
-            cls.multidrop, cls.addresses = info.multidrop, info.addresses
-            cls.default_address, cls.controls = info.default_address, info.controls
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         #: per-input options, validated, every declared one present

@@ -42,7 +42,7 @@ from bmsbank.native.frames import (
 )
 from bmsbank.native.spec import FrameSpec, Layout
 from bmsbank.schema import ALARM
-from bmsbank.services.poller.plugins.info import FamilyInfo
+from bmsbank.services.poller.plugins.info import FromInfo
 
 
 @dataclass(frozen=True)
@@ -163,18 +163,12 @@ class Link(Protocol):
 ControlLink = Link  # the name the write hooks use
 
 
-class Plugin:
-    """Base class of a BMS family. Subclasses set the class attributes and the hooks they need."""
+class Plugin(FromInfo):
+    """Base class of a BMS family. Subclasses set the class attributes and the hooks they need.
 
-    info: ClassVar[FamilyInfo]
-    #: registry key, title, speed, bus sharing, addresses and writes: from ``info``
-    name: ClassVar[str] = ""
-    title: ClassVar[str] = ""
-    baudrate: ClassVar[int] = 9600
-    multidrop: ClassVar[bool] = False
-    addresses: ClassVar[range] = range(0, 256)
-    default_address: ClassVar[int] = 1
-    controls: ClassVar[frozenset[str]] = frozenset()
+    Name, title, speed, bus sharing, addresses and writes come from ``info`` (:class:`FromInfo`).
+    """
+
     #: silence the bus needs between the end of a reply and the next request [s]
     command_gap: ClassVar[float] = 0.0
     #: how long to wait for a complete reply [s]
@@ -190,13 +184,6 @@ class Plugin:
     #: payload offset of the responder's address (-1: replies do not say; see :meth:`responder`)
     address_at: ClassVar[int] = -1
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        info = cls.__dict__.get("info")
-        if info is not None:
-            cls.name, cls.title, cls.baudrate = info.name, info.title, info.baudrate
-            cls.multidrop, cls.addresses = info.multidrop, info.addresses
-            cls.default_address, cls.controls = info.default_address, info.controls
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         #: per-port options, validated, every declared one present

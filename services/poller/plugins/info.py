@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,28 @@ class FamilyInfo:
                 raise ValueError(opt.name, f"{opt.expected}, got {value!r}")
             out[opt.name] = float(value) if opt.type is float else value
         return out
+
+
+class FromInfo:
+    """A family class whose metadata attributes come from its ``info`` (serial, BLE or CAN).
+
+    Subclasses set ``info``; name, title, speed, bus sharing, addresses and writes are copied
+    from it when the class is made, so the engine reads plain class attributes.
+    """
+
+    info: ClassVar[FamilyInfo]
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    baudrate: ClassVar[int] = 9600  #: serial speed [bit/s], a CAN bus's bit rate, 0 for BLE
+    multidrop: ClassVar[bool] = False
+    addresses: ClassVar[range] = range(0, 256)
+    default_address: ClassVar[int] = 1
+    controls: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        info = cls.__dict__.get("info")
+        if info is not None:
+            cls.name, cls.title, cls.baudrate = info.name, info.title, info.baudrate
+            cls.multidrop, cls.addresses = info.multidrop, info.addresses
+            cls.default_address, cls.controls = info.default_address, info.controls
