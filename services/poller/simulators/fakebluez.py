@@ -59,23 +59,6 @@ PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 CHUNK = 20  #: notification size [bytes]: a 23-byte default ATT MTU less the 3-byte header
 RSSI_INTERVAL = 0.5  #: s between two RSSI announcements of a device that is not connected
 
-#: the bus configuration of a private daemon (any name may be owned: it stands in for the
-#: system bus, where org.bluez lives)
-BUS_CONF = """<!DOCTYPE busconfig PUBLIC
- "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={sock}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow own="*"/>
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow receive_sender="*"/>
-    <allow eavesdrop="true"/>
-  </policy>
-</busconfig>
-"""
 
 
 def model_to_dict(model: BatteryModel) -> dict[str, Any]:
@@ -589,10 +572,12 @@ class FakeBluez:
         self._control = __import__("dbus").Interface(self._proxy, CONTROL_IFACE)
 
     def _start_daemon(self) -> str:
+        from bmsbank.demo import PRIVATE_BUS_CONF  # the demo's private bus: any name may be owned
+
         self.rundir = tempfile.mkdtemp(prefix="fakebluez-")
         conf = os.path.join(self.rundir, "bus.conf")
         with open(conf, "w", encoding="utf-8") as fh:
-            fh.write(BUS_CONF.format(sock=os.path.join(self.rundir, "bus.sock")))
+            fh.write(PRIVATE_BUS_CONF.format(sock=os.path.join(self.rundir, "bus.sock")))
         self.daemon = subprocess.Popen(
             ["dbus-daemon", "--nofork", "--nopidfile", f"--config-file={conf}",
              "--print-address=1"], stdout=subprocess.PIPE,
