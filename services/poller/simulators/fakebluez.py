@@ -16,11 +16,25 @@ less its 3-byte header; 1 splits at every byte boundary). While a device is not 
 keeps advertising: bleak's scanner (``find_device_by_address``) only reports devices whose
 properties change while it scans.
 
+``AcquireNotify`` as BlueZ has it (bluez doc/org.bluez.GattCharacteristic.rst "AcquireNotify",
+src/gatt-client.c ``characteristic_acquire_notify``, ``create_sock``, ``notify_io_cb``): the
+notify characteristic carries ``NotifyAcquired`` (BlueZ shows it only where the "notify" flag is
+set); ``AcquireNotify(a{sv}) -> (h fd, q mtu)`` hands one end of a ``SOCK_SEQPACKET`` socketpair
+and sets ``NotifyAcquired``; while acquired every notification is one ``send`` of a chunk on the
+other end instead of ``PropertiesChanged{Value}``. Refusals as in BlueZ: NotPermitted ("Notify
+acquired") for AcquireNotify or StartNotify while acquired, InProgress for AcquireNotify while a
+StartNotify session runs, Failed when not connected. The client closing its end releases it
+(noticed at the next send or method call, as BlueZ's HUP watch would); a disconnect, a vanish or
+the adapter's removal closes the fake's end, which the client sees as a hang-up.
+
 Faults (see :class:`FakeBluez`): ``vanish`` (disconnect and remove the device, as when it is
 switched off or out of range), ``restore``, ``remove_adapter`` (the adapter object and everything
 under it go, as when a USB dongle is unplugged) and ``add_adapter`` again (its devices return),
-``mute`` (connects and accepts writes, never notifies), ``garble`` (replies with a flipped byte)
-and ``foreign`` (answers every write with another family's frames).
+``mute`` (connects and accepts writes, never notifies), ``garble`` (replies with a flipped byte),
+``foreign`` (answers every write with another family's frames), ``refuse_acquire``
+(``AcquireNotify`` fails with org.bluez.Error.NotSupported: StartNotify must be used) and
+``hang_up`` (the acquired socket is closed while the device stays connected: nothing comes
+through it any more).
 
 Why a process of its own (``python -m bmsbank.services.poller.simulators.fakebluez``):
 python-dbusmock is dbus-python on a GLib main loop, bleak is dbus-fast on asyncio. Kept apart,
@@ -36,7 +50,9 @@ import argparse
 import dataclasses
 import json
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,7 +74,6 @@ OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 CHUNK = 20  #: notification size [bytes]: a 23-byte default ATT MTU less the 3-byte header
 RSSI_INTERVAL = 0.5  #: s between two RSSI announcements of a device that is not connected
-
 
 
 def model_to_dict(model: BatteryModel) -> dict[str, Any]:
@@ -107,7 +122,9 @@ class _Device:
         self.muted = False
         self.garbled = False
         self.foreign: tuple[Any, bytes] | None = None  #: (simulator, the request it answers)
-        self.writes = self.notifications = self.connects = 0
+        self.refuse_acquire = False  #: AcquireNotify fails with NotSupported
+        self.notify_sock: socket.socket | None = None  #: the fake's end while acquired
+        self.writes = self.notifications = self.connects = self.acquires = 0
 
     @property
     def path(self) -> str:
@@ -285,11 +302,14 @@ class _Server:
                 "Flags": dbus.Array(flags, signature="s"),
                 "MTU": dbus.UInt16(max(23, dev.chunk + 3)),
             }
+            if "notify" in flags:
+                char["NotifyAcquired"] = dbus.Boolean(False)
             self.main.AddObject(path, CHAR_IFACE, char, [
                 ("ReadValue", "a{sv}", "ay", lambda obj, _opts: dbus.ByteArray(b"")),
                 ("WriteValue", "aya{sv}", "", lambda obj, value, _o: self._write(obj, value)),
                 ("StartNotify", "", "", lambda obj: self._notify(obj, True)),
                 ("StopNotify", "", "", lambda obj: self._notify(obj, False)),
+                ("AcquireNotify", "a{sv}", "hq", lambda obj, _opts: self._acquire(obj)),
             ])  # fmt: skip
             self._added(path, CHAR_IFACE, char)
             self.by_path[path] = dev
@@ -301,6 +321,7 @@ class _Server:
             return
         if dev.connected:
             self._set_connected(dev, False)
+        self._release(dev)
         paths = [(p, CHAR_IFACE) for p in {dev.write_path, dev.notify_path}]
         paths += [(dev.service_path, SERVICE_IFACE), (dev.path, DEVICE_IFACE)]
         for path, iface in paths:
@@ -346,6 +367,8 @@ class _Server:
 
     def _set_connected(self, dev: _Device, on: bool) -> None:
         dev.connected = on
+        if not on:
+            self._release(dev)
         if not on and dev.notifying:
             dev.notifying = False
             self._changed(dev.notify_path, CHAR_IFACE, {"Notifying": self.dbus.Boolean(False)})
@@ -360,8 +383,68 @@ class _Server:
             )
         if not dev.connected:
             raise self.dbus.exceptions.DBusException("Not connected", name="org.bluez.Error.Failed")
+        if self._acquired(dev):
+            if on:
+                raise self.dbus.exceptions.DBusException(
+                    "Notify acquired", name="org.bluez.Error.NotPermitted"
+                )
+            self._release(dev)  # BlueZ's StopNotify destroys an acquired socket too
+            return
         dev.notifying = on
         self._changed(dev.notify_path, CHAR_IFACE, {"Notifying": self.dbus.Boolean(on)})
+
+    def _acquire(self, obj: Any) -> tuple[Any, Any]:
+        """``AcquireNotify``: one end of a SOCK_SEQPACKET socketpair and the MTU."""
+        dbus = self.dbus
+        dev = self._dev(obj)
+        if obj.path != dev.notify_path:
+            raise dbus.exceptions.DBusException(
+                "Operation is not supported", name="org.bluez.Error.NotSupported"
+            )
+        if not dev.connected:
+            raise dbus.exceptions.DBusException("Not connected", name="org.bluez.Error.Failed")
+        if self._acquired(dev):
+            raise dbus.exceptions.DBusException(
+                "Notify acquired", name="org.bluez.Error.NotPermitted"
+            )
+        if dev.notifying:
+            raise dbus.exceptions.DBusException("In Progress", name="org.bluez.Error.InProgress")
+        if dev.refuse_acquire:
+            raise dbus.exceptions.DBusException(
+                "Operation is not supported", name="org.bluez.Error.NotSupported"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)  # a reader that lags loses notifications, as in BlueZ
+        try:
+            fd = dbus.types.UnixFd(theirs)  # a dup of it, sent with the reply
+        finally:
+            theirs.close()
+        dev.notify_sock = ours
+        dev.acquires += 1
+        self._changed(dev.notify_path, CHAR_IFACE, {"NotifyAcquired": dbus.Boolean(True)})
+        mtu = self.mockobject.objects[dev.notify_path].props[CHAR_IFACE]["MTU"]
+        return fd, dbus.UInt16(mtu)
+
+    def _acquired(self, dev: _Device) -> bool:
+        """Whether ``dev``'s notify is acquired (a client that closed its end released it)."""
+        sock = dev.notify_sock
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock, select.POLLHUP)
+        if poller.poll(0):
+            self._release(dev)
+            return False
+        return True
+
+    def _release(self, dev: _Device) -> None:
+        """End ``dev``'s acquired notify: close the fake's end (the client sees a hang-up)."""
+        sock, dev.notify_sock = dev.notify_sock, None
+        if sock is None:
+            return
+        sock.close()
+        if dev.exported:
+            self._changed(dev.notify_path, CHAR_IFACE, {"NotifyAcquired": self.dbus.Boolean(False)})
 
     def _write(self, obj: Any, value: Any) -> None:
         dev = self._dev(obj)
@@ -384,7 +467,18 @@ class _Server:
         self._flush_scheduled = False
         while self.pending:
             dev, piece = self.pending.popleft()
-            if dev.connected and dev.notifying and dev.exported:
+            if not (dev.connected and dev.exported):
+                continue
+            if dev.notify_sock is not None:
+                try:
+                    dev.notify_sock.send(piece)  # one notification, one packet
+                except BlockingIOError:
+                    continue  # the client's buffer is full: BlueZ drops it too
+                except OSError:  # the client closed its end: BlueZ's HUP watch releases it
+                    self._release(dev)
+                    continue
+                dev.notifications += 1
+            elif dev.notifying:
                 dev.notifications += 1
                 self._changed(dev.notify_path, CHAR_IFACE, {"Value": self.dbus.ByteArray(piece)})
         return 0  # one-shot
@@ -467,6 +561,14 @@ def _control_class() -> type:
             request = plugins.load(info.name).queries(address)[0].request
             dev.foreign = (sim, request)
 
+        @dbus.service.method(CONTROL_IFACE, in_signature="sb", out_signature="")
+        def RefuseAcquire(self, mac: str, on: bool) -> None:  # noqa: N802
+            self.server.device(str(mac)).refuse_acquire = bool(on)
+
+        @dbus.service.method(CONTROL_IFACE, in_signature="s", out_signature="")
+        def HangUp(self, mac: str) -> None:  # noqa: N802
+            self.server._release(self.server.device(str(mac)))
+
         @dbus.service.method(CONTROL_IFACE, in_signature="si", out_signature="")
         def SetChunk(self, mac: str, chunk: int) -> None:  # noqa: N802
             self.server.device(str(mac)).chunk = max(1, int(chunk))
@@ -485,6 +587,7 @@ def _control_class() -> type:
                 "writes": dev.writes, "notifications": dev.notifications,
                 "connects": dev.connects, "connected": dev.connected,
                 "notifying": dev.notifying, "present": dev.present,
+                "acquired": self.server._acquired(dev), "acquires": dev.acquires,
             })  # fmt: skip
 
         @dbus.service.method(CONTROL_IFACE, in_signature="", out_signature="")
@@ -649,6 +752,14 @@ class FakeBluez:
         """Make ``mac`` answer every write with ``family``'s frames (None: its own again)."""
         self._control.Foreign(mac, family or "")
 
+    def refuse_acquire(self, mac: str, on: bool = True) -> None:
+        """Make ``AcquireNotify`` on ``mac`` fail (org.bluez.Error.NotSupported)."""
+        self._control.RefuseAcquire(mac, on)
+
+    def hang_up(self, mac: str) -> None:
+        """Close the acquired notification socket of ``mac``; the device stays connected."""
+        self._control.HangUp(mac)
+
     def set_chunk(self, mac: str, chunk: int) -> None:
         """Notification size of ``mac`` from now on [bytes]."""
         self._control.SetChunk(mac, chunk)
@@ -658,7 +769,12 @@ class FakeBluez:
         self._control.SetModel(mac, json.dumps(values))
 
     def stats(self, mac: str) -> dict[str, Any]:
-        """Counters of ``mac``: writes, notifications, connects; connected, notifying, present."""
+        """Counters and state of ``mac``.
+
+        Keys: writes, notifications (either way), connects, acquires (granted AcquireNotify
+        calls); connected, notifying (a StartNotify session), present, acquired (a socket is
+        held now).
+        """
         return dict(json.loads(str(self._control.Stats(mac))))
 
     def stop(self) -> None:
