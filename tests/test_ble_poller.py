@@ -156,6 +156,52 @@ def test_replies_split_anywhere_decode_the_same(fake, chunk):
     assert state["current"] == pytest.approx(12.5, abs=0.01)
 
 
+@pytest.mark.parametrize("chunk", [1, 20])
+def test_notifications_come_through_the_acquired_socket(fake, chunk):
+    model = BatteryModel(cells=16, soc=81.0, current=-15.5, temperatures=[24.5])
+    fake.add_device("hci0", MAC1, "JBD-SP16S001", "jbd", model, chunk=chunk)
+    sent: list[dict] = []
+    poller = Poller(ble_port("b1", MAC1), sent.append)
+    try:
+        for _ in range(2):
+            poller.poll_once()
+        stats = fake.stats(MAC1)
+    finally:
+        poller.close()
+    # AcquireNotify granted once, no StartNotify session: every notification was a packet on
+    # the socket, none a PropertiesChanged signal
+    assert stats["acquired"] and stats["acquires"] == 1 and not stats["notifying"]
+    assert stats["notifications"] >= 2 * stats["writes"]
+    assert len(sent) == 2
+    state = validate_state(sent[-1])
+    assert state["cells"] == pytest.approx(model.cell_voltages, abs=0.001)
+    assert state["current"] == pytest.approx(-15.5, abs=0.01)
+    assert state["soc"] == pytest.approx(81.0, abs=1.0)
+    assert state["temperatures"] == pytest.approx([24.5], abs=0.1)
+    assert state["link"]["noise_bytes"] == 0 and state["link"]["ok"] == 2
+
+
+def test_a_device_silent_through_acquire_falls_back_to_start_notify(fake, caplog):
+    caplog.set_level(logging.INFO, logger="bmsbank.services.poller")
+    model = BatteryModel(cells=4, soc=64.0)
+    fake.add_device("hci0", MAC1, "JBD-SP04S001", "jbd", model)
+    fake.mute(MAC1)  # as a device whose notifications never reach an acquired socket
+    run = Running(ble_port("b1", MAC1))
+    try:
+        wait_for(lambda: fake.stats(MAC1)["connects"] >= 2, 15, "a reconnect after the stall")
+        fake.mute(MAC1, False)
+        run.wait_states(2, 10)
+        stats = fake.stats(MAC1)
+    finally:
+        run.close()
+    assert stats["acquires"] == 1  # the first link only
+    assert stats["notifying"] and not stats["acquired"]  # StartNotify since
+    assert not run.poller.transport.acquire
+    assert run.states[-1][1]["soc"] == pytest.approx(64.0, abs=1.0)
+    warned = messages(caplog, "AcquireNotify")
+    assert len(warned) == 1 and "StartNotify" in warned[0]
+
+
 def test_a_vanished_device_is_reconnected_within_its_backoff(fake, caplog):
     caplog.set_level(logging.INFO, logger="bmsbank.services.poller.service")
     fake.add_device("hci0", MAC1, "JBD-SP04S001", "jbd", BatteryModel(cells=4))
@@ -175,6 +221,7 @@ def test_a_vanished_device_is_reconnected_within_its_backoff(fake, caplog):
     finally:
         run.close()
     assert fake.stats(MAC1)["connects"] == 2
+    assert fake.stats(MAC1)["acquires"] == 2  # the socket closed with the link, a new one now
     # once per state change, however many attempts failed
     assert len(messages(caplog, "port: lost")) == 1
     assert len(messages(caplog, "port: missing")) == 1
@@ -235,8 +282,14 @@ def test_a_device_that_never_notifies_is_reconnected_and_its_timeouts_counted(fa
         n = len(run.states)
         run.wait_states(n + 2, 15)
         assert run.poller.transport.backoff_min == 1.0  # it answers: back to 1 s
+        stats = fake.stats(MAC1)
     finally:
         run.close()
+    # the first link had notified through its acquired socket before the device went silent:
+    # its stall is the device's, so the reconnect acquired again; the second link stalled
+    # without a byte ever coming through its socket, and StartNotify is used since
+    assert stats["connects"] >= 3 and stats["acquires"] == 2
+    assert not run.poller.transport.acquire and stats["notifying"]
 
 
 def test_another_familys_frames_are_counted_and_never_sent(fake):

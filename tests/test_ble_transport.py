@@ -6,13 +6,15 @@ BlueZ manager reconnects to the new bus, so no state leaks from one test to the 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
 
 import pytest
 
 from bmsbank.errors import FrameError, LinkTimeout, TransportError
 from bmsbank.services.poller import plugins
-from bmsbank.services.poller.ble_transport import BleTransport, parse_device
+from bmsbank.services.poller.ble_transport import BleTransport, ble_loop, parse_device
 from bmsbank.services.poller.plugins.base import LinkStats
 from bmsbank.services.poller.plugins.jbd.control import read_request
 from bmsbank.services.poller.plugins.jbd.family import REG_BASIC, REG_CELLS
@@ -56,6 +58,15 @@ def expected_reply(model: BatteryModel, request: bytes) -> bytes:
     return reply
 
 
+async def _drop_sockets(client):
+    """Close bleak's acquired notification sockets of ``client`` (as a process exit would)."""
+    fds = client._backend._notification_fds
+    for path in list(fds):
+        fd = fds.pop(path)
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+
+
 def test_device_strings_are_parsed_and_bad_ones_refused():
     assert parse_device("ble:hci0/aa:bb:cc:dd:ee:01") == ("hci0", "AA:BB:CC:DD:EE:01")
     for bad in (
@@ -72,10 +83,13 @@ def test_found_by_mac_connected_with_notifications_and_closed(fake, opened):
     transport, _ = opened
     assert transport.is_open and transport.baudrate == 0
     stats = fake.stats(MAC)
-    assert stats["connected"] and stats["notifying"] and stats["connects"] == 1
+    # notifications through an acquired socket (AcquireNotify), not a StartNotify session
+    assert stats["connected"] and stats["acquired"] and not stats["notifying"]
+    assert stats["connects"] == 1 and stats["acquires"] == 1
     transport.close()
     assert not transport.is_open
-    assert not fake.stats(MAC)["connected"]
+    stats = fake.stats(MAC)
+    assert not stats["connected"] and not stats["acquired"]
     transport.close()  # safe when closed
 
 
@@ -184,6 +198,8 @@ def test_a_vanished_device_breaks_the_link(fake, opened):
     transport.scan_timeout = 3.0
     transport.open()
     assert transport.is_open and fake.stats(MAC)["connects"] == 2
+    # the vanish closed the acquired socket; the new link acquires a new one
+    assert fake.stats(MAC)["acquires"] == 2 and fake.stats(MAC)["acquired"]
 
 
 def test_a_removed_adapter_breaks_the_link_and_its_return_heals_it(fake, opened):
@@ -237,8 +253,10 @@ def test_writes_with_response_go_through_bleak(fake):
 def test_a_device_left_connected_is_taken_without_a_scan(fake, opened):
     transport, model = opened
     # a previous process that died without disconnecting: BlueZ still holds the device
-    # connected, and a connected device does not advertise (the fake stops its RSSI updates)
-    transport._client = None
+    # connected, and a connected device does not advertise (the fake stops its RSSI updates);
+    # its acquired notification socket closed with it (the kernel closes a dead process's fds)
+    client, transport._client = transport._client, None
+    asyncio.run_coroutine_threadsafe(_drop_sockets(client), ble_loop()).result(2.0)
     assert fake.stats(MAC)["connected"]
     again = BleTransport(f"ble:hci0/{MAC}", JBD_BLE)
     again.scan_timeout = 0.2  # far too short to see an advertisement: none comes anyway
@@ -267,3 +285,45 @@ def test_a_ble_scan_sees_the_fake_devices_with_their_family(fake):
     assert seen[MAC].name == "SP04S034L4S200A" and seen[MAC].family == "jbd"
     assert seen["AA:BB:CC:DD:EE:02"].family == "jbd"  # by the FF00 service it advertises
     assert -70 < seen[MAC].rssi < -50
+
+
+def test_a_socket_closed_by_bluez_breaks_the_link_and_a_reconnect_heals_it(fake, opened):
+    transport, model = opened
+    extract, _ = jbd_extract()
+    request = read_request(REG_BASIC)
+    fake.hang_up(MAC)  # BlueZ closes it, the device stays connected: nothing would arrive
+    assert fake.stats(MAC)["connected"] and not fake.stats(MAC)["acquired"]
+    transport.drain()
+    transport.send(request)
+    with pytest.raises(TransportError, match="notification socket closed"):
+        transport.receive(extract, 0.5)
+    transport.close()
+    transport.open()
+    assert transport.acquire  # a closed socket is no reason to give AcquireNotify up
+    transport.drain()
+    transport.send(request)
+    assert transport.receive(extract, 1.0) == expected_reply(model, request)
+    assert fake.stats(MAC)["acquires"] == 2
+
+
+def test_a_refused_acquire_falls_back_to_start_notify_for_good(fake, caplog):
+    model = BatteryModel(cells=4, soc=37.0)
+    fake.add_device("hci0", MAC, "JBD-SP04S001", "jbd", model)
+    fake.refuse_acquire(MAC)
+    transport = BleTransport(f"ble:hci0/{MAC}", JBD_BLE)
+    extract, _ = jbd_extract()
+    request = read_request(REG_BASIC)
+    try:
+        for _ in range(2):  # the second connect does not try AcquireNotify again
+            transport.open()
+            stats = fake.stats(MAC)
+            assert stats["notifying"] and not stats["acquired"] and stats["acquires"] == 0
+            transport.drain()
+            transport.send(request)
+            assert transport.receive(extract, 1.0) == expected_reply(model, request)
+            transport.close()
+    finally:
+        transport.close()
+    assert not transport.acquire
+    warned = [r.getMessage() for r in caplog.records if "AcquireNotify" in r.getMessage()]
+    assert len(warned) == 1 and "Not Supported" in warned[0] and "StartNotify" in warned[0]

@@ -30,6 +30,23 @@ device that stays connected but stops notifying is caught by stall detection
 Requests without response (ATT Write Command) go out as one D-Bus message that asks BlueZ for no
 reply (:meth:`BleTransport._command_writer`): the largest single saving in the BLE loop's CPU.
 bench/ble.py measures the whole poller process per pack-update.
+
+Notifications come through BlueZ's ``AcquireNotify`` where the device allows it, else through
+``StartNotify``. Why: with ``StartNotify`` every notification is a D-Bus ``PropertiesChanged``
+signal that bluetoothd builds and sends, the bus daemon routes and dbus-fast parses in the BLE
+loop -- the loop's largest cost per pack-update. ``AcquireNotify`` (bluez
+doc/org.bluez.GattCharacteristic.rst) hands a ``SOCK_SEQPACKET`` socket instead: one notification
+is one packet, read by bleak with one ``read`` (bleak ``start_notify(...,
+bluez={"use_start_notify": False})``), and no D-Bus message at all. bleak uses ``StartNotify`` by
+default because "a number of devices have issues with AcquireNotify" (bleak
+backends/bluezdbus/client.py ``start_notify``), so the fallback is per device: an
+``AcquireNotify`` that fails (BlueZ refuses it, the characteristic has no ``NotifyAcquired``)
+makes the transport use ``StartNotify`` at once; a link whose notifications stall while acquired
+without a single byte having come through the socket (the issue seen: notifications never
+arrive) makes it use ``StartNotify`` from the next connect. Both are logged once and stick for
+the transport's life (the poller process's). BlueZ closes the socket when the device disconnects;
+a socket that closes without a disconnect breaks the link as well (noticed at the next receive
+timeout), and the poller reconnects.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import re
 import threading
 import time
@@ -226,6 +244,9 @@ class BleTransport:
         self._quiet = 0  #: consecutive receives that got no byte at all
         self._stalls = 0  #: links dropped as stalled since the device last sent a byte
         self._generation = 0  #: bumped by close(): an old connection's callbacks are ignored
+        self.acquire = True  #: try AcquireNotify at the next connect (False: fell back for good)
+        self._acquired: str | None = None  #: D-Bus path of the acquired characteristic
+        self._acquired_bytes = False  #: bytes came through the acquired socket on this link
 
     # -- the serial interface -----------------------------------------------------------------
     @property
@@ -267,6 +288,7 @@ class BleTransport:
         self._write_char = None
         self._command = None
         self._writing = None
+        self._acquired = None
         with self._cond:
             self._inbox.clear()
             self._failure = None
@@ -366,15 +388,25 @@ class BleTransport:
                     self._inbox = bytearray()
             if data:
                 self._quiet = self._stalls = 0
+                self._acquired_bytes = True
                 self.rx += data
                 continue
             if failure is not None:
                 raise TransportError(f"{self.device}: {failure}")
+            if self._acquired is not None and not self._socket_open(self._acquired):
+                self._fail("notification socket closed by BlueZ")
+                raise TransportError(f"{self.device}: notification socket closed by BlueZ")
             if not self.rx:
                 self._quiet += 1
                 if self._quiet >= self.stall_after:
                     self._quiet = 0
                     self._stalls = min(self._stalls + 1, 16)
+                    if self._acquired is not None and not self._acquired_bytes and self.acquire:
+                        self.acquire = False
+                        log.warning(
+                            "%s: no notification ever came through AcquireNotify; "
+                            "using StartNotify from the next connect", self.device,
+                        )  # fmt: skip
                     raise TransportError(
                         f"{self.device}: notifications stalled "
                         f"({self.stall_after} requests in a row got no byte)"
@@ -432,7 +464,7 @@ class BleTransport:
                     f"{self.device} has no characteristic {self.ble.notify} / {self.ble.write} "
                     f"(not a device of this family?)"
                 )
-            await client.start_notify(notify, self._on_notify)
+            await self._start_notify(client, notify)
             self._command = self._command_writer(client)
         except BaseException:
             await _disconnect(client)
@@ -440,6 +472,45 @@ class BleTransport:
         if not client.is_connected:
             raise TransportError(f"{self.device} disconnected while connecting")
         return client
+
+    async def _start_notify(self, client: Any, notify: Any) -> None:
+        """Start notifications: AcquireNotify unless it failed before, else StartNotify.
+
+        An AcquireNotify that fails while the device stays connected turns it off for this
+        transport (logged once) and StartNotify is used at once; a failure because the device
+        went away is raised like any other.
+        """
+        self._acquired = None
+        self._acquired_bytes = False
+        if self.acquire:
+            try:
+                await client.start_notify(
+                    notify, self._on_notify, bluez={"use_start_notify": False}
+                )
+            except Exception as exc:  # BleakDBusError: NotSupported, NotPermitted, Failed
+                if not client.is_connected:
+                    raise
+                self.acquire = False
+                log.warning("%s: AcquireNotify failed (%s); using StartNotify",
+                            self.device, _text(exc))  # fmt: skip
+            else:
+                path = str(notify.obj[0]) if isinstance(notify.obj, tuple) else None
+                fds = _notification_fds(client)
+                if fds is not None and path in fds:
+                    self._acquired = path
+                    return
+                if fds is not None:
+                    # bleak took StartNotify itself: no NotifyAcquired on the characteristic
+                    self.acquire = False
+                    log.warning("%s: the notify characteristic offers no AcquireNotify; "
+                                "using StartNotify", self.device)  # fmt: skip
+                return
+        await client.start_notify(notify, self._on_notify)
+
+    def _socket_open(self, path: str) -> bool:
+        """Whether bleak still reads the acquired socket of ``path`` (it drops it on hang-up)."""
+        fds = _notification_fds(self._client)
+        return fds is None or path in fds
 
     def _command_writer(self, client: Any) -> Callable[[bytes], None] | None:
         """A write without response as one D-Bus message, no reply asked; None: use bleak's.
@@ -502,7 +573,25 @@ class BleTransport:
             raise
 
 
+def _notification_fds(client: Any) -> dict[str, int] | None:
+    """The acquired sockets in bleak's BlueZ backend: path -> fd (None: not there)."""
+    fds = getattr(getattr(client, "_backend", None), "_notification_fds", None)
+    return fds if isinstance(fds, dict) else None
+
+
 async def _disconnect(client: Any) -> None:
+    # bleak's disconnect leaves acquired sockets open (it only drops one on a hang-up): close them
+    # first, which also releases the acquisition in BlueZ
+    fds = _notification_fds(client)
+    if fds:
+        loop = asyncio.get_running_loop()
+        for path in list(fds):
+            fd = fds.pop(path)
+            loop.remove_reader(fd)
+            try:
+                os.close(fd)
+            except OSError as exc:  # already closed
+                log.debug("closing the notification socket: %s", exc)
     try:
         await client.disconnect()
     except Exception as exc:  # already gone
@@ -512,9 +601,12 @@ async def _disconnect(client: Any) -> None:
 def _text(exc: BaseException) -> str:
     """An exception as one short line.
 
-    bleak's TimeoutError has no text; D-Bus error texts end in a newline.
+    bleak's TimeoutError has no text; D-Bus error texts end in a newline; bleak's GATT protocol
+    errors carry (code, text), shown as the text.
     """
-    return " ".join(str(exc).split()) or type(exc).__name__
+    args = exc.args
+    text = args[-1] if len(args) > 1 and isinstance(args[-1], str) else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 __all__ = ["BleTransport", "FrameError", "LinkTimeout", "TransportError", "ble_loop"]
