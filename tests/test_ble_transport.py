@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import time
 
 import pytest
 
@@ -327,3 +328,36 @@ def test_a_refused_acquire_falls_back_to_start_notify_for_good(fake, caplog):
     assert not transport.acquire
     warned = [r.getMessage() for r in caplog.records if "AcquireNotify" in r.getMessage()]
     assert len(warned) == 1 and "Not Supported" in warned[0] and "StartNotify" in warned[0]
+
+
+def test_an_acquire_that_never_answers_falls_back_at_the_next_connect(fake, monkeypatch):
+    import bleak
+
+    model = BatteryModel(cells=4, soc=29.0)
+    fake.add_device("hci0", MAC, "JBD-SP04S001", "jbd", model)
+    start_notify = bleak.BleakClient.start_notify
+
+    async def hanging(self, char, callback, **kwargs):
+        if kwargs.get("bluez", {}).get("use_start_notify") is False:
+            await asyncio.Event().wait()  # BlueZ never answers AcquireNotify
+        await start_notify(self, char, callback, **kwargs)
+
+    monkeypatch.setattr(bleak.BleakClient, "start_notify", hanging)
+    transport = BleTransport(f"ble:hci0/{MAC}", JBD_BLE)
+    transport.connect_timeout = 1.5
+    extract, _ = jbd_extract()
+    request = read_request(REG_BASIC)
+    try:
+        with pytest.raises(TransportError, match="no answer within 1.5 s"):
+            transport.open()
+        assert not transport.acquire
+        deadline = time.monotonic() + 5.0  # the abandoned connect disconnects in the background
+        while fake.stats(MAC)["connected"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        transport.open()
+        assert fake.stats(MAC)["notifying"] and fake.stats(MAC)["acquires"] == 0
+        transport.drain()
+        transport.send(request)
+        assert transport.receive(extract, 1.0) == expected_reply(model, request)
+    finally:
+        transport.close()

@@ -34,19 +34,21 @@ bench/ble.py measures the whole poller process per pack-update.
 Notifications come through BlueZ's ``AcquireNotify`` where the device allows it, else through
 ``StartNotify``. Why: with ``StartNotify`` every notification is a D-Bus ``PropertiesChanged``
 signal that bluetoothd builds and sends, the bus daemon routes and dbus-fast parses in the BLE
-loop -- the loop's largest cost per pack-update. ``AcquireNotify`` (bluez
+loop (bench/ble.py, docs/PERFORMANCE.md: the loop thread 0.36 -> 0.25 ms per pack-update, the
+bus daemon's work about halved). ``AcquireNotify`` (bluez
 doc/org.bluez.GattCharacteristic.rst) hands a ``SOCK_SEQPACKET`` socket instead: one notification
 is one packet, read by bleak with one ``read`` (bleak ``start_notify(...,
 bluez={"use_start_notify": False})``), and no D-Bus message at all. bleak uses ``StartNotify`` by
 default because "a number of devices have issues with AcquireNotify" (bleak
 backends/bluezdbus/client.py ``start_notify``), so the fallback is per device: an
 ``AcquireNotify`` that fails (BlueZ refuses it, the characteristic has no ``NotifyAcquired``)
-makes the transport use ``StartNotify`` at once; a link whose notifications stall while acquired
-without a single byte having come through the socket (the issue seen: notifications never
-arrive) makes it use ``StartNotify`` from the next connect. Both are logged once and stick for
-the transport's life (the poller process's). BlueZ closes the socket when the device disconnects;
-a socket that closes without a disconnect breaks the link as well (noticed at the next receive
-timeout), and the poller reconnects.
+makes the transport use ``StartNotify`` at once, one that never answers (the connect times out
+in it) from the next connect; so does a link whose notifications stall while acquired without a
+single byte having come through the socket (the issue seen: notifications never arrive; a
+device that notified and then went quiet is the device's silence, not this). Each is logged
+once and sticks for the transport's life (the poller process's). BlueZ closes the socket when
+the device disconnects; a socket that closes without a disconnect breaks the link as well
+(noticed at the next receive timeout), and the poller reconnects.
 """
 
 from __future__ import annotations
@@ -247,6 +249,7 @@ class BleTransport:
         self.acquire = True  #: try AcquireNotify at the next connect (False: fell back for good)
         self._acquired: str | None = None  #: D-Bus path of the acquired characteristic
         self._acquired_bytes = False  #: bytes came through the acquired socket on this link
+        self._acquiring = False  #: an AcquireNotify call is under way (or hung)
 
     # -- the serial interface -----------------------------------------------------------------
     @property
@@ -272,9 +275,14 @@ class BleTransport:
     def open(self) -> None:
         """Connect and start notifications (raises TransportError on any failure)."""
         self.close()
+        self._acquiring = False
         try:
             self._client = self._run(self._connect(), self.connect_timeout, "connect")
         except TransportError:
+            if self._acquiring and self.acquire:  # the connect timed out waiting for it
+                self.acquire = False
+                log.warning("%s: AcquireNotify did not answer; using StartNotify from the "
+                            "next connect", self.device)  # fmt: skip
             raise
         except Exception as exc:  # BleakError, D-Bus errors, OSError, KeyError from bleak
             raise TransportError(f"cannot connect {self.device}: {_text(exc)}") from exc
@@ -478,22 +486,26 @@ class BleTransport:
 
         An AcquireNotify that fails while the device stays connected turns it off for this
         transport (logged once) and StartNotify is used at once; a failure because the device
-        went away is raised like any other.
+        went away is raised like any other. One that never answers (the connect times out in
+        it) turns it off from the next connect.
         """
         self._acquired = None
         self._acquired_bytes = False
         if self.acquire:
+            self._acquiring = True
             try:
                 await client.start_notify(
                     notify, self._on_notify, bluez={"use_start_notify": False}
                 )
             except Exception as exc:  # BleakDBusError: NotSupported, NotPermitted, Failed
+                self._acquiring = False
                 if not client.is_connected:
                     raise
                 self.acquire = False
                 log.warning("%s: AcquireNotify failed (%s); using StartNotify",
                             self.device, _text(exc))  # fmt: skip
             else:
+                self._acquiring = False
                 path = str(notify.obj[0]) if isinstance(notify.obj, tuple) else None
                 fds = _notification_fds(client)
                 if fds is not None and path in fds:
