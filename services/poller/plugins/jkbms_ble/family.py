@@ -272,7 +272,7 @@ class Family(jkpb.Family):
             if protocol == JK04:
                 _jk04_hook(fields, payload)
             elif protocol == JK02_24S:
-                _cells_and_probes_24s(fields)
+                cell_info_hook(fields, CELL_SLOTS_24S, SENSORS_24S, MOSFET_BIT_24S)
             else:
                 if self.software is not None and self.software < T45_SINCE:
                     fields["sensor_mask"] &= ~T45_BITS  # 256/258 read 0 there, bits set or not
@@ -317,26 +317,6 @@ class Family(jkpb.Family):
         if record[SWITCH_AT[action]] != on:
             raise ControlError(f"{self.name}: the {action} switch still reads "
                                f"{record[SWITCH_AT[action]]} after writing {on}")  # fmt: skip
-
-
-def _cells_and_probes_24s(fields: dict[str, Any]) -> None:
-    """As jkpb's cell_info_hook, for 24 slots and the 24S probe order."""
-    slots = [i for i in range(CELL_SLOTS_24S) if fields["cell_mask"] >> i & 1]
-    fields["cells"] = [fields["cell_voltages"][i] for i in slots]
-    active = {fields["max_cell_index"], fields["min_cell_index"]}
-    working = fields["balancing_action"] != 0
-    fields["balancing"] = [1 if working and i in active else 0 for i in slots]
-    mask = fields["sensor_mask"]
-    fields["temperatures"] = [
-        fields[name]
-        for name, bit in SENSORS_24S
-        if mask >> bit & 1 and abs(fields[name] - jkpb.ABSENT_SENSOR) > 0.05
-    ]
-    mos = fields["mosfet_temperature"]
-    if not mask >> MOSFET_BIT_24S & 1 or abs(mos - jkpb.ABSENT_SENSOR) < 0.05:
-        fields["mosfet_temperature"] = None
-    fields["charge_fet"] = fields["charge_fet"] != 0
-    fields["discharge_fet"] = fields["discharge_fet"] != 0
 
 
 def _jk04_hook(fields: dict[str, Any], payload: bytes) -> None:

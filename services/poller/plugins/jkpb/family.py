@@ -279,15 +279,21 @@ class Family(Plugin):
         }
 
 
-def cell_info_hook(fields: dict[str, Any]) -> None:
+def cell_info_hook(
+    fields: dict[str, Any], slots_n: int = CELL_SLOTS,
+    sensors: Sequence[tuple[str, int]] = BATTERY_SENSORS, mosfet_bit: int = MOSFET_SENSOR_BIT,
+) -> None:  # fmt: skip
     """Add what the table cannot express: enabled cells, balancing, present temperature probes.
+
+    ``slots_n``, ``sensors`` (probe field, ``sensor_mask`` bit) and ``mosfet_bit``: the record
+    layout's (32 cell slots here; the JK BLE 24S record has 24 and its own probe order).
 
     ``cells`` keeps the voltages whose bit is set in ``cell_mask``. JK's active balancer moves
     charge from the highest to the lowest cell, so while ``balancing_action`` is non-zero both
     the BMS's reported max and min cell are flagged. A probe counts when its ``sensor_mask`` bit is
     set and it does not read -200.0 °C; the MOSFET reading is None otherwise.
     """
-    slots = [i for i in range(CELL_SLOTS) if fields["cell_mask"] >> i & 1]
+    slots = [i for i in range(slots_n) if fields["cell_mask"] >> i & 1]
     fields["cells"] = [fields["cell_voltages"][i] for i in slots]
     active = {fields["max_cell_index"], fields["min_cell_index"]}
     working = fields["balancing_action"] != 0
@@ -295,11 +301,11 @@ def cell_info_hook(fields: dict[str, Any]) -> None:
     mask = fields["sensor_mask"]
     fields["temperatures"] = [
         fields[name]
-        for name, bit in BATTERY_SENSORS
+        for name, bit in sensors
         if mask >> bit & 1 and abs(fields[name] - ABSENT_SENSOR) > 0.05
     ]
     mos = fields["mosfet_temperature"]
-    if not mask >> MOSFET_SENSOR_BIT & 1 or abs(mos - ABSENT_SENSOR) < 0.05:
+    if not mask >> mosfet_bit & 1 or abs(mos - ABSENT_SENSOR) < 0.05:
         fields["mosfet_temperature"] = None
     fields["charge_fet"] = fields["charge_fet"] != 0
     fields["discharge_fet"] = fields["discharge_fet"] != 0
