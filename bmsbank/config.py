@@ -1230,7 +1230,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     _check_endpoints(config, problems)
     _check_curve(config.zmq, problems)
     _check_stale_after(config, problems)
-    topology_keys = ("ports", "can_inputs", "bank.strings", "bank.packs", "bank.chemistry",
+    topology_keys = ("ports", "ble", "can_inputs", "bank.strings", "bank.packs", "bank.chemistry",
                      "bank.max_charge_current", "bank.max_discharge_current")  # fmt: skip
     if not problems.failed(*topology_keys):
         try:
