@@ -41,7 +41,7 @@ from bmsbank.native.frames import (
     take,
 )
 from bmsbank.native.spec import FrameSpec, Layout
-from bmsbank.schema import ALARM
+from bmsbank.schema import ALARM, WARNING
 from bmsbank.services.poller.plugins.info import FromInfo
 
 
@@ -183,7 +183,6 @@ class Plugin(FromInfo):
     keys: ClassVar[Mapping[int, str]] = {}
     #: payload offset of the responder's address (-1: replies do not say; see :meth:`responder`)
     address_at: ClassVar[int] = -1
-
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         #: per-port options, validated, every declared one present
@@ -465,9 +464,7 @@ def modbus_read(address: int, function: int, start: int, count: int) -> bytes:
     )
 
 
-def parse_modbus_read(
-    request: bytes, functions: Sequence[int]
-) -> tuple[int, int, int, int] | None:
+def parse_modbus_read(request: bytes, functions: Sequence[int]) -> tuple[int, int, int, int] | None:
     """(address, function, start, count) of a read request with one of ``functions``, or None."""
     if len(request) != 8 or request[1] not in functions:
         return None
@@ -531,6 +528,31 @@ def alarms_from_bits(value: int, table: Mapping[int, str], level: int = ALARM) -
         if (value >> bit) & 1:
             out[name] = level
     return out
+
+
+def graded_alarms(
+    value: int, alarms: Mapping[int, str], warnings: Mapping[int, str]
+) -> dict[str, int]:
+    """Alarm levels from one bit field whose bits are alarms (protections) or warnings.
+
+    Every name of both tables is present; a name with a set bit in both tables gets the higher
+    level (:data:`ALARM` over :data:`WARNING`).
+    """
+    out = alarms_from_bits(value, warnings, WARNING)
+    for name, level in alarms_from_bits(value, alarms).items():
+        out[name] = max(level, out.get(name, 0))
+    return out
+
+
+def swap_current_alarms(alarms: dict[str, int]) -> dict[str, int]:
+    """``alarms`` with the charge and discharge over-current alarms exchanged, in place.
+
+    For firmware whose current sign is inverted (the family's ``invert_current``): its
+    "charge over-current" bit is then the discharge one.
+    """
+    alarms["high_charge_current"], alarms["high_discharge_current"] = (
+        alarms["high_discharge_current"], alarms["high_charge_current"])  # fmt: skip
+    return alarms
 
 
 def require(parts: Mapping[str, Mapping[str, Any]], *names: str) -> None:

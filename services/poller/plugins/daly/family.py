@@ -67,17 +67,17 @@ from typing import Any, ClassVar
 from bmsbank.errors import ControlError, FrameError
 from bmsbank.native.frames import sum8
 from bmsbank.native.spec import Binary, Check, Field, Layout
-from bmsbank.schema import WARNING
 from bmsbank.services.poller.plugins.base import (
     Collect,
     Link,
     LinkStats,
     Plugin,
     Query,
-    alarms_from_bits,
     bits,
+    graded_alarms,
     require,
     run_query,
+    swap_current_alarms,
 )
 from bmsbank.services.poller.plugins.daly import INFO
 
@@ -300,14 +300,8 @@ class Family(Plugin):
 
     def alarms(self, failure: bytes) -> dict[str, int]:
         """Alarm levels from the 7 bytes of 0x98 (swapped over-current bits when inverted)."""
-        value = int.from_bytes(failure, "little")
-        out = alarms_from_bits(value, ALARM_BITS)
-        for name, level in alarms_from_bits(value, WARNING_BITS, WARNING).items():
-            out[name] = max(out[name], level)
-        if self.options["invert_current"]:
-            out["high_charge_current"], out["high_discharge_current"] = (
-                out["high_discharge_current"], out["high_charge_current"])  # fmt: skip
-        return out
+        out = graded_alarms(int.from_bytes(failure, "little"), ALARM_BITS, WARNING_BITS)
+        return swap_current_alarms(out) if self.options["invert_current"] else out
 
     # -- writes -----------------------------------------------------------------------------
     def control(self, link: Link, address: int, action: str, value: Any,

@@ -78,19 +78,19 @@ from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import Field, Layout, ModbusRtu
-from bmsbank.schema import WARNING
 from bmsbank.services.poller.plugins.base import (
     Link,
     LinkStats,
     Plugin,
     Query,
-    alarms_from_bits,
     answered_read,
     bits,
+    graded_alarms,
     modbus_frame,
     modbus_read,
     require,
     run_query,
+    swap_current_alarms,
 )
 from bmsbank.services.poller.plugins.daly_ble import INFO
 
@@ -333,13 +333,8 @@ class Family(Plugin):
 
     def alarms(self, faults: int) -> dict[str, int]:
         """Alarm levels from the 64 fault bits (over-current bits swapped when inverted)."""
-        out = alarms_from_bits(faults, ALARM_BITS)
-        for name, level in alarms_from_bits(faults, WARNING_BITS, WARNING).items():
-            out[name] = max(out[name], level)
-        if self.options["invert_current"]:
-            out["high_charge_current"], out["high_discharge_current"] = (
-                out["high_discharge_current"], out["high_charge_current"])  # fmt: skip
-        return out
+        out = graded_alarms(faults, ALARM_BITS, WARNING_BITS)
+        return swap_current_alarms(out) if self.options["invert_current"] else out
 
     # -- writes -----------------------------------------------------------------------------
     def control(self, link: Link, address: int, action: str, value: Any,

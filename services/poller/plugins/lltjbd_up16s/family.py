@@ -78,12 +78,11 @@ from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import Field, Layout, ModbusRtu
-from bmsbank.schema import WARNING
 from bmsbank.services.poller.plugins.base import (
     Plugin,
     Query,
-    alarms_from_bits,
     bits,
+    graded_alarms,
     modbus_frame,
     require,
 )
@@ -309,9 +308,7 @@ class Family(Plugin):
         limits: Mapping[str, Any] = status
         if status["address"] == MASTER:  # its status carries the bank's limits
             limits = parts.get(INDIVIDUAL, {})
-        alarms = alarms_from_bits(status["flag_bits"], WARNINGS, WARNING)
-        for name, level in alarms_from_bits(status["flag_bits"], PROTECTIONS).items():
-            alarms[name] = max(alarms.get(name, 0), level)
+        alarms = graded_alarms(status["flag_bits"], PROTECTIONS, WARNINGS)
         return {
             "voltage": status["voltage"],
             "current": status["current"],

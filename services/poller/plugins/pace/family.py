@@ -77,14 +77,13 @@ from typing import Any, ClassVar
 from bmsbank.errors import ControlError, FrameError
 from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import AsciiHex, Field, Layout
-from bmsbank.schema import WARNING
 from bmsbank.services.poller.plugins.base import (
     Link,
     LinkStats,
     Plugin,
     Query,
-    alarms_from_bits,
     bits,
+    graded_alarms,
     require,
 )
 from bmsbank.services.poller.plugins.pace import INFO
@@ -334,9 +333,7 @@ class Family(Plugin):
         require(parts, ANALOG, STATUS)
         analog, status = parts[ANALOG], parts[STATUS]
         cells = list(analog["cells"])
-        alarms = alarms_from_bits(status["event_bits"], WARNINGS, WARNING)
-        for name, level in alarms_from_bits(status["event_bits"], PROTECTIONS).items():
-            alarms[name] = max(alarms.get(name, 0), level)
+        alarms = graded_alarms(status["event_bits"], PROTECTIONS, WARNINGS)
         version = parts.get(HARDWARE, {}).get("text")
         return {
             "voltage": analog["voltage"],

@@ -54,8 +54,13 @@ from typing import Any, ClassVar
 from bmsbank.errors import FrameError
 from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import AsciiHex, Field, Layout
-from bmsbank.schema import WARNING
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, bits, require
+from bmsbank.services.poller.plugins.base import (
+    Plugin,
+    Query,
+    bits,
+    graded_alarms,
+    require,
+)
 from bmsbank.services.poller.plugins.seplos import INFO
 
 VER, CID1 = 0x20, 0x46
@@ -256,9 +261,7 @@ class Family(Plugin):
         tele, status = parts[TELEMETRY], parts[STATUS]
         cells = list(tele["cells"])
         low, high = status["balance"]
-        alarms = alarms_from_bits(status["event_bits"], WARNINGS, WARNING)
-        for name, level in alarms_from_bits(status["event_bits"], PROTECTIONS).items():
-            alarms[name] = max(alarms.get(name, 0), level)
+        alarms = graded_alarms(status["event_bits"], PROTECTIONS, WARNINGS)
         return {
             "voltage": tele["voltage"],
             "current": tele["current"],

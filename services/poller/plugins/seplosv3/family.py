@@ -40,12 +40,11 @@ from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
 from bmsbank.native.spec import Field, Layout, ModbusRtu
-from bmsbank.schema import WARNING
 from bmsbank.services.poller.plugins.base import (
     Plugin,
     Query,
-    alarms_from_bits,
     answered_read,
+    graded_alarms,
     modbus_read,
     parse_modbus_read,
 )
@@ -243,9 +242,7 @@ class Family(Plugin):
         if isinstance(f.get("ntc_count"), int) and f["ntc_count"] <= PROBES:
             temperatures = temperatures[: f["ntc_count"]]
         status = as_int(f["status"])
-        alarms = alarms_from_bits(status, WARNING_BITS, WARNING)
-        for name, level in alarms_from_bits(status, PROTECTION_BITS).items():
-            alarms[name] = max(level, alarms.get(name, 0))
+        alarms = graded_alarms(status, PROTECTION_BITS, WARNING_BITS)
         return {
             "voltage": f["voltage"],
             "current": f["current"],
