@@ -118,6 +118,32 @@ class SimLink:
         return frame
 
 
+class NotifyLink(SimLink):
+    """A ``Link`` that hands a simulator's replies over in ``chunk``-byte notifications (BLE).
+
+    What is left of one exchange is dropped before the next, as BleTransport.drain does.
+    """
+
+    def __init__(self, sim: Any, chunk: int = 20) -> None:
+        super().__init__(sim)
+        self.chunk = chunk  #: bytes per notification (20: the ATT payload at the default MTU)
+        self.pending: list[bytes] = []
+
+    def exchange(self, request: bytes, extract: Any) -> bytes:
+        self.sent.append(request)
+        n = self.chunk
+        self.pending = [b[i : i + n] for b in self.sim.feed(request) for i in range(0, len(b), n)]
+        self.buf = bytearray()
+        return self.receive(extract)
+
+    def receive(self, extract: Any) -> bytes:
+        while (frame := extract(self.buf)) is None:
+            if not self.pending:
+                raise LinkTimeout("truncated" if self.buf else "timeout")
+            self.buf += self.pending.pop(0)
+        return frame
+
+
 def poll(plugin: Plugin, sim: Any, address: int) -> dict[str, Any]:
     """One poll cycle of every query through ``sim``, as the poller runs it; the state message."""
     link, stats, parts = SimLink(sim), LinkStats(), {}

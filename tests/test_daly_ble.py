@@ -38,7 +38,7 @@ from bmsbank.services.poller.plugins.daly_ble.family import (
 )
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.state import make_state
-from tests.plugin_contract import Captured, PluginContract, SimLink, extract_all, poll
+from tests.plugin_contract import Captured, NotifyLink, PluginContract, SimLink, extract_all, poll
 
 I60 = "syssi/esphome-daly-bms docs/pdus/daly_bms_24cells.txt (esphome-daly-bms#60)"
 I55 = "syssi/esphome-daly-bms docs/pdus/daly_bms_blue_series_80_registers.txt (#55)"
@@ -255,20 +255,6 @@ class TestDalyBle(PluginContract):
         A poll cycle through the simulator with every reply delivered in 20-byte notifications
         (the ATT payload at the default MTU) decodes to the model's values.
         """
-
-        class NotifyLink(SimLink):
-            def exchange(self, request: bytes, extract: Any) -> bytes:
-                self.sent.append(request)
-                self.pending = [b[i : i + 20] for b in self.sim.feed(request)
-                                for i in range(0, len(b), 20)]  # fmt: skip
-                self.buf = bytearray()
-                return self.receive(extract)
-
-            def receive(self, extract: Any) -> bytes:
-                while (frame := extract(self.buf)) is None:
-                    assert self.pending, "reply incomplete"
-                    self.buf += self.pending.pop(0)
-                return frame
 
         models = self.make_models()
         link, stats, parts = NotifyLink(simulators.create(self.plugin_name, models)), \

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
 import pytest
 
@@ -50,7 +49,7 @@ from bmsbank.services.poller.plugins.jkbms_ble.family import (
 from bmsbank.services.poller.plugins.jkbms_ble.simulator import Simulator
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.state import make_state
-from tests.plugin_contract import Captured, PluginContract, SimLink, extract_all
+from tests.plugin_contract import Captured, NotifyLink, PluginContract, SimLink, extract_all
 
 AIOBMSBLE = "patman15/aiobmsble tests/bms/test_jikong_bms.py"
 BATMON = "fl4p/batmon-ha bmslib/test/data/jk_issue377.py"
@@ -476,20 +475,6 @@ class TestJkBmsBle(PluginContract):
         (the ATT payload at the default MTU), what is left of one exchange dropped before the next
         as BleTransport.drain does, decodes to the model's values without a byte of noise.
         """
-
-        class NotifyLink(SimLink):
-            def exchange(self, request: bytes, extract: Any) -> bytes:
-                self.sent.append(request)
-                self.pending = [b[i : i + 20] for b in self.sim.feed(request)
-                                for i in range(0, len(b), 20)]  # fmt: skip
-                self.buf = bytearray()
-                return self.receive(extract)
-
-            def receive(self, extract: Any) -> bytes:
-                while (frame := extract(self.buf)) is None:
-                    assert self.pending, "reply incomplete"
-                    self.buf += self.pending.pop(0)
-                return frame
 
         models = self.make_models()
         addr = next(iter(models))
