@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import zmq
+from stack import schedstat_ns  # bench/ is on sys.path for a bench script
 
 from bmsbank.config import load
 from bmsbank.schema import TOPIC_STATE
@@ -39,18 +40,6 @@ HEADER = (
     f"{'packs':>5} {'interval':>8} {'updates':>7} {'poller ms/upd':>13} {'x target':>8} "
     f"{'fake BlueZ ms/upd':>17} {'dbus ms/upd':>11}"
 )
-
-
-def schedstat_ns(pid: int) -> int:
-    """Nanoseconds process ``pid`` (all its threads) has spent on a CPU."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
-                total += int(fh.read().split()[0])
-        except OSError:
-            pass  # a thread that just ended
-    return total
 
 
 def write_config(rundir: Path, macs: list[str], interval: float) -> str:
