@@ -57,12 +57,12 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from bmsbank.config import ADAPTER_RE, MAC_RE, ble_target
 from bmsbank.errors import FrameError, LinkTimeout, TransportError
 from bmsbank.services.poller.plugins.info import Ble
 
@@ -71,11 +71,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_MIN = 1.0  #: s, the first reconnect delay (the issue: 1 s doubling to 60 s)
-
-#: ``ble:<adapter>/<MAC>``, for example ``ble:hci0/AA:BB:CC:DD:EE:01``
-DEVICE_RE = re.compile(
-    r"^ble:(?P<adapter>[A-Za-z0-9_]{1,16})/(?P<mac>(?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})$"
-)
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -107,11 +102,11 @@ def parse_device(device: str) -> tuple[str, str]:
         ValueError: ``device`` is not of that form (the message shows the form).
 
     """
-    m = DEVICE_RE.match(device)
-    if m is None:
+    target = ble_target(device)  # the form [[ble.devices]] makes
+    if target is None or not (ADAPTER_RE.match(target[0]) and MAC_RE.match(target[1])):
         raise ValueError(f"BLE device {device!r}: expected ble:<adapter>/<MAC>, "
                          "for example ble:hci0/AA:BB:CC:DD:EE:01")  # fmt: skip
-    return m["adapter"], m["mac"].upper()
+    return target[0], target[1].upper()
 
 
 class _Finder:
