@@ -12,9 +12,12 @@ and the dbus-daemon are measured too, for scale: on a GX their part is bluetooth
 system bus's.
 
 The issue's target is 0.1 ms per BLE pack-update (the incumbent reports ~10 % of a Cerbo's CPU
-per BLE pack); the table prints the ratio against it.
+per BLE pack); the table prints the ratio against it. ``--threads`` adds the poller's CPU and
+wake-ups per pack-update by thread (the BLE loop, each device's poller thread, zmq's I/O
+thread); ``--refuse-acquire`` measures the fallback paths (StartNotify, WriteValue).
 
     .venv/bin/python bench/ble.py [--packs 1,4] [--window 20] [--warmup 5] [--interval 1]
+        [--threads] [--refuse-acquire]
 """
 
 from __future__ import annotations
@@ -59,6 +62,38 @@ def write_config(rundir: Path, macs: list[str], interval: float) -> str:
     return str(path)
 
 
+def thread_stats(pid: int) -> dict[str, tuple[int, int]]:
+    """Per thread of ``pid``, "name/tid" -> (ns on a CPU, timeslices: about its wake-ups)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8") as fh:
+                name = fh.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat", encoding="ascii") as fh:
+                ns, _wait, slices = (int(x) for x in fh.read().split())
+        except OSError:
+            continue  # a thread that just ended
+        out[f"{name}/{tid}"] = (ns, slices)
+    return out
+
+
+def thread_split(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], updates: int
+) -> str:
+    """One line per thread group: ms and wake-ups per pack-update."""
+    groups: dict[str, list[int]] = {}
+    for key, (ns, slices) in after.items():
+        ns0, slices0 = before.get(key, (0, 0))
+        name = key if key.startswith("python/") else key.rsplit("/", 1)[0]
+        group = groups.setdefault(name, [0, 0])
+        group[0] += ns - ns0
+        group[1] += slices - slices0
+    return "; ".join(
+        f"{name} {ns / 1e6 / updates:.3f} ms {slices / updates:.1f} wakes"
+        for name, (ns, slices) in sorted(groups.items(), key=lambda kv: -kv[1][0])
+    )
+
+
 def count_states(sock: zmq.Socket, seconds: float) -> int:
     """States received during ``seconds``."""
     states = 0
@@ -70,9 +105,9 @@ def count_states(sock: zmq.Socket, seconds: float) -> int:
 
 
 def run(
-    packs: int, interval: float, warmup: float, window: float
-) -> tuple[int, float, float, float]:
-    """(updates, poller ms, fake BlueZ ms, dbus-daemon ms) of one measurement."""
+    packs: int, interval: float, warmup: float, window: float, refuse_acquire: bool = False
+) -> tuple[int, float, float, float, str]:
+    """(updates, poller ms, fake BlueZ ms, dbus-daemon ms, per-thread split) of one run."""
     macs = [f"AA:BB:CC:DD:EE:{k + 1:02X}" for k in range(packs)]
     with tempfile.TemporaryDirectory(prefix="bench-ble-") as tmp, FakeBluez() as fake:
         rundir = Path(tmp)
@@ -80,6 +115,8 @@ def run(
         for k, mac in enumerate(macs):
             model = BatteryModel(cells=16, soc=50.0 + k, current=-5.0 + k)
             fake.add_device("hci0", mac, f"JBD-SP16S{k:03d}", "jbd", model)
+            if refuse_acquire:
+                fake.refuse_acquire(mac)
         config_path = write_config(rundir, macs, interval)
         config = load(config_path)
         context = zmq.Context.instance()
@@ -98,14 +135,16 @@ def run(
             assert fake.server is not None and fake.daemon is not None
             pids = {"poller": poller.pid, "fake": fake.server.pid, "dbus": fake.daemon.pid}
             before = {k: schedstat_ns(p) for k, p in pids.items()}
+            threads = thread_stats(poller.pid)
             updates = count_states(sink, window)
             spent = {k: (schedstat_ns(p) - before[k]) / 1e6 for k, p in pids.items()}
+            split = thread_split(threads, thread_stats(poller.pid), max(updates, 1))
         finally:
             poller.terminate()
             poller.wait(10)
             sink.close(0)
             control.close(0)
-    return updates, spent["poller"], spent["fake"], spent["dbus"]
+    return updates, spent["poller"], spent["fake"], spent["dbus"], split
 
 
 def main() -> int:
@@ -115,10 +154,16 @@ def main() -> int:
     p.add_argument("--window", type=float, default=20.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     p.add_argument("--interval", type=float, default=1.0, help="poll interval [s]")
+    p.add_argument("--threads", action="store_true", help="print the poller's per-thread split")
+    p.add_argument("--refuse-acquire", action="store_true",
+                   help="the fake refuses AcquireNotify/AcquireWrite: the fallback paths "
+                        "(StartNotify, WriteValue) are measured")  # fmt: skip
     args = p.parse_args()
     print(HEADER, flush=True)
     for n in (int(x) for x in args.packs.split(",")):
-        updates, poller_ms, fake_ms, dbus_ms = run(n, args.interval, args.warmup, args.window)
+        updates, poller_ms, fake_ms, dbus_ms, split = run(
+            n, args.interval, args.warmup, args.window, args.refuse_acquire
+        )
         if not updates:
             print(f"{n:>5} {args.interval:>8g} {0:>7}  no pack-updates (see the poller's log)")
             continue
@@ -128,6 +173,8 @@ def main() -> int:
             f"{fake_ms / updates:>17.3f} {dbus_ms / updates:>11.3f}",
             flush=True,
         )
+        if args.threads:
+            print(f"      poller threads: {split}", flush=True)
     return 0
 
 

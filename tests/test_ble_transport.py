@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
 import time
 
 import pytest
 
 from bmsbank.errors import FrameError, LinkTimeout, TransportError
 from bmsbank.services.poller import plugins
-from bmsbank.services.poller.ble_transport import BleTransport, ble_loop, parse_device
+from bmsbank.services.poller.ble_transport import RX_MAX, BleTransport, ble_loop, parse_device
 from bmsbank.services.poller.plugins.base import LinkStats
 from bmsbank.services.poller.plugins.jbd.control import read_request
 from bmsbank.services.poller.plugins.jbd.family import REG_BASIC, REG_CELLS
@@ -169,6 +170,45 @@ def test_bytes_between_timeouts_reset_stall_detection(fake, opened):
         assert transport.receive(extract, 1.0) == expected_reply(model, read_request(REG_CELLS))
 
 
+def test_the_poller_thread_is_woken_once_per_whole_reply(fake, opened):
+    transport, model = opened
+    fake.set_chunk(MAC, 1)  # one notification per byte: the loop frames, the thread waits
+    calls = []
+    extract, _ = jbd_extract()
+
+    def framer(buf):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return extract(buf)
+
+    request = read_request(REG_CELLS)
+    transport.drain()
+    transport.send(request)
+    assert transport.receive(framer, 1.0) == expected_reply(model, request)
+    assert len(calls) >= len(expected_reply(model, request)) // 2  # once per notification
+    assert calls.count(True) <= 1  # at most the first look, in this thread; the rest in the loop
+
+
+def test_a_framer_that_fails_unexpectedly_fails_the_poller_thread(opened):
+    transport, _ = opened
+
+    def broken(buf):
+        if buf:
+            raise ZeroDivisionError("a framer bug")
+        return None
+
+    transport.drain()
+    transport.send(read_request(REG_BASIC))
+    with pytest.raises(ZeroDivisionError, match="a framer bug"):
+        transport.receive(broken, 1.0)  # raised here (the poller thread dies and is restarted)
+
+
+def test_unasked_notifications_are_kept_bounded(opened):
+    transport, _ = opened
+    for _ in range(100):  # a JK streams records while nobody asks; the next request drains them
+        transport._on_notify(None, bytearray(1000))
+    assert len(transport.rx) == RX_MAX == 65536
+
+
 def test_a_garbled_reply_is_a_frame_error_counted_as_checksum(fake, opened):
     transport, _ = opened
     fake.garble(MAC)
@@ -221,11 +261,38 @@ def test_a_removed_adapter_breaks_the_link_and_its_return_heals_it(fake, opened)
     assert transport.receive(extract, 1.0) == expected_reply(model, read_request(REG_BASIC))
 
 
-def test_writes_without_response_skip_bleaks_reply_wait(opened):
+def test_writes_without_response_go_through_the_acquired_write_socket(fake, opened):
+    transport, model = opened
+    # bleak's BlueZ attributes AcquireWrite relies on are there: if a bleak upgrade removed them,
+    # writes would silently fall back to a slower path (bench/ble.py)
+    assert transport._write_fd is not None and fake.stats(MAC)["write_acquired"]
+    extract, _ = jbd_extract()
+    for register in (REG_BASIC, REG_CELLS):
+        request = read_request(register)
+        transport.drain()
+        transport.send(request)
+        assert transport.receive(extract, 1.0) == expected_reply(model, request)
+    assert fake.stats(MAC)["writes"] == 2
+    transport.close()  # closing the socket releases the acquisition in BlueZ
+    deadline = time.monotonic() + 2.0
+    while fake.stats(MAC)["write_acquired"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not fake.stats(MAC)["write_acquired"]
+
+
+def test_a_write_on_a_socket_bluez_closed_breaks_the_link(fake, opened):
     transport, _ = opened
-    # bleak's BlueZ attributes the one-message write relies on are there: if a bleak upgrade
-    # removed them, writes would silently fall back to bleak's slower path (bench/ble.py)
-    assert transport._command is not None
+    fd = transport._write_fd
+    assert fd is not None
+    transport._on_disconnect = lambda _generation: None  # as if the signal were still on its way
+    fake.vanish(MAC)
+    deadline = time.monotonic() + 2.0
+    while fake.stats(MAC)["present"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(TransportError, match="write socket closed by BlueZ"):
+        transport.send(read_request(REG_BASIC))
+    with pytest.raises(TransportError, match="write socket closed"):
+        transport.send(read_request(REG_BASIC))  # until closed, every use says why
 
 
 def test_writes_with_response_go_through_bleak(fake):
@@ -325,9 +392,13 @@ def test_a_refused_acquire_falls_back_to_start_notify_for_good(fake, caplog):
             transport.close()
     finally:
         transport.close()
-    assert not transport.acquire
+    assert not transport.acquire and not transport.acquire_write
     warned = [r.getMessage() for r in caplog.records if "AcquireNotify" in r.getMessage()]
     assert len(warned) == 1 and "Not Supported" in warned[0] and "StartNotify" in warned[0]
+    # the writes went through WriteValue, asking for no reply
+    warned = [r.getMessage() for r in caplog.records if "AcquireWrite" in r.getMessage()]
+    assert len(warned) == 1 and "WriteValue" in warned[0]
+    assert fake.stats(MAC)["writes"] == 2 and not fake.stats(MAC)["write_acquired"]
 
 
 def test_an_acquire_that_never_answers_falls_back_at_the_next_connect(fake, monkeypatch):

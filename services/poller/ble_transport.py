@@ -9,9 +9,11 @@ however the device split it (20-byte pieces, one byte each, or records spread ov
 Threads: bleak runs on asyncio. One event loop, in one daemon thread, serves every BleTransport
 of the process (:func:`ble_loop`, started on first use); each device is polled by its own poller
 thread (``run_ports``), which hands coroutines to that loop and waits for them with a timeout, so
-a device that hangs a connect blocks only its own thread. Notifications are appended to an inbox
-under a lock in the loop thread and wake the waiting poller thread through a condition: no
-polling loop, no per-byte work.
+a device that hangs a connect blocks only its own thread. Notifications are appended to ``rx``
+under a lock in the loop thread, which also runs the waiting receive's framer on them and wakes
+the poller thread through a condition once the reply is whole (or bad): one thread wake-up per
+reply, not per notification (a wake-up is ~0.07 ms of CPU here, docs/PERFORMANCE.md), no polling
+loop, no per-byte work.
 
 Connecting (:meth:`BleTransport.open`): a device that BlueZ already holds connected (a previous
 process left it so) is taken as it is; otherwise the adapter is scanned until the device
@@ -27,9 +29,11 @@ its backoff, here 1 s doubling to 60 s (:attr:`BleTransport.backoff_min` / ``bac
 device that stays connected but stops notifying is caught by stall detection
 (:attr:`BleTransport.stall_after`); each stalled link in a row doubles the first reconnect delay.
 
-Requests without response (ATT Write Command) go out as one D-Bus message that asks BlueZ for no
-reply (:meth:`BleTransport._command_writer`): the largest single saving in the BLE loop's CPU.
-bench/ble.py measures the whole poller process per pack-update.
+Requests without response (ATT Write Command) are written from the poller thread to the socket
+BlueZ's ``AcquireWrite`` hands over (:meth:`BleTransport._acquire_write`): no D-Bus message and
+no wake-up of the BLE loop per request; where BlueZ refuses it, they go out as one D-Bus
+``WriteValue`` that asks for no reply (:meth:`BleTransport._command_writer`). bench/ble.py
+measures the whole poller process per pack-update (docs/PERFORMANCE.md).
 
 Notifications come through BlueZ's ``AcquireNotify`` where the device allows it, else through
 ``StartNotify``. Why: with ``StartNotify`` every notification is a D-Bus ``PropertiesChanged``
@@ -71,6 +75,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BACKOFF_MIN = 1.0  #: s, the first reconnect delay (the issue: 1 s doubling to 60 s)
+RX_MAX = 65536  #: bytes of unasked notifications kept until the next request drains them
 
 _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
@@ -229,14 +234,19 @@ class BleTransport:
         self.device = device
         self.ble = ble
         self.baudrate = 0
-        self.rx = bytearray()
+        self.rx = bytearray()  #: guarded by _cond (the loop appends, see _on_notify)
         self.settled = False
         self._cond = threading.Condition(threading.Lock())
-        self._inbox = bytearray()  #: notified bytes not yet moved to rx (guarded by _cond)
         self._failure: str | None = None  #: why the link broke (guarded by _cond)
+        #: while a receive waits: its framer, run by the loop on every notification (_cond)
+        self._extract: Callable[[bytearray], bytes | None] | None = None
+        self._outcome: bytes | Exception | None = None  #: the waiting receive's result (_cond)
+        self._got = False  #: a byte arrived since the waiting receive began (_cond)
         self._client: Any = None
         self._write_char: Any = None
         self._command: Callable[[bytes], None] | None = None  #: see _command_writer
+        self._write_fd: int | None = None  #: the AcquireWrite socket (see _acquire_write)
+        self.acquire_write = True  #: try AcquireWrite at the next connect (False: it failed)
         self._writing: concurrent.futures.Future[Any] | None = None
         self._quiet = 0  #: consecutive receives that got no byte at all
         self._stalls = 0  #: links dropped as stalled since the device last sent a byte
@@ -290,12 +300,17 @@ class BleTransport:
         self._generation += 1
         self._write_char = None
         self._command = None
+        fd, self._write_fd = self._write_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)  # releases the acquisition in BlueZ
+            except OSError as exc:  # already closed
+                log.debug("%s: closing the write socket: %s", self.device, exc)
         self._writing = None
         self._acquired = None
         with self._cond:
-            self._inbox.clear()
+            self.rx.clear()
             self._failure = None
-        self.rx.clear()
         if client is None:
             return
         try:
@@ -316,21 +331,19 @@ class BleTransport:
         however unasked, also prove the notifications are alive: they reset stall detection.)
         """
         with self._cond:
-            if self._inbox:
+            if self.rx:
                 self._quiet = self._stalls = 0
-                self._inbox.clear()
-        if self.rx:
-            self._quiet = self._stalls = 0
-            self.rx.clear()
+                self.rx.clear()
         return 0
 
     def send(self, request: bytes) -> None:
         """Write ``request`` to the write characteristic (the reply timeout runs from here).
 
-        The write is handed to the BLE loop and not waited for, which spares a thread switch
-        per request: its outcome comes back with the reply. A write without response (ATT Write
-        Command: the device confirms nothing, JBD's way) goes out as one D-Bus ``WriteValue``
-        that asks BlueZ for no reply either (see :meth:`_command_writer`); a write with response
+        A write without response (ATT Write Command: the device confirms nothing, JBD's way) is
+        one ``write`` on the socket BlueZ's ``AcquireWrite`` handed over, from this thread (see
+        :meth:`_acquire_write`); where that socket could not be had, one D-Bus ``WriteValue``
+        handed to the BLE loop that asks BlueZ for no reply (see :meth:`_command_writer`). Either
+        way it is not waited for: its outcome comes back with the reply. A write with response
         goes through bleak's ``write_gatt_char``, and its failure ends the wait in
         :meth:`receive` with TransportError. A write still unconfirmed from the last request is
         waited for first (:attr:`write_timeout`).
@@ -340,6 +353,17 @@ class BleTransport:
 
         """
         client = self._checked()
+        fd = self._write_fd
+        if fd is not None:
+            try:
+                os.write(fd, request)  # one packet, one ATT Write Command (see _acquire_write)
+            except BlockingIOError:
+                raise TransportError(f"write {self.device}: BlueZ takes no more writes") from None
+            except OSError as exc:  # EPIPE, ECONNRESET: BlueZ hung up (device gone)
+                why = f"write socket closed by BlueZ ({exc.strerror}; disconnected?)"
+                self._fail(why)
+                raise TransportError(f"{self.device}: {why}") from exc
+            return
         if self._command is not None:
             ble_loop().call_soon_threadsafe(self._command, bytes(request))
             return
@@ -374,47 +398,52 @@ class BleTransport:
         deadline = time.monotonic() + timeout
         self.settled = False
         cond = self._cond
-        while True:
-            if self.rx:
-                frame = extract(self.rx)
-                if frame is not None:
-                    self.settled = not self.rx
-                    return frame
-            with cond:
-                while not self._inbox and self._failure is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    cond.wait(remaining)
-                data, failure = self._inbox, self._failure
-                if data:
-                    self._inbox = bytearray()
-            if data:
-                self._quiet = self._stalls = 0
-                self._acquired_bytes = True
-                self.rx += data
-                continue
-            if failure is not None:
-                raise TransportError(f"{self.device}: {failure}")
-            if self._acquired is not None and not self._socket_open(self._acquired):
-                self._fail("notification socket closed by BlueZ")
-                raise TransportError(f"{self.device}: notification socket closed by BlueZ")
-            if not self.rx:
-                self._quiet += 1
-                if self._quiet >= self.stall_after:
-                    self._quiet = 0
-                    self._stalls = min(self._stalls + 1, 16)
-                    if self._acquired is not None and not self._acquired_bytes and self.acquire:
-                        self.acquire = False
-                        log.warning(
-                            "%s: no notification ever came through AcquireNotify; "
-                            "using StartNotify from the next connect", self.device,
-                        )  # fmt: skip
-                    raise TransportError(
-                        f"{self.device}: notifications stalled "
-                        f"({self.stall_after} requests in a row got no byte)"
-                    )
-            raise LinkTimeout("truncated" if self.rx else "timeout")
+        with cond:
+            outcome: bytes | Exception | None = extract(self.rx) if self.rx else None
+            if outcome is None:
+                # the loop runs the framer on each notification and wakes this thread once,
+                # for a whole frame (or a bad one): no wake-up per notification
+                self._extract, self._outcome, self._got = extract, None, False
+                try:
+                    while self._outcome is None and self._failure is None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        cond.wait(remaining)
+                finally:
+                    self._extract = None
+                outcome, failure, got = self._outcome, self._failure, self._got
+            else:
+                failure, got = None, False
+            rest = len(self.rx)
+        if got:
+            self._quiet = self._stalls = 0
+        if isinstance(outcome, Exception):
+            raise outcome  # FrameError; anything else is a framer bug, raised in this thread
+        if outcome is not None:
+            self.settled = not rest
+            return outcome
+        if failure is not None:
+            raise TransportError(f"{self.device}: {failure}")
+        if self._acquired is not None and not self._socket_open(self._acquired):
+            self._fail("notification socket closed by BlueZ")
+            raise TransportError(f"{self.device}: notification socket closed by BlueZ")
+        if not rest:
+            self._quiet += 1
+            if self._quiet >= self.stall_after:
+                self._quiet = 0
+                self._stalls = min(self._stalls + 1, 16)
+                if self._acquired is not None and not self._acquired_bytes and self.acquire:
+                    self.acquire = False
+                    log.warning(
+                        "%s: no notification ever came through AcquireNotify; "
+                        "using StartNotify from the next connect", self.device,
+                    )  # fmt: skip
+                raise TransportError(
+                    f"{self.device}: notifications stalled "
+                    f"({self.stall_after} requests in a row got no byte)"
+                )
+        raise LinkTimeout("truncated" if rest else "timeout")
 
     # -- the BLE loop side ----------------------------------------------------------------------
     def _checked(self) -> Any:
@@ -468,7 +497,9 @@ class BleTransport:
                     f"(not a device of this family?)"
                 )
             await self._start_notify(client, notify)
-            self._command = self._command_writer(client)
+            self._write_fd = await self._acquire_write(client)
+            if self._write_fd is None:
+                self._command = self._command_writer(client)
         except BaseException:
             await _disconnect(client)
             raise
@@ -514,6 +545,44 @@ class BleTransport:
                 return
         await client.start_notify(notify, self._on_notify)
 
+    async def _acquire_write(self, client: Any) -> int | None:
+        """The socket of BlueZ's ``AcquireWrite`` on the write characteristic, else None.
+
+        Why: a request written there is one ``write`` from the poller thread, which bluetoothd
+        reads and sends as an ATT Write Command (bluez src/gatt-client.c ``create_sock``,
+        ``sock_read``): no D-Bus message, no wake-up of the BLE loop (two a pack-update for JBD,
+        bench/ble.py). BlueZ offers it only for a characteristic flagged
+        "write-without-response" (``characteristic_acquire_write``); the socket is
+        non-blocking, and BlueZ closes its end when the device disconnects, so a write then
+        fails with EPIPE. A family that writes with response, a characteristic without the
+        flag, or a refusal (logged once; sticks for the transport's life) leaves None: the
+        writes go through ``WriteValue``.
+        """
+        char = self._write_char
+        obj = getattr(char, "obj", None)
+        bus = getattr(getattr(client, "_backend", None), "_bus", None)
+        if (self.ble.with_response or not self.acquire_write or bus is None
+                or not isinstance(obj, tuple) or not obj
+                or "write-without-response" not in getattr(char, "properties", ())):  # fmt: skip
+            return None
+        from dbus_fast import Message, MessageType
+
+        reply = await bus.call(Message(
+            destination="org.bluez", path=str(obj[0]), interface="org.bluez.GattCharacteristic1",
+            member="AcquireWrite", signature="a{sv}", body=[{}],
+        ))  # fmt: skip
+        if reply.message_type == MessageType.ERROR:
+            if not client.is_connected:
+                raise TransportError(f"{self.device} disconnected while connecting")
+            self.acquire_write = False
+            why = " ".join(map(str, reply.body)) or reply.error_name
+            log.warning("%s: AcquireWrite failed (%s); writing through WriteValue",
+                        self.device, why)  # fmt: skip
+            return None
+        fd = reply.unix_fds[reply.body[0]]
+        os.set_blocking(fd, False)  # BlueZ's socketpair is; a fake's may not be
+        return fd
+
     def _socket_open(self, path: str) -> bool:
         """Whether bleak still reads the acquired socket of ``path`` (it drops it on hang-up)."""
         fds = _notification_fds(self._client)
@@ -558,8 +627,22 @@ class BleTransport:
 
     def _on_notify(self, _char: Any, data: bytearray) -> None:
         with self._cond:
-            self._inbox += data
-            self._cond.notify()
+            rx = self.rx
+            rx += data
+            self._got = self._acquired_bytes = True
+            extract = self._extract
+            if extract is None:
+                if len(rx) > RX_MAX:  # unasked notifications pile up (JK streams records)
+                    del rx[: len(rx) - RX_MAX]
+                return
+            outcome: bytes | Exception | None
+            try:
+                outcome = extract(rx)
+            except Exception as exc:  # FrameError: ends the exchange in the poller thread
+                outcome = exc
+            if outcome is not None:
+                self._outcome, self._extract = outcome, None
+                self._cond.notify()
 
     def _on_disconnect(self, generation: int) -> None:
         if generation != self._generation:

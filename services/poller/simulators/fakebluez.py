@@ -26,13 +26,19 @@ acquired") for AcquireNotify or StartNotify while acquired, InProgress for Acqui
 StartNotify session runs, Failed when not connected. The client closing its end releases it
 (noticed at the next send or method call, as BlueZ's HUP watch would); a disconnect, a vanish or
 the adapter's removal closes the fake's end, which the client sees as a hang-up.
+``AcquireWrite`` likewise (``characteristic_acquire_write``, ``sock_read``): on a characteristic
+flagged "write-without-response" it hands a non-blocking ``SOCK_SEQPACKET`` end and sets
+``WriteAcquired``; each packet the client writes is one write to the device (read from a GLib
+watch); NotPermitted ("Write acquired") while acquired, Failed when not connected; the client
+closing its end releases it, a disconnect closes the fake's (the client's writes fail).
 
 Faults (see :class:`FakeBluez`): ``vanish`` (disconnect and remove the device, as when it is
 switched off or out of range), ``restore``, ``remove_adapter`` (the adapter object and everything
 under it go, as when a USB dongle is unplugged) and ``add_adapter`` again (its devices return),
 ``mute`` (connects and accepts writes, never notifies), ``garble`` (replies with a flipped byte),
 ``foreign`` (answers every write with another family's frames), ``refuse_acquire``
-(``AcquireNotify`` fails with org.bluez.Error.NotSupported: StartNotify must be used) and
+(``AcquireNotify`` and ``AcquireWrite`` fail with org.bluez.Error.NotSupported: StartNotify
+and WriteValue must be used) and
 ``hang_up`` (the acquired socket is closed while the device stays connected: nothing comes
 through it any more).
 
@@ -122,8 +128,10 @@ class _Device:
         self.muted = False
         self.garbled = False
         self.foreign: tuple[Any, bytes] | None = None  #: (simulator, the request it answers)
-        self.refuse_acquire = False  #: AcquireNotify fails with NotSupported
+        self.refuse_acquire = False  #: AcquireNotify and AcquireWrite fail with NotSupported
         self.notify_sock: socket.socket | None = None  #: the fake's end while acquired
+        self.write_sock: socket.socket | None = None  #: the fake's end of AcquireWrite's socket
+        self.write_source = 0  #: its GLib watch
         self.writes = self.notifications = self.connects = self.acquires = 0
 
     @property
@@ -199,6 +207,11 @@ class _Server:
         # kept referenced: GLib holds only the C pointers
         self._flush_cb = source_func(lambda _data: self._flush())
         self._rssi_cb = source_func(lambda _data: self._announce())
+        fd_func = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+        self.glib.g_unix_fd_add.argtypes = [ctypes.c_int, ctypes.c_uint, fd_func, ctypes.c_void_p]
+        self.glib.g_unix_fd_add.restype = ctypes.c_uint
+        self.glib.g_source_remove.argtypes = [ctypes.c_uint]
+        self._write_cb = fd_func(lambda fd, _cond, _data: self._written(fd))
         self._flush_scheduled = False
         self.rssi = 0
         self.glib.g_timeout_add(max(1, int(rssi_interval * 1000)), self._rssi_cb, None)
@@ -304,12 +317,15 @@ class _Server:
             }
             if "notify" in flags:
                 char["NotifyAcquired"] = dbus.Boolean(False)
+            if "write-without-response" in flags:
+                char["WriteAcquired"] = dbus.Boolean(False)
             self.main.AddObject(path, CHAR_IFACE, char, [
                 ("ReadValue", "a{sv}", "ay", lambda obj, _opts: dbus.ByteArray(b"")),
                 ("WriteValue", "aya{sv}", "", lambda obj, value, _o: self._write(obj, value)),
                 ("StartNotify", "", "", lambda obj: self._notify(obj, True)),
                 ("StopNotify", "", "", lambda obj: self._notify(obj, False)),
                 ("AcquireNotify", "a{sv}", "hq", lambda obj, _opts: self._acquire(obj)),
+                ("AcquireWrite", "a{sv}", "hq", lambda obj, _opts: self._acquire_write(obj)),
             ])  # fmt: skip
             self._added(path, CHAR_IFACE, char)
             self.by_path[path] = dev
@@ -322,6 +338,7 @@ class _Server:
         if dev.connected:
             self._set_connected(dev, False)
         self._release(dev)
+        self._release_write(dev)
         paths = [(p, CHAR_IFACE) for p in {dev.write_path, dev.notify_path}]
         paths += [(dev.service_path, SERVICE_IFACE), (dev.path, DEVICE_IFACE)]
         for path, iface in paths:
@@ -369,6 +386,7 @@ class _Server:
         dev.connected = on
         if not on:
             self._release(dev)
+            self._release_write(dev)
         if not on and dev.notifying:
             dev.notifying = False
             self._changed(dev.notify_path, CHAR_IFACE, {"Notifying": self.dbus.Boolean(False)})
@@ -446,6 +464,70 @@ class _Server:
         if dev.exported:
             self._changed(dev.notify_path, CHAR_IFACE, {"NotifyAcquired": self.dbus.Boolean(False)})
 
+    def _acquire_write(self, obj: Any) -> tuple[Any, Any]:
+        """``AcquireWrite``: one end of a SOCK_SEQPACKET socketpair, each packet one write."""
+        dbus = self.dbus
+        dev = self._dev(obj)
+        if obj.path != dev.write_path:
+            raise dbus.exceptions.DBusException(
+                "Operation is not supported", name="org.bluez.Error.NotSupported"
+            )
+        if not dev.connected:
+            raise dbus.exceptions.DBusException("Not connected", name="org.bluez.Error.Failed")
+        if dev.write_sock is not None:
+            raise dbus.exceptions.DBusException(
+                "Write acquired", name="org.bluez.Error.NotPermitted"
+            )
+        if dev.refuse_acquire:
+            raise dbus.exceptions.DBusException(
+                "Operation is not supported", name="org.bluez.Error.NotSupported"
+            )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        theirs.setblocking(False)  # as BlueZ's (SOCK_NONBLOCK on the pair)
+        try:
+            fd = dbus.types.UnixFd(theirs)
+        finally:
+            theirs.close()
+        dev.write_sock = ours
+        # G_IO_IN | G_IO_ERR | G_IO_HUP
+        dev.write_source = self.glib.g_unix_fd_add(ours.fileno(), 1 | 8 | 16, self._write_cb, None)
+        self._changed(dev.write_path, CHAR_IFACE, {"WriteAcquired": dbus.Boolean(True)})
+        mtu = self.mockobject.objects[dev.write_path].props[CHAR_IFACE]["MTU"]
+        return fd, dbus.UInt16(mtu)
+
+    def _written(self, fd: int) -> int:
+        """GLib watch of an AcquireWrite socket: each packet is one write; EOF releases it."""
+        dev = next((d for d in self.devices.values()
+                    if d.write_sock is not None and d.write_sock.fileno() == fd), None)  # fmt: skip
+        if dev is None or dev.write_sock is None:
+            return 0
+        while True:
+            try:
+                data = dev.write_sock.recv(512)  # BlueZ's sock_read buffer
+            except BlockingIOError:
+                return 1  # keep watching
+            except OSError:
+                data = b""
+            if not data:  # the client closed its end (or the link broke): BlueZ's sock_hup
+                dev.write_source = 0  # this watch ends by returning 0
+                self._release_write(dev)
+                return 0
+            if dev.connected:
+                self._feed(dev, data)
+
+    def _release_write(self, dev: _Device) -> None:
+        """End ``dev``'s acquired write: close the fake's end (the client's writes fail)."""
+        sock, dev.write_sock = dev.write_sock, None
+        if sock is None:
+            return
+        if dev.write_source:
+            self.glib.g_source_remove(dev.write_source)
+            dev.write_source = 0
+        sock.close()
+        if dev.exported:
+            self._changed(dev.write_path, CHAR_IFACE, {"WriteAcquired": self.dbus.Boolean(False)})
+
     def _write(self, obj: Any, value: Any) -> None:
         dev = self._dev(obj)
         if obj.path != dev.write_path:
@@ -454,8 +536,12 @@ class _Server:
             )
         if not dev.connected:
             raise self.dbus.exceptions.DBusException("Not connected", name="org.bluez.Error.Failed")
+        self._feed(dev, bytes(value))
+
+    def _feed(self, dev: _Device, data: bytes) -> None:
+        """The device got ``data``: its replies are queued as notifications."""
         dev.writes += 1
-        for reply in dev.replies(bytes(value)):
+        for reply in dev.replies(data):
             for i in range(0, len(reply), dev.chunk):
                 self.pending.append((dev, reply[i : i + dev.chunk]))
         if self.pending and not self._flush_scheduled:
@@ -588,6 +674,7 @@ def _control_class() -> type:
                 "connects": dev.connects, "connected": dev.connected,
                 "notifying": dev.notifying, "present": dev.present,
                 "acquired": self.server._acquired(dev), "acquires": dev.acquires,
+                "write_acquired": dev.write_sock is not None,
             })  # fmt: skip
 
         @dbus.service.method(CONTROL_IFACE, in_signature="", out_signature="")
@@ -753,7 +840,7 @@ class FakeBluez:
         self._control.Foreign(mac, family or "")
 
     def refuse_acquire(self, mac: str, on: bool = True) -> None:
-        """Make ``AcquireNotify`` on ``mac`` fail (org.bluez.Error.NotSupported)."""
+        """Make ``AcquireNotify`` and ``AcquireWrite`` on ``mac`` fail (NotSupported)."""
         self._control.RefuseAcquire(mac, on)
 
     def hang_up(self, mac: str) -> None:
