@@ -376,9 +376,25 @@ def _add_control(sub: Any) -> None:
     k.set_defaults(func=cmd_control)
 
 
+class _Version(argparse.Action):
+    """``--version``: "bmsbank 0.1.0, compiled (CPython 3.11, x86_64)" (imports the codecs)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
+        from bmsbank import __version__
+        from bmsbank.native import implementation
+
+        print(f"{PROG} {__version__}, {implementation()}")
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the CLI)."""
     p = argparse.ArgumentParser(prog=PROG, description="Many BMS, one battery bank for Victron.")
+    p.add_argument("--version", action=_Version, help="the version and whether the compiled "
+                   "modules or the pure-Python twins run, then exit")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="run the whole stack on simulated packs")

@@ -64,6 +64,9 @@ DBUS_PREFIX = "com.victronenergy.battery."
 #: longest bank service name: a D-Bus name holds 255 bytes and every pack's service appends
 #: "_<pack id>" (a port name of up to 32 characters, ":" and an address of up to 3 digits)
 DBUS_SERVICE_BYTES = 255 - 37
+#: /ProductId values whose CVL/CCL Venus rewrites (dbus-systemcalc-py delegates/dvcc.py QUIRKS):
+#: a bank announced with one of them would not get the limits it computes
+DVCC_QUIRK_IDS = (0xB004, 0xB009, 0xB00A, 0xB015, 0xB019, 0xB029, 0xA3E4, 0xA3E5, 0xA3E6, 0xA3E7)
 _BUS_ELEMENT = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -339,7 +342,16 @@ class DbusConfig:
     device_instance: int = _spec(
         512, "an integer 0-1023 (the VRM instance)", lambda n: 0 <= n <= 1023
     )
-    product_id: int = _spec(0xBA44, "an integer 0-65535 (/ProductId)", lambda n: 0 <= n <= 0xFFFF)
+    # 0xBA44 is dbus-aggregate-batteries' (GUI pages key on it), 0xBA45 a virtual DC system's,
+    # 0xBA77 dbus-serialbattery's (reserved by Victron); dbus-systemcalc-py delegates/dvcc.py
+    # QUIRKS rewrite the limits of 0xB004/B009/B00A/B015/B019/B029 (LG, Pylontech, BYD, Pelio)
+    # and 0xA3E4-A3E7 (Lynx Smart BMS). 0xBA5B is in none of these (README, "/ProductId").
+    product_id: int = _spec(
+        0xBA5B,
+        "an integer 0-65535 (/ProductId), not one of the ids whose limits Venus's DVCC "
+        "rewrites (" + ", ".join(f"0x{q:04X}" for q in DVCC_QUIRK_IDS) + ")",
+        lambda n: 0 <= n <= 0xFFFF and n not in DVCC_QUIRK_IDS,
+    )
     product_name: str = _spec("bmsbank battery bank", "a non-empty string", bool)
     unique_id: str = _spec(
         "",

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ import zmq
 from bmsbank import config as configuration
 from bmsbank import runtime, view
 from bmsbank.config import WIRELESS_OR_CAN
+from bmsbank.errors import BmsBankError
 from bmsbank.schema import TOPIC_BANK, unpack
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.simulators.battery import BatteryModel
@@ -247,6 +249,32 @@ def _simulators(rundir: str, python: str, ports: tuple[DemoPort, ...]) -> list[P
     ]  # fmt: skip
 
 
+def _private_dir(rundir: str) -> None:
+    """Make ``rundir`` this user's only (mode 0700), creating it if needed.
+
+    It holds the zmq sockets (the control socket switches FETs) and the private bus: another
+    local user must not reach them. A directory of another user is refused; one of this user's
+    that others may enter (``--runtime-dir /tmp/x`` made with the default umask) is closed.
+
+    Raises:
+        BmsBankError: ``rundir`` belongs to another user or cannot be made private.
+
+    """
+    os.makedirs(rundir, mode=0o700, exist_ok=True)
+    info = os.stat(rundir)
+    if info.st_uid != os.getuid():
+        raise BmsBankError(f"runtime dir {rundir} belongs to another user (uid {info.st_uid}); "
+                           "use a directory of your own")  # fmt: skip
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        try:
+            os.chmod(rundir, 0o700)
+        except OSError as exc:
+            raise BmsBankError(
+                f"runtime dir {rundir}: cannot make it private ({exc.strerror})"
+            ) from None
+        print(f"bmsbank demo: made {rundir} private to you (mode 0700: its sockets control FETs)")
+
+
 def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     """Write the demo's config files into ``rundir`` and return where things are."""
     ports = profile_ports(profile)
@@ -255,7 +283,7 @@ def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     ble, can_inputs = radio_packs(profile, own_bus=not env_bus)
     python = sys.executable
     logdir = os.path.join(rundir, "log")
-    os.makedirs(rundir, mode=0o700, exist_ok=True)  # a new one: this user's only
+    _private_dir(rundir)
     os.makedirs(logdir, exist_ok=True)
     dbus_address = env_bus or f"unix:path={rundir}/dbus.sock"
     can_peer = None if can else f"{rundir}/can-peer"
@@ -356,7 +384,8 @@ def run(
                 out.write(view.render(unpack(body)) + "\n\n")
                 out.flush()
     except (KeyboardInterrupt, SystemExit):
-        pass
+        out.write("bmsbank demo: stopping…\n")  # a second Ctrl-C is ignored while it stops
+        out.flush()
     finally:
         sub.close()
         _stop(supervisord)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -131,3 +132,42 @@ def test_tap_prints_json_lines(live_tap):
 def test_status_without_an_arbiter_says_so():
     out = bmsbank("status", "--tap", free_tcp(), "--wait", "0.5")
     assert out.returncode == 1 and "no bank message" in out.stderr
+
+
+_NO_COMPILED = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):  # a machine without a compiled wheel for it
+    def find_spec(self, name, path, target=None):
+        if name.startswith("bmsbank.native._") and not name.endswith("_py"):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+from bmsbank.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_version_says_which_implementation_runs():
+    from bmsbank import __version__
+
+    env = {k: v for k, v in os.environ.items() if k != "BMSBANK_PURE"}
+    out = subprocess.run([sys.executable, "-m", "bmsbank.cli", "--version"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    native = __import__("bmsbank.native", fromlist=["implementation"]).implementation()
+    assert out.stdout.strip() == f"bmsbank {__version__}, {native}"
+    pure = subprocess.run([sys.executable, "-m", "bmsbank.cli", "--version"],
+                          env={**env, "BMSBANK_PURE": "1"}, capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert "pure-Python twins (BMSBANK_PURE=1" in pure.stdout
+
+
+def test_without_compiled_modules_the_twins_run_and_it_is_said_once():
+    env = {k: v for k, v in os.environ.items() if k != "BMSBANK_PURE"}
+    frames = [c.hex for c in test_jbd.CAPTURED[:3]]
+    out = subprocess.run([sys.executable, "-c", _NO_COMPILED, "decode", "jbd", *frames], env=env,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.stderr.count("using the pure-Python twins") == 1, out.stderr
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["cells"] == pytest.approx([3.909, 3.901, 3.895, 3.901])
+    version = subprocess.run([sys.executable, "-c", _NO_COMPILED, "--version"], env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "pure-Python twins (no compiled modules for this machine" in version.stdout

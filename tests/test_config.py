@@ -177,3 +177,12 @@ def test_can_output_keys(tmp_path):
     assert (c.can.on_stale, c.can.force_charge_soc, c.can.force_charge_after) == ("silent", 10, 600)
     assert c.can.force_charge_release == 25.0 and isinstance(c.can.force_charge_release, float)
     assert c.can.energy_file == "" and c.can.bitrate == 250000
+
+
+def test_product_id_defaults_clear_of_other_drivers_and_refuses_dvcc_quirk_ids():
+    assert config.parse({}, "test").dbus.product_id == 0xBA5B
+    for taken in (0xBA44, 0xBA45, 0xBA77):  # aggregate-batteries, virtual DC system, serialbattery
+        assert config.parse({}, "test").dbus.product_id != taken
+    assert config.parse({"dbus": {"product_id": 0xBA44}}, "test").dbus.product_id == 0xBA44
+    with pytest.raises(ConfigError, match=r"dbus.product_id.*DVCC"):
+        config.parse({"dbus": {"product_id": 0xB009}}, "test")  # Pylontech: Venus lowers its CVL

@@ -19,7 +19,7 @@ def run(coro, timeout: float = 15.0):
 
 
 VALUES = {
-    "/Mgmt/ProcessName": "test", "/DeviceInstance": 512, "/ProductId": 0xBA44,
+    "/Mgmt/ProcessName": "test", "/DeviceInstance": 512, "/ProductId": 0xBA5B,
     "/CustomName": "bank", "/Connected": 1, "/Soc": 81.3, "/Dc/0/Voltage": 53.21,
     "/Dc/0/Current": -20.6, "/Dc/0/Temperature": None, "/Info/MaxChargeVoltage": 55.2,
     "/Info/MaxChargeCurrent": 100.0, "/Io/AllowToCharge": True,
@@ -111,7 +111,7 @@ def test_get_value_types_leaf_root_and_subtree(dbus_address):
         ve = await started(dbus_address)
         async with Client(dbus_address) as c:
             assert await c.value("/DeviceInstance") == Variant("i", 512)
-            assert await c.value("/ProductId") == Variant("i", 0xBA44)
+            assert await c.value("/ProductId") == Variant("i", 0xBA5B)
             assert await c.value("/Soc") == Variant("d", 81.3)
             assert await c.value("/CustomName") == Variant("s", "bank")
             assert await c.value("/Io/AllowToCharge") == Variant("i", 1)  # bool -> int

@@ -60,7 +60,7 @@ def make_bank(**overrides):
 
 @pytest.fixture
 def config():
-    return Config(dbus=DbusConfig(device_instance=288, product_id=0xBA44))
+    return Config(dbus=DbusConfig(device_instance=288, product_id=0xBA5B))
 
 
 def arbiter_bank(config):
@@ -86,7 +86,7 @@ def test_every_mandatory_path_present(config, source):
 def test_identity_paths_are_ints_from_config(config):
     values = paths.dbus_values(make_bank(), config)
     assert values["/DeviceInstance"] == 288 and type(values["/DeviceInstance"]) is int
-    assert values["/ProductId"] == 0xBA44 and type(values["/ProductId"]) is int
+    assert values["/ProductId"] == 0xBA5B and type(values["/ProductId"]) is int
     assert values["/Connected"] == 1 and type(values["/Connected"]) is int
     assert values["/ProductName"] == config.dbus.product_name
     assert values["/CustomName"] == config.bank.name
