@@ -12,6 +12,7 @@ directory and stops with the demo.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -97,7 +98,16 @@ def radio_packs(profile: str, own_bus: bool) -> tuple[tuple[DemoPort, ...], tupl
     """
     if profile != "default":
         return (), ()
-    return (DEMO_BLE if own_bus else ()), DEMO_CAN
+    return (DEMO_BLE if own_bus and fake_bluez_available() else ()), DEMO_CAN
+
+
+def fake_bluez_available() -> bool:
+    """Whether the fake BlueZ can run: python-dbusmock (the ``demo`` extra) is installed.
+
+    A runtime-only install (the wheel without extras) has no test tools; its demo leaves the
+    Bluetooth packs out and says how to add them.
+    """
+    return all(importlib.util.find_spec(m) is not None for m in ("dbusmock", "dbus"))
 
 
 #: ports polled by a process of their own (poller-<name>, restarted alone); the others share
@@ -356,6 +366,9 @@ def run(
         )
     else:
         out.write(f"  CAN   : {p.can}\n")
+    if profile == "default" and p.own_bus and not fake_bluez_available():
+        out.write("  BLE   : left out (the fake BlueZ needs python-dbusmock: "
+                  "pip install 'bmsbank[demo]')\n")  # fmt: skip
     out.write(f"  status: bmsbank status --config {p.config_path}\n")
     out.write(f"  logs  : {p.rundir}/log/\n\n")
     out.flush()

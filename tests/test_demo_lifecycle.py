@@ -177,3 +177,16 @@ def test_another_local_user_cannot_reach_the_demos_sockets():
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_without_python_dbusmock_the_demo_leaves_the_bluetooth_packs_out(tmp_path, monkeypatch):
+    assert demo.fake_bluez_available()  # the test install has the demo extra
+    with_ble = demo.plan(str(tmp_path / "with"), None)
+    monkeypatch.setattr(demo, "fake_bluez_available", lambda: False)  # a runtime-only install
+    assert demo.radio_packs("default", own_bus=True) == ((), demo.DEMO_CAN)
+    without = demo.plan(str(tmp_path / "without"), None)
+    for p, ble in ((with_ble, True), (without, False)):
+        with open(p.config_path, encoding="utf-8") as fh:
+            assert ("[[ble]]" in fh.read()) is ble
+        with open(p.supervisord_conf, encoding="utf-8") as fh:
+            assert ("fakebluez" in fh.read()) is ble
