@@ -533,6 +533,7 @@ class Config:
     source: str = "<defaults>"
     runtime_dir: str = "/run/bmsbank"
     log_level: str = "info"
+    log_dir: str = "/var/log/bmsbank"
     bank: BankConfig = BankConfig()
     dbus: DbusConfig = DbusConfig()
     can: CanConfig = CanConfig()
@@ -596,9 +597,13 @@ class Config:
         return topology.build(self.bank, self.pack_ids(), self.source)
 
 
-_TOP_KEYS = {"runtime_dir": str, "log_level": str}
+_TOP_KEYS = {"runtime_dir": str, "log_level": str, "log_dir": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECTIONS = {"bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig}
+LOG_DIR_EXPECTED = (
+    "an absolute directory path without spaces at either end or a space before ';' or '#' "
+    "(supervisord.conf would cut it there)"
+)
 RUNTIME_DIR_EXPECTED = (
     f"an absolute directory path of at most {RUNTIME_DIR_BYTES} bytes (its sockets must fit a "
     f"unix socket path, {SOCKET_PATH_BYTES} bytes), without spaces at either end or a space "
@@ -1068,13 +1073,22 @@ def _runtime_dir_problem(path: str) -> str | None:
     return None if ok else f"{RUNTIME_DIR_EXPECTED}, got {_shown(path)}"
 
 
+def _log_dir_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as the log directory, or None."""
+    bad = control_char(path)
+    if bad is not None:
+        return _no_control(bad, path)
+    ok = path.startswith("/") and path == path.strip() and not re.search(r"\s[;#]", path)
+    return None if ok else f"{LOG_DIR_EXPECTED}, got {_shown(path)}"
+
+
 def _top(key: str, value: Any, problems: _Problems) -> Any:
     """A top-level key's value, or None when it has a problem."""
     if not isinstance(value, str) or not value:
         problems.add(key, f"a non-empty string, got {_shown(value)}")
         return None
-    if key == "runtime_dir":
-        problem = _runtime_dir_problem(value)
+    if key in ("runtime_dir", "log_dir"):
+        problem = (_runtime_dir_problem if key == "runtime_dir" else _log_dir_problem)(value)
         if problem:
             problems.add(key, problem)
             return None
@@ -1404,6 +1418,10 @@ def reference() -> str:
         f"supervisord's: {RUNTIME_DIR_EXPECTED} |"
     )
     rows.append(f"| `log_level` | `{Config.log_level}` | one of {', '.join(_LOG_LEVELS)} |")
+    rows.append(
+        f"| `log_dir` | `{Config.log_dir}` | directory of the services' and supervisord's log "
+        f"files in an installation (`bmsbank install`, `supervisor-config`): {LOG_DIR_EXPECTED} |"
+    )
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
                          ("zmq", ZmqConfig), ("[ports]", PortConfig),
                          ("[can_inputs]", CanInputConfig)):  # fmt: skip
