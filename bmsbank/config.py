@@ -784,8 +784,16 @@ def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> P
     common = {k: v for k, v in section.items() if k in own and k != "bms"}  # bms: checked above
     port = _typed(PortConfig, common, where, problems)
     options: dict[str, Any] = {}
+    # a [[ble.devices]] table's keys: its address, not the ones its [[ble]] table decides
+    table_keys = [f.name for f in fields(PortConfig) if f.name in own]
+    if ble:
+        table_keys = ["address", *(k for k in table_keys if k not in BLE_NOT_KEYS)]
+    if family is None and bms != AUTO:
+        # the family is unknown, so are its options: still name every key no family has
+        _unknown_of_any(section, own, table_keys, [plugins.info(n) for n in families
+                                                  if n != AUTO], where, problems)  # fmt: skip
     if family is not None or bms == AUTO:
-        known = [f.name for f in fields(PortConfig) if f.name in own]
+        known = list(table_keys)
         known += [o.name for o in family.options] if family is not None else []
         given = {}
         for key, value in section.items():
@@ -829,6 +837,15 @@ def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> P
     if problems.count() > before:
         return None
     return PortConfig(**{**port.__dict__, "bms": bms, "options": options})
+
+
+def _unknown_of_any(section: Mapping[str, Any], own: set[str], known: Sequence[str],
+                    families: Iterable[Any], where: str, problems: _Problems) -> None:  # fmt: skip
+    """Report the keys of a table whose family is unknown that are options of no family."""
+    options = {o.name for i in families for o in i.options}
+    for key in section:
+        if key not in own and key not in options:
+            problems.add(f"{where}.{_key(key)}", _unknown(key, [*known, *sorted(options)]))
 
 
 def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
@@ -972,11 +989,16 @@ def _can_input(section: Any, index: int, problems: _Problems) -> CanInputConfig 
         family = families[bms]
     else:
         shown = "(required)" if bms is None else f"got {_shown(bms)}"
-        problems.add(f"{where}.bms", f"a family that speaks CAN, one of {', '.join(families)}, "
-                                     f"{shown}")  # fmt: skip
+        close = difflib.get_close_matches(bms, list(families), n=1, cutoff=0.6) if (
+            isinstance(bms, str) and control_char(bms) is None) else []  # fmt: skip
+        hint = f"did you mean {close[0]}? " if close else ""
+        problems.add(f"{where}.bms", f"{hint}a family that speaks CAN, one of "
+                                     f"{', '.join(families)}, {shown}")  # fmt: skip
     own = {f.name for f in fields(CanInputConfig)} - {"options"}
     common = {k: v for k, v in section.items() if k in own and k != "bms"}
     can_input = _typed(CanInputConfig, common, where, problems)
+    if family is None:
+        _unknown_of_any(section, own, sorted(own), families.values(), where, problems)
     given: dict[str, Any] = {}
     for key, value in section.items():
         if key in own or family is None:
@@ -1238,6 +1260,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     if ble and not problems.failed("ports"):
         _unique_ble(serial, ble, problems)
     config = Config(**values)
+    _check_pack_keys(data.get("bank"), problems)
     _check_can_inputs(config, data, problems)
     _check_cell_voltages(config.bank, problems)
     _check_force_charge(config.can, problems)
@@ -1253,6 +1276,24 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             problems.add_error(exc)
     problems.raise_all()
     return config
+
+
+def _check_pack_keys(bank: Any, problems: _Problems) -> None:
+    """Every unknown key of every ``[bank.packs."ID"]`` table, each with its closest name.
+
+    The topology check (which needs valid ports) stops at its first problem; these are
+    reported whatever else is wrong.
+    """
+    from bmsbank.topology import PACK_KEYS
+
+    packs = bank.get("packs") if isinstance(bank, dict) else None
+    if not isinstance(packs, dict) or problems.failed("bank.packs"):
+        return
+    for pid, table in packs.items():
+        for key in table if isinstance(table, dict) else ():
+            if key not in PACK_KEYS:
+                where = f"bank.packs.{json.dumps(str(pid))}.{_key(key)}"
+                problems.add(where, _unknown(key, PACK_KEYS))
 
 
 def _check_curve(zc: ZmqConfig, problems: _Problems) -> None:
