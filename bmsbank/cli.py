@@ -485,13 +485,17 @@ def parser() -> argparse.ArgumentParser:
     y.set_defaults(func=cmd_keys)
 
     k = sub.add_parser(
-        "check-config",
-        help="check a config file: every problem, one line each",
+        "check",
+        aliases=["check-config"],
+        help="check a config file: every problem, one line each (run it before a restart)",
         description="Load and check a config file as the services do. Exit code 0: valid; "
         "2: one line per problem on stderr, each naming the file and the key.",
     )
     k.add_argument("config", help="the bmsbank config file")
     k.set_defaults(func=cmd_check_config)
+    from bmsbank import install
+
+    install.add_parsers(sub)
     return p
 
 

@@ -545,6 +545,7 @@ class Config:
     source: str = "<defaults>"
     runtime_dir: str = "/run/bmsbank"
     log_level: str = "info"
+    log_dir: str = "/var/log/bmsbank"
     bank: BankConfig = BankConfig()
     dbus: DbusConfig = DbusConfig()
     can: CanConfig = CanConfig()
@@ -608,9 +609,13 @@ class Config:
         return topology.build(self.bank, self.pack_ids(), self.source)
 
 
-_TOP_KEYS = {"runtime_dir": str, "log_level": str}
+_TOP_KEYS = {"runtime_dir": str, "log_level": str, "log_dir": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECTIONS = {"bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig}
+LOG_DIR_EXPECTED = (
+    "an absolute directory path without spaces at either end or a space before ';' or '#' "
+    "(supervisord.conf would cut it there)"
+)
 RUNTIME_DIR_EXPECTED = (
     f"an absolute directory path of at most {RUNTIME_DIR_BYTES} bytes (its sockets must fit a "
     f"unix socket path, {SOCKET_PATH_BYTES} bytes), without spaces at either end or a space "
@@ -791,8 +796,16 @@ def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> P
     common = {k: v for k, v in section.items() if k in own and k != "bms"}  # bms: checked above
     port = _typed(PortConfig, common, where, problems)
     options: dict[str, Any] = {}
+    # a [[ble.devices]] table's keys: its address, not the ones its [[ble]] table decides
+    table_keys = [f.name for f in fields(PortConfig) if f.name in own]
+    if ble:
+        table_keys = ["address", *(k for k in table_keys if k not in BLE_NOT_KEYS)]
+    if family is None and bms != AUTO:
+        # the family is unknown, so are its options: still name every key no family has
+        _unknown_of_any(section, own, table_keys, [plugins.info(n) for n in families
+                                                  if n != AUTO], where, problems)  # fmt: skip
     if family is not None or bms == AUTO:
-        known = [f.name for f in fields(PortConfig) if f.name in own]
+        known = list(table_keys)
         known += [o.name for o in family.options] if family is not None else []
         given = {}
         for key, value in section.items():
@@ -836,6 +849,15 @@ def _port(section: Any, where: str, problems: _Problems, ble: bool = False) -> P
     if problems.count() > before:
         return None
     return PortConfig(**{**port.__dict__, "bms": bms, "options": options})
+
+
+def _unknown_of_any(section: Mapping[str, Any], own: set[str], known: Sequence[str],
+                    families: Iterable[Any], where: str, problems: _Problems) -> None:  # fmt: skip
+    """Report the keys of a table whose family is unknown that are options of no family."""
+    options = {o.name for i in families for o in i.options}
+    for key in section:
+        if key not in own and key not in options:
+            problems.add(f"{where}.{_key(key)}", _unknown(key, [*known, *sorted(options)]))
 
 
 def _ports(value: Any, problems: _Problems) -> tuple[PortConfig, ...]:
@@ -979,11 +1001,16 @@ def _can_input(section: Any, index: int, problems: _Problems) -> CanInputConfig 
         family = families[bms]
     else:
         shown = "(required)" if bms is None else f"got {_shown(bms)}"
-        problems.add(f"{where}.bms", f"a family that speaks CAN, one of {', '.join(families)}, "
-                                     f"{shown}")  # fmt: skip
+        close = difflib.get_close_matches(bms, list(families), n=1, cutoff=0.6) if (
+            isinstance(bms, str) and control_char(bms) is None) else []  # fmt: skip
+        hint = f"did you mean {close[0]}? " if close else ""
+        problems.add(f"{where}.bms", f"{hint}a family that speaks CAN, one of "
+                                     f"{', '.join(families)}, {shown}")  # fmt: skip
     own = {f.name for f in fields(CanInputConfig)} - {"options"}
     common = {k: v for k, v in section.items() if k in own and k != "bms"}
     can_input = _typed(CanInputConfig, common, where, problems)
+    if family is None:
+        _unknown_of_any(section, own, sorted(own), families.values(), where, problems)
     given: dict[str, Any] = {}
     for key, value in section.items():
         if key in own or family is None:
@@ -1080,13 +1107,22 @@ def _runtime_dir_problem(path: str) -> str | None:
     return None if ok else f"{RUNTIME_DIR_EXPECTED}, got {_shown(path)}"
 
 
+def _log_dir_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as the log directory, or None."""
+    bad = control_char(path)
+    if bad is not None:
+        return _no_control(bad, path)
+    ok = path.startswith("/") and path == path.strip() and not re.search(r"\s[;#]", path)
+    return None if ok else f"{LOG_DIR_EXPECTED}, got {_shown(path)}"
+
+
 def _top(key: str, value: Any, problems: _Problems) -> Any:
     """A top-level key's value, or None when it has a problem."""
     if not isinstance(value, str) or not value:
         problems.add(key, f"a non-empty string, got {_shown(value)}")
         return None
-    if key == "runtime_dir":
-        problem = _runtime_dir_problem(value)
+    if key in ("runtime_dir", "log_dir"):
+        problem = (_runtime_dir_problem if key == "runtime_dir" else _log_dir_problem)(value)
         if problem:
             problems.add(key, problem)
             return None
@@ -1236,6 +1272,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     if ble and not problems.failed("ports"):
         _unique_ble(serial, ble, problems)
     config = Config(**values)
+    _check_pack_keys(data.get("bank"), problems)
     _check_can_inputs(config, data, problems)
     _check_cell_voltages(config.bank, problems)
     _check_force_charge(config.can, problems)
@@ -1251,6 +1288,24 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
             problems.add_error(exc)
     problems.raise_all()
     return config
+
+
+def _check_pack_keys(bank: Any, problems: _Problems) -> None:
+    """Every unknown key of every ``[bank.packs."ID"]`` table, each with its closest name.
+
+    The topology check (which needs valid ports) stops at its first problem; these are
+    reported whatever else is wrong.
+    """
+    from bmsbank.topology import PACK_KEYS
+
+    packs = bank.get("packs") if isinstance(bank, dict) else None
+    if not isinstance(packs, dict) or problems.failed("bank.packs"):
+        return
+    for pid, table in packs.items():
+        for key in table if isinstance(table, dict) else ():
+            if key not in PACK_KEYS:
+                where = f"bank.packs.{json.dumps(str(pid))}.{_key(key)}"
+                problems.add(where, _unknown(key, PACK_KEYS))
 
 
 def _check_curve(zc: ZmqConfig, problems: _Problems) -> None:
@@ -1416,6 +1471,10 @@ def reference() -> str:
         f"supervisord's: {RUNTIME_DIR_EXPECTED} |"
     )
     rows.append(f"| `log_level` | `{Config.log_level}` | one of {', '.join(_LOG_LEVELS)} |")
+    rows.append(
+        f"| `log_dir` | `{Config.log_dir}` | directory of the services' and supervisord's log "
+        f"files in an installation (`bmsbank install`, `supervisor-config`): {LOG_DIR_EXPECTED} |"
+    )
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
                          ("zmq", ZmqConfig), ("[ports]", PortConfig),
                          ("[can_inputs]", CanInputConfig)):  # fmt: skip
