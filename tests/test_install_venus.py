@@ -92,8 +92,9 @@ def _repack(dist: md.Distribution, into: Path) -> None:
 
 def _bmsbank_wheel(into: Path) -> None:
     """bmsbank from this worktree, pure Python, laid out as setup.py's package_dir maps it."""
+    from bmsbank import __version__ as version  # the one place the version is written
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    version = project["version"]
     dist_info = f"bmsbank-{version}.dist-info"
     files: dict[str, bytes] = {}
     for src_dir, target in (("bmsbank", "bmsbank"), ("native", "bmsbank/native"),
