@@ -60,9 +60,11 @@ setup(
     package_dir=PACKAGE_DIR,
     package_data={
         "bmsbank.native": ["*.pyi", "py.typed"],
-        "bmsbank": ["py.typed", "data/*"],
+        "bmsbank": ["py.typed"],
         "bmsbank.services.publisher": ["*.dbc"],
     },
+    # the Cython sources and the C they generate stay out of the wheel (the sdist has them)
+    exclude_package_data={"bmsbank.native": ["*.c", "*.pyx", "*.pxi"]},
     ext_modules=cythonize(EXTENSIONS, compiler_directives=DIRECTIVES),
     zip_safe=False,
 )

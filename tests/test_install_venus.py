@@ -120,10 +120,8 @@ def _bmsbank_wheel(into: Path) -> None:
     _write_wheel(into / f"bmsbank-{version}-py3-none-any.whl", files, dist_info)
 
 
-@pytest.fixture(scope="module")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    into = tmp_path_factory.mktemp("wheelhouse")
-    _bmsbank_wheel(into)
+def dependency_wheels(into: Path) -> None:
+    """Wheels of bmsbank's runtime dependencies (and pip), repacked from this environment."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     todo = [Requirement(r).name for r in project["dependencies"]] + ["pip"]
     seen: set[str] = set()
@@ -138,6 +136,13 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
             req = Requirement(r)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(req.name)
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    into = tmp_path_factory.mktemp("wheelhouse")
+    _bmsbank_wheel(into)
+    dependency_wheels(into)
     return into
 
 
