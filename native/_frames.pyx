@@ -350,7 +350,7 @@ cdef class FieldTable:
             if f.count_from >= 0:
                 if self.names[f.count_from] not in out:
                     continue
-                nval = out[self.names[f.count_from]]
+                nval = _fit(out[self.names[f.count_from]], b - pos)
             elif f.count == 0:
                 nval = (b - pos - f.size) // f.step + 1 if b - pos >= f.size else 0
             else:
@@ -380,7 +380,7 @@ cdef class FieldTable:
         if f.count_from >= 0:
             if self.names[f.count_from] not in out:
                 return
-            nval = out[self.names[f.count_from]]
+            nval = _fit(out[self.names[f.count_from]], (b - a) * 8 - bit)
         if nval < 0 or (nval > 0 and a + (bit + nval - 1) // 8 >= b):
             return
         values = []
@@ -391,6 +391,21 @@ cdef class FieldTable:
             out[self.names[i]] = values[0]
         else:
             out[self.names[i]] = values
+
+
+cdef inline Py_ssize_t _fit(object count, Py_ssize_t room) except? -2:
+    """A count read from the frame, as a Py_ssize_t that the bounds checks cannot overflow.
+
+    A u32 count need not fit a Py_ssize_t (32 bits on armv7: OverflowError), and count x stride
+    could wrap. More elements than ``room`` (bytes or bits left, each element at least one) never
+    fit, so such a count becomes room + 1 (or 1 when nothing is left): "beyond the end", the
+    FrameError the twin raises with Python's unbounded integers.
+    """
+    if count < 0:
+        return -1
+    if count <= room or count == 0:
+        return <Py_ssize_t>count
+    return room + 1 if room >= 0 else 1
 
 
 cdef inline object _value(FieldC* f, long long raw):
