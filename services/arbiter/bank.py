@@ -20,7 +20,18 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     and ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None),
     days_since_full, alarms (active names), rejected {reason: count} and last_rejection (the
     pack's states refused: schema, plausibility, sequence, time, unconfirmed cuts; see
-    :mod:`bmsbank.services.arbiter.registry`), held (a state waits for confirmation)), counters.
+    :mod:`bmsbank.services.arbiter.registry`), held (a state waits for confirmation), reason
+    (why the pack is not simply online and acting, naming only a cause in force: "port
+    /dev/ttyUSB1 missing since 15:58", "cells: 16 reported, 4 configured", "no valid reply: jkpb
+    frames on a jbd port?", "waiting for first state" during start-up, "no state for 12 s"; None
+    when there is nothing to say) and link ({state, since, ok, bad, timeouts}: its poller's view
+    of the link, state one of :data:`bmsbank.status_schema.BANK_LINK_STATES`, since unix [s],
+    the counters since the poller started; None when no poller reports it)), counters
+    (including why: link and health messages taken and rejected), outputs ({"dbus", "can",
+    "gx": {ok (true, false, or None when unknown or not configured), detail (text), age (s
+    since the publisher reported, None when it never did)}}: the publisher's D-Bus name, CAN
+    bus and GX keep-alive, "unknown" when its report is older than
+    :data:`bmsbank.services.arbiter.why.HEALTH_STALE`).
 
 CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
@@ -33,15 +44,21 @@ from typing import Any
 
 from bmsbank.schema import ALARM, ALARMS, OK, SCHEMA_VERSION
 from bmsbank.services.arbiter.engine import BankEngine, days, finite
+from bmsbank.services.arbiter.why import WhyBook
 
 
 class BankComputer:
     """Turns the engine's result into bank messages."""
 
-    def __init__(self, engine: BankEngine, name: str, started: float) -> None:
+    def __init__(
+        self, engine: BankEngine, name: str, started: float, why: WhyBook | None = None
+    ) -> None:
         self.engine = engine
         self.name = name
         self.started = started
+        #: links, rejections and output health in words (the arbiter's, fed by its control
+        #: channel; a fresh one knows only the registry's rejections)
+        self.why = why or WhyBook(started, engine.bank.stale_after)
         self.seq = 0
         self.capacities: dict[str, float] = {}  #: last known capacity per pack [Ah]
 
@@ -116,12 +133,15 @@ class BankComputer:
                 "rejected": engine.registry.counters.rejected,
                 "lost": engine.registry.counters.lost,
                 "unknown_packs": engine.registry.counters.unknown_packs,
+                "why": self.why.counters.as_dict(),
             },
+            "outputs": self.why.outputs(now),
         }
 
     def _summary(self, entry: Any, row: list, now: float) -> dict[str, Any]:
         s = entry.state or {}
         ccl_why, dcl_why = self.engine.pack_reasons(row)
+        reason, link = self.why.pack(entry, row[0], now)
         return {
             "id": entry.pack,
             "bms": s.get("bms"),
@@ -146,6 +166,8 @@ class BankComputer:
             "rejected": dict(entry.rejected),
             "last_rejection": entry.last_rejection or None,
             "held": entry.held is not None,
+            "reason": reason,
+            "link": link,
         }
 
 
