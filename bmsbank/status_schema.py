@@ -74,7 +74,7 @@ def _text(msg: Mapping, key: str, most: int, empty: bool = True) -> str:
 
 
 def _real(msg: Mapping, key: str, high: float, none: bool = False) -> None:
-    x = msg.get(key)
+    x: Any = msg.get(key)
     if x is None and none:
         return
     if type(x) not in (int, float) or not math.isfinite(x) or not 0.0 <= x <= high:

@@ -154,3 +154,18 @@ def test_bank_accepts_a_full_link():
     b["packs"][0]["link"] = {"state": "missing", "since": 1.7e9, "ok": 0, "bad": 2, "timeouts": 0}
     b["packs"][0]["reason"] = "port /dev/ttyUSB1 missing since 15:58"
     assert validate_bank(b) is b
+
+
+def test_outputs_turn_unknown_when_the_report_is_stale():
+    from bmsbank.services.arbiter.why import HEALTH_STALE, WhyBook
+
+    book = WhyBook(started=0.0, grace=5.0)
+    assert book.take_health(schema.pack(health_msg()), now=100.0)
+    fresh = book.outputs(101.0)
+    assert fresh["dbus"] == {"ok": True, "detail": "com.victronenergy.battery.bmsbank owned",
+                             "age": 1.0}  # fmt: skip
+    assert fresh["gx"]["ok"] is None and fresh["gx"]["detail"] == "not reported"
+    stale = book.outputs(100.0 + HEALTH_STALE + 1.0)
+    assert all(o["ok"] is None and o["detail"].startswith("unknown") for o in stale.values())
+    assert not book.take_health(schema.pack({"v": 1, "kind": "health", "outputs": []}), 120.0)
+    assert book.counters.rejected == 1 and book.counters.health == 1
