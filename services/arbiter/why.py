@@ -58,6 +58,7 @@ class WhyBook:
     mono: Callable[[], float] = time.monotonic
     links: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     health: tuple[dict[str, Any], float] | None = None
+    health_stale: float = HEALTH_STALE  #: s after which the health report counts as unknown
     counters: WhyCounters = field(default_factory=WhyCounters)
 
     # -- taking messages ---------------------------------------------------------------------
@@ -150,7 +151,7 @@ class WhyBook:
         out = {}
         for name in OUTPUT_NAMES:
             got = msg["outputs"].get(name)
-            if age > HEALTH_STALE:
+            if age > self.health_stale:
                 out[name] = {
                     "ok": None,
                     "age": age,
