@@ -35,6 +35,9 @@ def outputs(ve: Any, service: str, can_bus: Any, can_name: str) -> dict[str, dic
         can_name: "interface channel" of the CAN output, for the texts.
 
     """
+    dbus: dict[str, Any]
+    can: dict[str, Any]
+    gx: dict[str, Any]
     if ve is None:
         dbus = {"ok": None, "detail": "D-Bus output off"}
     elif ve.connected:
@@ -42,7 +45,7 @@ def outputs(ve: Any, service: str, can_bus: Any, can_name: str) -> dict[str, dic
     else:
         dbus = {"ok": False, "detail": f"{service} not owned: not on the bus (yet)"}
     if can_bus is None:
-        off = {"ok": None, "detail": "CAN output off"}
+        off: dict[str, Any] = {"ok": None, "detail": "CAN output off"}
         return {"dbus": dbus, "can": off, "gx": dict(off)}
     counts = f"{can_bus.sent} frames sent, {can_bus.errors} errors"
     if can_bus.up is None:
