@@ -169,3 +169,31 @@ def test_outputs_turn_unknown_when_the_report_is_stale():
     assert all(o["ok"] is None and o["detail"].startswith("unknown") for o in stale.values())
     assert not book.take_health(schema.pack({"v": 1, "kind": "health", "outputs": []}), 120.0)
     assert book.counters.rejected == 1 and book.counters.health == 1
+
+
+def test_held_and_ramping_reasons_count_down():
+    from tests.factories import state_msg
+
+    engine = BankEngine.from_mapping({"stale_after": 10.0, "strings": [["a:1"]],
+                                      "confirm_states": 1, "current_hold": 20.0,
+                                      "current_ramp": 1.0})  # fmt: skip
+    computer = BankComputer(engine, "t", started=0.0)
+
+    def at(t, **over):
+        assert engine.accept(state_msg("a", 1, seq=int(t * 10), **over), t)
+        return validate_bank(computer.compute(t))
+
+    full = at(1.0)["ccl"]
+    cut = at(2.0, cells=[3.30] * 15 + [3.42])  # a high cell cuts CCL at once
+    assert cut["ccl"] < full and "left of the hold" not in cut["reasons"]["ccl"]
+    held = at(3.0)  # the cell is back: CCL stays down for the hold
+    assert held["reasons"]["ccl"].startswith("held after a cut")
+    assert held["reasons"]["ccl"].endswith("; 19 s left of the hold")
+    texts = {t: at(float(t))["reasons"]["ccl"] for t in range(4, 22)}
+    assert texts[12].endswith("; 10 s left of the hold")
+    assert texts[21].endswith("; 1 s left of the hold")
+    at(22.0)  # the hold is over: the ramp begins
+    ramp = at(23.0)
+    left = (full - ramp["ccl"]) / 1.0  # 1 A/s with one pack
+    assert ramp["reasons"]["ccl"].startswith("ramping up to")
+    assert ramp["reasons"]["ccl"].endswith(f"; about {left:.0f} s to go")
