@@ -5,12 +5,12 @@ its end, the rest of the screen cleared), so nothing scrolls; when stdout is not
 pipe, a file, a log) each view is printed as plain text followed by a blank line. Every line is
 cut to :data:`WIDTH` columns (or the terminal's width when narrower).
 
-The view: the bank line (V, A, W, SoC, charge state, online count, alarms), the three limits
-each with its reason, the outputs' health, then one line per pack (id, family, V, A, SoC, cell
-range, temperatures, link, and the reason when there is one: "port /dev/ttyUSB1 missing since
-15:58"). With ``--cells`` each pack gets a second line of cell bars: one bar per cell, scaled
-from the pack's lowest to its highest cell, a ``*`` after each balancing cell. The cells come
-from the state messages on the tap (the bank message carries no cell list).
+The view: the bank line (V, A, W, SoC, charge state, last full charge, online count, alarms), the
+three limits each with its reason, the outputs' health, then one line per pack (id, family, V, A,
+SoC, cell range, temperatures, link, and the reason when there is one: "port /dev/ttyUSB1 missing
+since 15:58"). With ``--cells`` each pack gets a second line of cell bars: one bar per cell, scaled
+from the pack's lowest to its highest cell, a ``*`` after each balancing cell. The cells come from
+the state messages on the tap (the bank message carries no cell list).
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ def bank_lines(bank: Mapping[str, Any]) -> list[str]:
     """The bank line, the limits with their reasons and the outputs' health."""
     alarms = [n for n, lvl in bank.get("alarms", {}).items() if lvl]
     total = bank["online"] + bank["offline"]
+    days = bank.get("days_since_full")
+    full = "unknown" if days is None else f"{days:.1f} d ago"
     lines = [
         f"{bank.get('name') or 'bank'}: {_f(bank.get('voltage'), '.2f', ' V')} "
         f"{_f(bank.get('current'), '+.1f', ' A')} {_f(bank.get('power'), '.0f', ' W')} "
-        f"SoC {_f(bank.get('soc'), '.1f', ' %')} | {bank.get('charge_state', '?')} | "
-        f"online {bank['online']}/{total} | alarms: {', '.join(alarms) or 'none'}",
+        f"SoC {_f(bank.get('soc'), '.1f', ' %')} | {bank.get('charge_state', '?')}, "
+        f"last full {full} | online {bank['online']}/{total} | "
+        f"alarms: {', '.join(alarms) or 'none'}",
         f"  CVL {bank['cvl']:.2f} V  CCL {bank['ccl']:.1f} A  DCL {bank['dcl']:.1f} A",
     ]
     lines += [f"  {k.upper()} because: {v}" for k, v in bank.get("reasons", {}).items()]
