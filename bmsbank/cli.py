@@ -42,10 +42,17 @@ def _subscribe(args: argparse.Namespace, topics: list[bytes]):  # noqa: ANN202 -
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print one bank view from the tap."""
+    """Print one bank view from the tap (``--watch``: redraw it at every bank)."""
     from bmsbank import view
-    from bmsbank.schema import TOPIC_BANK, unpack
+    from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack
 
+    if args.watch or args.cells:
+        from bmsbank import watch
+
+        sock, _endpoint = _subscribe(
+            args, [TOPIC_BANK, TOPIC_STATE] if args.cells else [TOPIC_BANK]
+        )
+        return watch.run(sock, sys.stdout, args.cells)
     sock, endpoint = _subscribe(args, [TOPIC_BANK])
     if not sock.poll(int(args.wait * 1000)):
         return runtime.fail(
@@ -423,6 +430,16 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         if name == "status":
             s.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a bank")
+            s.add_argument(
+                "--watch",
+                action="store_true",
+                help="redraw the view in place at every bank (plain when piped)",
+            )
+            s.add_argument(
+                "--cells",
+                action="store_true",
+                help="with --watch: a line of cell bars per pack (* = balancing)",
+            )
         else:
             s.add_argument("--topic", action="append", choices=["state", "bank"])
             s.add_argument("--count", type=int, help="stop after N messages")

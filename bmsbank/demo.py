@@ -29,10 +29,10 @@ from typing import Any, NamedTuple
 import zmq
 
 from bmsbank import config as configuration
-from bmsbank import runtime, view
+from bmsbank import runtime, watch
 from bmsbank.config import WIRELESS_OR_CAN
 from bmsbank.errors import BmsBankError
-from bmsbank.schema import TOPIC_BANK, unpack
+from bmsbank.schema import TOPIC_BANK
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.supervisor import Program, render, service_programs
@@ -383,6 +383,7 @@ def run(
     sub.connect(f"ipc://{p.rundir}/tap.ipc")
     deadline = None if duration is None else time.monotonic() + duration
     code = 0
+    screen = watch.Watch(watch.Screen(out))  # in place on a terminal, plain blocks in a pipe
     if threading.current_thread() is threading.main_thread():
         runtime.exit_on_stop_signals()  # SIGTERM/SIGHUP stop supervisord too, as Ctrl-C does
     try:
@@ -393,9 +394,8 @@ def run(
                 break
             wait = 1000 if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
             if sub.poll(min(wait, 1000)):
-                _topic, body = sub.recv_multipart()
-                out.write(view.render(unpack(body)) + "\n\n")
-                out.flush()
+                topic, body = sub.recv_multipart()
+                screen.take(topic, body)
     except (KeyboardInterrupt, SystemExit):
         out.write("bmsbank demo: stopping…\n")  # a second Ctrl-C is ignored while it stops
         out.flush()

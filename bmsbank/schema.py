@@ -32,6 +32,8 @@ The control channel, the only path backwards (ROUTER/DEALER, topics below; see
     ok (bool), error (None when ok, else a sentence for a human).
 ``hello`` (poller -> arbiter, topic ``b"hello"``, every few seconds): v, kind="hello", port,
     bms (plugin name), packs (the pack ids the poller owns).
+``link`` (poller -> arbiter) and ``health`` (publisher -> arbiter), topics ``b"link"`` and
+    ``b"health"``, on a change and as a slow heartbeat: see :mod:`bmsbank.status_schema`.
 
 A receiver validates every message with :func:`validate_state` / :func:`validate_bank` and counts
 the ones it rejects: NaN, infinities, wrong types and values outside physical bounds never reach
@@ -51,6 +53,7 @@ import msgpack
 from bmsbank.errors import LINK_COUNTERS as LINK_COUNTERS
 from bmsbank.errors import MessageError
 from bmsbank.native.messages import state_ok
+from bmsbank.status_schema import check_outputs, check_pack_why
 
 SCHEMA_VERSION = 1
 TOPIC_STATE = b"state"
@@ -58,6 +61,8 @@ TOPIC_BANK = b"bank"
 TOPIC_CONTROL = b"control"
 TOPIC_CONTROL_RESULT = b"control_result"
 TOPIC_HELLO = b"hello"
+TOPIC_LINK = b"link"
+TOPIC_HEALTH = b"health"
 
 #: Alarm names, in Venus /Alarms/<Name> spelling after snake_case -> CamelCase.
 ALARMS = (
@@ -385,6 +390,7 @@ def validate_bank(msg: Any) -> dict:
             raise MessageError(f"packs[{i}].{exc}") from None
     if not isinstance(msg.get("counters", {}), dict):
         raise MessageError("counters: expected a map")
+    check_outputs(msg)
     return msg
 
 
@@ -412,6 +418,7 @@ def _pack_summary(p: Any) -> None:
         isinstance(k, str) and type(v) is int and v >= 0 for k, v in rejected.items()
     ):
         raise MessageError("rejected: expected a map of reason to count")
+    check_pack_why(p, MAX_REASON_LENGTH)
 
 
 def pack(body: Mapping) -> bytes:

@@ -32,8 +32,12 @@ def bank_line(bank: dict[str, Any]) -> str:
 def pack_line(p: dict[str, Any]) -> str:
     """One line per pack: id, type, V, A, SoC, min/max cell, temperatures, state, age."""
     state = "online" if p["online"] else "OFFLINE"
+    if p.get("reason") == "waiting for first state":
+        state = "waiting"
+    elif p.get("reason") and not p["online"]:
+        state += f": {p['reason']}"  # the cause in force (see the bank's packs[i].reason)
     if p.get("voltage") is None:
-        return f"  {p['id']:<16} {p.get('bms') or '?':<13} {state}: no state received yet"
+        return f"  {p['id']:<16} {p.get('bms') or '?':<13} {state}"
     temps = "/".join(f"{t:.1f}" for t in p.get("temperatures") or []) or "--"
     if p.get("blocking_charge"):
         state += f" (no charge: {p['blocking_charge']})"

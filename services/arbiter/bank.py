@@ -7,20 +7,30 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     reports --, soh [%] (the lowest a pack reports, or None), cycles (mean charge cycles of the
     online packs, or None), balancing (online packs balancing a cell), capacity [Ah] (strings
     reporting), installed_capacity [Ah] (last known), remaining [Ah], consumed [Ah] (capacity -
-    remaining),
-    time_to_go [s] or None, time_to_soc {"<soc %>": s or None}, temperature [°C] (mean of all
-    sensors, or None), min_temperature / max_temperature [°C] and their ids ("port:addr T2"),
+    remaining), time_to_go [s] or None, time_to_soc {"<soc %>": s or None}, temperature [°C] (mean
+    of all sensors, or None), min_temperature / max_temperature [°C] and their ids ("port:addr T2"),
     min_cell_voltage / max_cell_voltage [V] and their ids ("port:addr C5"), cells_per_pack (cells in
     series of the bank), cvl [V], ccl [A], dcl [A], low_voltage [V] (battery-low voltage), reasons
-    {cvl, ccl, dcl: text}, charge_state ("bulk", "absorption", "float"), days_since_full (oldest
-    pack) or None, full_charge_due, allow_charge, allow_discharge (bool), online, offline, waiting
-    (parallel packs seen but not yet rejoined), blocking_charge, blocking_discharge (pack counts),
-    alarms {name: 0/1/2}, packs (per-pack summary: id, bms, online, joined, age [s] or None,
-    voltage, current, soc, capacity, min_cell_voltage, max_cell_voltage, temperatures, ccl, dcl [A]
-    and ccl_reason, dcl_reason, blocking_charge, blocking_discharge (reason or None),
-    days_since_full, alarms (active names), rejected {reason: count} and last_rejection (the
-    pack's states refused: schema, plausibility, sequence, time, unconfirmed cuts; see
-    :mod:`bmsbank.services.arbiter.registry`), held (a state waits for confirmation)), counters.
+    {cvl, ccl, dcl: text} (a held or ramping current limit's ends with the seconds left: "; 42 s
+    left of the hold", "; about 8 s to go"), charge_state ("bulk", "absorption", "float"),
+    days_since_full (oldest pack) or None, full_charge_due, allow_charge, allow_discharge (bool),
+    online, offline, waiting (parallel packs seen but not yet rejoined), blocking_charge,
+    blocking_discharge (pack counts), alarms {name: 0/1/2}, packs (per-pack summary: id, bms,
+    online, joined, age [s] or None, voltage, current, soc, capacity, min_cell_voltage,
+    max_cell_voltage, temperatures, ccl, dcl [A] and ccl_reason, dcl_reason, blocking_charge,
+    blocking_discharge (reason or None), days_since_full, alarms (active names), rejected {reason:
+    count} and last_rejection (the pack's states refused: schema, plausibility, sequence, time,
+    unconfirmed cuts; see :mod:`bmsbank.services.arbiter.registry`), held (a state waits for
+    confirmation), reason (why the pack is not simply online and acting, naming only a cause in
+    force: "port /dev/ttyUSB1 missing since 15:58", "cells: 16 reported, 4 configured", "no valid
+    reply: jkpb frames on a jbd port?", "waiting for first state" during start-up, "no state for 12
+    s"; None when there is nothing to say) and link ({state, since, ok, bad, timeouts}: its poller's
+    view of the link, state one of :data:`bmsbank.status_schema.BANK_LINK_STATES`, since unix [s],
+    the counters since the poller started; None when no poller reports it)), counters (including
+    why: link and health messages taken and rejected), outputs ({"dbus", "can", "gx": {ok (true,
+    false, or None when unknown or not configured), detail (text), age (s since the publisher
+    reported, None when it never did)}}: the publisher's D-Bus name, CAN bus and GX keep-alive,
+    "unknown" when its report is older than :data:`bmsbank.services.arbiter.why.HEALTH_STALE`).
 
 CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
@@ -33,17 +43,26 @@ from typing import Any
 
 from bmsbank.schema import ALARM, ALARMS, OK, SCHEMA_VERSION
 from bmsbank.services.arbiter.engine import BankEngine, days, finite
+from bmsbank.services.arbiter.why import WhyBook
 
 
 class BankComputer:
     """Turns the engine's result into bank messages."""
 
-    def __init__(self, engine: BankEngine, name: str, started: float) -> None:
+    def __init__(
+        self, engine: BankEngine, name: str, started: float, why: WhyBook | None = None
+    ) -> None:
         self.engine = engine
         self.name = name
         self.started = started
+        #: links, rejections and output health in words (the arbiter's, fed by its control
+        #: channel; a fresh one knows only the registry's rejections)
+        self.why = why or WhyBook(started, engine.bank.stale_after)
         self.seq = 0
         self.capacities: dict[str, float] = {}  #: last known capacity per pack [Ah]
+        #: per current limit: (its last value [A], when its hold ends [monotonic s]); the
+        #: engine restarts the hold at every cut, and this follows it from the outside
+        self.holds: dict[str, tuple[float, float]] = {}
 
     def compute(self, now: float) -> dict[str, Any]:
         """The bank message for monotonic time ``now``."""
@@ -96,7 +115,7 @@ class BankComputer:
             "ccl": out["ccl"],
             "dcl": out["dcl"],
             "low_voltage": out["cells"] * engine.bank.cell_low_voltage,
-            "reasons": engine.reasons(out),
+            "reasons": self._countdowns(out, engine.reasons(out), now),
             "charge_state": out["charge_state"],
             "days_since_full": days(out["since_full"]),
             "full_charge_due": out["full_due"],
@@ -116,12 +135,37 @@ class BankComputer:
                 "rejected": engine.registry.counters.rejected,
                 "lost": engine.registry.counters.lost,
                 "unknown_packs": engine.registry.counters.unknown_packs,
+                "why": self.why.counters.as_dict(),
             },
+            "outputs": self.why.outputs(now),
         }
+
+    def _countdowns(self, out: Mapping[str, Any], reasons: dict[str, str], now: float) -> dict:
+        """``reasons`` with the time left of a current limit's hold or ramp [s].
+
+        A cut (the limit falls) starts the hold of ``current_hold`` seconds, as in the engine;
+        a ramp climbs ``current_ramp`` A/s per joined pack to its target.
+        """
+        bank = self.engine.bank
+        for key in ("ccl", "dcl"):
+            value = out[key]
+            last, until = self.holds.get(key, (value, now))
+            if value < last:
+                until = now + bank.current_hold
+            self.holds[key] = (value, until)
+            rule, target = out["reasons"][key][0], out["reasons"][key][4]
+            if rule == "held" and until > now:
+                reasons[key] += f"; {until - now:.0f} s left of the hold"
+            elif rule == "recovering" and bank.current_ramp > 0.0:
+                joined = sum(1 for row in out["packs"] if row[1]) or 1
+                left = (target - value) / (bank.current_ramp * joined)
+                reasons[key] += f"; about {max(0.0, left):.0f} s to go"
+        return reasons
 
     def _summary(self, entry: Any, row: list, now: float) -> dict[str, Any]:
         s = entry.state or {}
         ccl_why, dcl_why = self.engine.pack_reasons(row)
+        reason, link = self.why.pack(entry, row[0], now)
         return {
             "id": entry.pack,
             "bms": s.get("bms"),
@@ -146,6 +190,8 @@ class BankComputer:
             "rejected": dict(entry.rejected),
             "last_rejection": entry.last_rejection or None,
             "held": entry.held is not None,
+            "reason": reason,
+            "link": link,
         }
 
 

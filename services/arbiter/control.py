@@ -3,7 +3,9 @@
 The arbiter binds a ROUTER at ``control_endpoint``. Requesters (the publisher, the CLI) connect a
 DEALER and send ``[b"control", msgpack(request)]``; each poller connects a DEALER and sends
 ``[b"hello", ...]`` every few seconds (port, BMS, the pack ids it owns) and
-``[b"control_result", ...]`` for each request it carried out. The router
+``[b"control_result", ...]`` for each request it carried out; pollers also send ``[b"link",
+...]`` and the publisher ``[b"health", ...]`` (on a change and as a slow heartbeat), which go to
+the :class:`~bmsbank.services.arbiter.why.WhyBook`. The router
 
 - validates every request (a malformed one is counted and answered ok=false when it can be),
 - checks that the pack is configured and that a live poller has announced it,
@@ -30,7 +32,9 @@ from bmsbank.schema import (
     MAX_CONTROL_BYTES,
     TOPIC_CONTROL,
     TOPIC_CONTROL_RESULT,
+    TOPIC_HEALTH,
     TOPIC_HELLO,
+    TOPIC_LINK,
     control_result,
     pack,
     unpack,
@@ -38,6 +42,7 @@ from bmsbank.schema import (
     validate_control_result,
     validate_hello,
 )
+from bmsbank.services.arbiter.why import WhyBook
 from bmsbank.sockets import bind_private
 
 log = logging.getLogger(__name__)
@@ -103,8 +108,12 @@ class ControlRouter:
         context: zmq.Context,
         timeout: float = CONTROL_TIMEOUT,
         live_after: float = LIVE_AFTER,
+        why: WhyBook | None = None,
     ) -> None:
         self.packs = frozenset(packs)  #: configured pack ids
+        #: takes the pollers' link and the publisher's health messages (None: refused as
+        #: unknown topics)
+        self.why = why
         self.timeout = timeout
         self.live_after = live_after
         self.counters = ControlCounters()
@@ -139,7 +148,9 @@ class ControlRouter:
     def handle(self, parts: list[bytes], now: float) -> None:
         """Dispatch one message ``[identity, topic, body]`` by topic."""
         identity, frames = parts[0], parts[1:]
-        if len(frames) != 2 or len(frames[1]) > MAX_CONTROL_BYTES:
+        # a link message lists every pack of a bus: it may take up to what the socket admits
+        most = MAX_MESSAGE if frames[:1] == [TOPIC_LINK] else MAX_CONTROL_BYTES
+        if len(frames) != 2 or len(frames[1]) > most:
             self._reject(identity, frames, f"{len(frames)} frame(s) of {sum(map(len, frames))} B")
             return
         topic, body = frames
@@ -149,6 +160,12 @@ class ControlRouter:
             self._hello(identity, body, now)
         elif topic == TOPIC_CONTROL_RESULT:
             self._result(identity, body)
+        elif topic == TOPIC_LINK and self.why is not None:
+            if not self.why.take_link(body, now):
+                self.counters.rejected += 1
+        elif topic == TOPIC_HEALTH and self.why is not None:
+            if not self.why.take_health(body, now):
+                self.counters.rejected += 1
         else:
             self._reject(identity, frames, f"unknown topic {topic[:20]!r}")
 

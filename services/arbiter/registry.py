@@ -59,6 +59,7 @@ class PackEntry:
     online: bool = False
     rejected: dict[str, int] = field(default_factory=dict)  #: rejections by reason's first word
     last_rejection: str = ""  #: why this pack's latest state was rejected
+    rejection_current: bool = False  #: its latest state was rejected (no good one since)
     held: dict[str, Any] | None = None  #: a state waiting for confirmation
     held_why: str = ""  #: the steps it would take
     held_count: int = 0  #: states in a row that would step
@@ -202,6 +203,7 @@ class PackRegistry:
         if not entry.online:
             log.info("[%s] online", pid)
         entry.state, entry.seen, entry.online = state, now, True
+        entry.rejection_current = False
         if state["serial"]:
             self.serials.see(pid, state["serial"])
         return entry
@@ -275,6 +277,7 @@ class PackRegistry:
         if entry is not None:
             entry.rejected[key] = entry.rejected.get(key, 0) + 1
             entry.last_rejection = why
+            entry.rejection_current = True
         log.warning("rejected state%s: %s", f" of {entry.pack}" if entry else "", why)
         return None
 

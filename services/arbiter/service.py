@@ -32,6 +32,7 @@ from bmsbank.services.arbiter.bank import BankComputer
 from bmsbank.services.arbiter.control import ControlRouter
 from bmsbank.services.arbiter.engine import BankEngine
 from bmsbank.services.arbiter.persist import StateFile
+from bmsbank.services.arbiter.why import WhyBook
 from bmsbank.sockets import bind_private
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class Arbiter:
                     for p in config.ports for a in p.addresses}  # fmt: skip
         self.engine = BankEngine(config.bank, config.topology(), families=families)
         self.registry = self.engine.registry
-        self.bank = BankComputer(self.engine, config.bank.name, now)
+        self.why = WhyBook(now, max(config.bank.stale_after, gather_grace(config)))
+        self.bank = BankComputer(self.engine, config.bank.name, now, self.why)
         self.state_file = StateFile(config.bank.state_file)
         self._restore(now)
         self.next_save = now + SAVE_EVERY
@@ -89,7 +91,9 @@ class Arbiter:
         self.tap.setsockopt(zmq.SNDHWM, TAP_HWM)
         self.tap.setsockopt(zmq.LINGER, 0)
         bind_private(self.tap, config.tap_endpoint)
-        self.control = ControlRouter(config.control_endpoint, self.registry.packs, self.context)
+        self.control = ControlRouter(
+            config.control_endpoint, self.registry.packs, self.context, why=self.why
+        )
         self.remote: RemoteListener | None = None
         if config.zmq.remote_states:  # pollers on other machines: CURVE with an allow-list
             self.remote = RemoteListener(config.zmq, self.context, STATES_HWM, MAX_STATE_BYTES)

@@ -4,6 +4,8 @@ The poller connects a DEALER to the arbiter's control ROUTER (``control_endpoint
 
 - says hello (``[b"hello", {port, bms, packs}]``) at once and every ``hello_interval`` seconds,
   so a restarted arbiter relearns who owns which pack within one interval;
+- reports its port's and packs' link states (``[b"link", ...]``, see
+  :mod:`bmsbank.status_schema`) when one changes and every :data:`LINK_HEARTBEAT` seconds;
 - takes control requests only between two exchanges of its poll cycle (:meth:`between`, called
   from the poller's ``between`` hook, asks at most every 0.2 s) or while it waits for the next
   cycle (:meth:`wait`);
@@ -32,15 +34,18 @@ from bmsbank.schema import (
     TOPIC_CONTROL,
     TOPIC_CONTROL_RESULT,
     TOPIC_HELLO,
+    TOPIC_LINK,
     control_result,
     pack,
     unpack,
     validate_control,
 )
+from bmsbank.services.poller.linkstate import LinkReport
 
 log = logging.getLogger(__name__)
 
 HELLO_INTERVAL = 5.0  #: s between hellos
+LINK_HEARTBEAT = 10.0  #: s between link messages while nothing changes
 POLLIN = int(zmq.POLLIN)  # a plain int: zmq's enums cost a call each time they are combined
 DRAIN = 20  #: requests carried out per call at most, so polling goes on under a flood
 WAIT_SLICE = 1.0  #: s; the longest :meth:`PollerControl.wait` blocks before checking ``stop``
@@ -69,6 +74,7 @@ class PollerControl:
                            "packs": list(packs)})  # fmt: skip
         self.hello_interval = hello_interval
         self.next_hello = 0.0
+        self.next_link = 0.0  #: monotonic time the next link heartbeat is due [s]
         self.rejected = 0  #: malformed messages received
         self.expired = 0  #: requests that arrived after their expiry
         self.done = 0  #: requests carried out (ok or not)
@@ -106,6 +112,18 @@ class PollerControl:
         # Asking consumed the descriptor's signal: what is left would wake nobody.
         self.backlog = handled >= DRAIN
         return handled
+
+    def report_link(self, report: LinkReport) -> bool:
+        """Send the port's link states when they changed or a heartbeat is due; True if sent.
+
+        Called once per poll cycle (a flag and a clock read when there is nothing to send).
+        """
+        now = time.monotonic()
+        if not report.changed and now < self.next_link:
+            return False
+        self._send([TOPIC_LINK, pack(report.message())])
+        self.next_link = now + LINK_HEARTBEAT
+        return True
 
     def between(self, execute: Execute) -> int:
         """:meth:`service`, at most every ``BETWEEN_EVERY`` seconds (between two exchanges)."""

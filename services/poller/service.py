@@ -33,7 +33,9 @@ from bmsbank.logs import ChangeLog
 from bmsbank.plausibility import PackBounds, default_bounds, implausible
 from bmsbank.schema import TOPIC_STATE, packer, validate_state
 from bmsbank.services.poller import plugins
+from bmsbank.services.poller.linkstate import LinkReport, bad_replies
 from bmsbank.services.poller.plugins.base import LinkStats, Plugin, Query, run_query
+from bmsbank.services.poller.sniff import noise_text
 from bmsbank.services.poller.spi_transport import SpiTransport
 from bmsbank.services.poller.transport import SerialTransport
 from bmsbank.state import make_state
@@ -138,6 +140,11 @@ class Poller:
         self.timeout = port.timeout or self.plugin.reply_timeout
         self.gap = self.plugin.command_gap if port.command_gap < 0 else port.command_gap
         self.links = {a: PackLink(a, tuple(self.plugin.queries(a))) for a in port.addresses}
+        #: the port's and packs' link states for the arbiter (sent on a change, see run)
+        self.report = LinkReport(port.name, port.device,
+                                 {a: k.stats for a, k in self.links.items()})  # fmt: skip
+        #: a sample of what the port heard during a pack's poll (serial ports keep one)
+        self._heard: bytearray | None = getattr(self.transport, "heard", None)
         self.cycle = 0
         self.seq = 0
         #: reconnect backoff [s]: the transport's own range where it has one (BLE: 1 s doubling
@@ -202,6 +209,7 @@ class Poller:
             link.stats.port_errors += 1
         self.transport.close()
         self.changes.set("port", "lost", logging.WARNING, str(exc))
+        self.report.port_state("missing", str(exc))
 
     def _open(self) -> bool:
         try:
@@ -210,9 +218,11 @@ class Poller:
             for link in self.links.values():
                 link.stats.port_errors += 1
             self.changes.set("port", "missing", logging.WARNING, str(exc))
+            self.report.port_state("missing", str(exc))
             return False
         self.backoff = getattr(self.transport, "backoff_min", BACKOFF_MIN)
         self.changes.set("port", "open", logging.INFO, self.port.device)
+        self.report.port_state("open")
         return True
 
     def _due(self, link: PackLink, q: Query) -> bool:
@@ -222,6 +232,11 @@ class Poller:
 
     def _poll_pack(self, link: PackLink) -> None:
         link.fresh = fresh = {}
+        heard = self._heard
+        if heard:
+            heard.clear()
+        # what went wrong before this poll (to tell silence from noise if it fails)
+        bad, noise = bad_replies(link.stats), link.stats.noise_bytes
         for q in link.queries:
             if not self._due(link, q):
                 continue
@@ -230,6 +245,9 @@ class Poller:
             if result is None:
                 if q.required:
                     self.changes.set(str(link.address), "silent", logging.WARNING, "no valid reply")
+                    noisy = bad_replies(link.stats) > bad or link.stats.noise_bytes > noise
+                    text = noise_text(bytes(heard or b""), self.plugin.name) if noisy else ""
+                    self.report.failed(link.address, noisy, text)
                     return
                 continue
             if q.expects_reply:
@@ -241,14 +259,17 @@ class Poller:
         except FrameError as exc:
             link.stats.count(exc.kind)
             self.changes.set(str(link.address), "incomplete", logging.WARNING, str(exc))
+            self.report.refused(link.address, "incomplete", f"incomplete reply: {exc}")
             return
         bounds = self.bounds.get(f"{self.port.name}:{link.address}", self.default_bounds)
         msg = checked_state(self.port.name, link.address, self.plugin.name, self.seq, fields,
                             link.stats, bounds)  # fmt: skip
         if isinstance(msg, str):
             self.changes.set(str(link.address), "implausible values", logging.WARNING, msg)
+            self.report.refused(link.address, "implausible", msg)
             return
         self.changes.set(str(link.address), "answering")
+        self.report.answered(link.address)
         self.seq += 1
         self.send(msg)
 
@@ -408,6 +429,7 @@ def run(
         while not stop():
             started = time.monotonic()
             delay = poller.poll_once()
+            control.report_link(poller.report)
             control.wait(started + delay - time.monotonic(), poller.control, stop)
     finally:
         poller.close()

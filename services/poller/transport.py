@@ -19,6 +19,8 @@ import serial
 
 from bmsbank.errors import FrameError, LinkTimeout, TransportError
 
+HEARD_MAX = 64  #: bytes kept of what the port heard (a sample to tell whose frames they are)
+
 
 class SerialTransport:
     """A serial port that may come and go (USB adapters do)."""
@@ -41,6 +43,9 @@ class SerialTransport:
         #: no stale bytes are expected, so :meth:`drain` spares its syscall (one of the few an
         #: exchange makes). Anything unusual clears it (see :meth:`unsettle`).
         self.settled = False
+        #: the first bytes heard since the poller last cleared it (bounded: HEARD_MAX); the
+        #: poller looks at it only when no valid reply came (:mod:`..sniff`)
+        self.heard = bytearray()
 
     @property
     def is_open(self) -> bool:
@@ -96,7 +101,12 @@ class SerialTransport:
             return stale
         try:
             n = port.in_waiting
-            return stale + (len(port.read(n)) if n else 0)
+            if not n:
+                return stale
+            data = port.read(n)
+            if len(self.heard) < HEARD_MAX:
+                self.heard += data[:HEARD_MAX]
+            return stale + len(data)
         except (serial.SerialException, OSError) as exc:
             raise TransportError(f"read {self.device}: {exc}") from exc
 
@@ -210,6 +220,8 @@ class SerialTransport:
             raise TransportError(f"read {self.device}: {exc}") from exc
         if not data:
             raise TransportError(f"read {self.device}: readable but no data (device gone?)")
+        if len(self.heard) < HEARD_MAX:
+            self.heard += data[:HEARD_MAX]
         return data
 
     def _port(self) -> serial.SerialBase:

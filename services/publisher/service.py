@@ -61,7 +61,7 @@ from bmsbank.schema import (
     validate_state,
 )
 
-from . import canbms, paths
+from . import canbms, health, paths
 from .can_output import LIMITS_ID, CanOutput
 from .can_sender import CanSender
 from .dbus_service import VeService
@@ -152,6 +152,7 @@ class Publisher:
         self._last_reject_log: float | None = None
         self._background: set[asyncio.Task] = set()  # fire-and-forget work the loops never await
         self._next_beat = 0.0  # when on_bank renews the heartbeat next
+        self.health: health.HealthReporter | None = None  #: reports the outputs' health (see run)
 
     # ---- input -------------------------------------------------------------------------------
 
@@ -193,6 +194,15 @@ class Publisher:
         if now >= self._next_beat:  # the deadline follows the banks, not the watch's wake-ups
             self._beat()
         await self._publish(bank, paths.dbus_values(bank, self.config))
+        self.report_health(now)
+
+    def report_health(self, now: float) -> None:
+        """Tell the arbiter how the outputs are, when that changed or a heartbeat is due."""
+        if self.health is None:
+            return
+        can_name = f"{self.config.can.interface} {self.config.can.channel}"
+        state = health.outputs(self.ve, self.config.dbus.service, self.can, can_name)
+        self.health.report(state, now)
 
     async def check_stale(self) -> None:
         """Enter the safe state when no valid bank arrived for ``stale_after`` seconds.
@@ -451,6 +461,7 @@ class Publisher:
         log.info("publisher: bank from %s, D-Bus %s, CAN %s", self.config.tap_endpoint, dbus_out,
                  can_out)  # fmt: skip
         self._beat()
+        self.health = health.HealthReporter(self.config.control_endpoint, ctx)
         tasks = [asyncio.create_task(self._receive(sock)), asyncio.create_task(self._watch())]
         if self.can is not None:
             tasks.append(asyncio.create_task(self._can_loop()))
@@ -468,6 +479,9 @@ class Publisher:
                 task.cancel()
             await asyncio.gather(*tasks, *saving, return_exceptions=True)  # one writer at a time
             sock.close(linger=0)
+            if self.health is not None:
+                self.health.close()
+                self.health = None
             if self.packs is not None and self.packs.control is not None:
                 await self.packs.control.aclose()
                 self.packs.control = None
