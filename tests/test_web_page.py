@@ -10,12 +10,14 @@ the page must show that pack offline, with its reason, within stale_after + 2 s.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import pytest
 import zmq
@@ -30,7 +32,7 @@ SCREENSHOT = os.path.join(os.path.dirname(__file__), "..", "docs", "web.png")
 STALE_AFTER = 10.0  #: the demo's bank.stale_after (the default) [s]
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1400,1800")  # fmt: skip
+         "--window-size=1400,2300")  # fmt: skip
 
 #: everything the checks read, in one script run (the page cannot change in between)
 READ = """
@@ -97,6 +99,14 @@ def _until(what, check, timeout):
         time.sleep(0.2)
 
 
+def _history(url):
+    try:
+        with urllib.request.urlopen(url + "history.json?span=24h", timeout=2) as r:
+            return json.load(r)
+    except OSError:
+        return None  # the service is restarting
+
+
 def _tap(rundir):
     sock = zmq.Context.instance().socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -153,5 +163,20 @@ def test_page_shows_the_tap_and_a_stopped_pack_goes_offline_with_its_reason(demo
     assert took <= STALE_AFTER + 2.0, f"offline shown after {took:.1f} s"
     assert card["reason"], "an offline pack shows why"
     tap.close()
+    # the web service restarts (supervisorctl, as a crash would): the history is still there
+    before = _history(url)
+    assert before, "no history points after the first 10 s"
+    subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "restart",
+                    "web"], check=True, capture_output=True)  # fmt: skip
+    after = _until("history after the restart", lambda: _history(url), 10)
+    assert {p["t"] for p in before} <= {p["t"] for p in after}
+    # the page reconnects by itself; charts and the limit change the stopped pack caused show
+    seq = int(browser.execute_script(READ)["seq"])
+    _until("live again", lambda: int((r := browser.execute_script(READ))["seq"]) > seq + 2
+           and r["conn"] == "live", 15)  # fmt: skip
+    browser.execute_script("loadHistory()")
+    _until("charts", lambda: browser.execute_script(READ)["charts"] >= 6, 10)
+    log = browser.find_element("id", "log").text
+    assert "CCL " in log and "→" in log, log
     browser.save_screenshot(os.path.abspath(SCREENSHOT))
     assert os.path.getsize(SCREENSHOT) > 10000

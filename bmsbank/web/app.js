@@ -135,4 +135,4 @@ function connect() {
 }
 
 $("span").onchange = loadHistory;
-connect(); loadHistory(); setInterval(loadHistory, 30000);
+connect(); loadHistory(); setInterval(loadHistory, 60000);  // points come every 10 s; a GX need not re-send 24 h often
