@@ -113,17 +113,20 @@ def _start(cfg: str, port: int) -> subprocess.Popen:
             time.sleep(0.05)
 
 
-def _sse_bank(port: int, token: str) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", f"/events?token={token}")
-    r = conn.getresponse()
-    assert r.status == 200 and r.getheader("Content-Type") == "text/event-stream"
-    while True:
-        line = r.fp.readline().decode()
-        if line.startswith("event: bank"):
-            data = json.loads(r.fp.readline().decode()[len("data: ") :])
-            conn.close()
-            return data
+class _Stream:
+    """An open /events stream: the browser's side of Server-Sent Events."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.conn.request("GET", f"/events?token={token}")
+        self.r = self.conn.getresponse()
+        assert self.r.status == 200 and self.r.getheader("Content-Type") == "text/event-stream"
+
+    def next(self, event: str) -> dict:
+        while True:
+            line = self.r.fp.readline().decode()
+            if line.startswith(f"event: {event}"):
+                return json.loads(self.r.fp.readline().decode()[len("data: ") :])
 
 
 def test_service_counts_bad_tap_messages_keeps_history_over_a_restart_and_needs_its_token(
@@ -156,10 +159,21 @@ def test_service_counts_bad_tap_messages_keeps_history_over_a_restart_and_needs_
         for b in banks[10:]:
             pub.send_multipart([TOPIC_BANK, pack(b)])
         time.sleep(0.5)
-        seen = _sse_bank(port, "s3cret")
+        stream = _Stream(port, "s3cret")
+        seen = stream.next("bank")
         assert seen["seq"] == banks[-1]["seq"] and seen["ccl"] == banks[-1]["ccl"]
         assert seen["web"]["bad"] == {"bank": 3, "state": 0, "other": 0}
-        assert "bad bank message skipped" in "".join(_stop_and_read(proc))
+        time.sleep(0.3)  # a browser looks: states are subscribed now
+        state = state_msg("p0", 1, seq=99)
+        for body in (b"junk", pack({**state, "cells": []}), pack(state)):
+            pub.send_multipart([TOPIC_STATE, body])
+        pub.send_multipart([b"states", b"x"])  # starts with "state": the SUB lets it through
+        assert stream.next("states")["p0:1"]["cells"] == state["cells"]
+        pub.send_multipart([TOPIC_BANK, pack(banks[-1])])
+        assert stream.next("bank")["web"]["bad"] == {"bank": 3, "state": 2, "other": 1}
+        stream.conn.close()
+        log = "".join(_stop_and_read(proc))
+        assert "bad bank message skipped" in log and "Traceback" not in log, log
         proc = _start(str(cfg), port)  # a restart of the web service
         status, body = _get(port, "/history.json?span=24h&token=s3cret")
         pts = json.loads(body)

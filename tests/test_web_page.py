@@ -180,3 +180,6 @@ def test_page_shows_the_tap_and_a_stopped_pack_goes_offline_with_its_reason(demo
     assert "CCL " in log and "→" in log, log
     browser.save_screenshot(os.path.abspath(SCREENSHOT))
     assert os.path.getsize(SCREENSHOT) > 10000
+    with open(f"{rundir}/log/web.log", encoding="utf-8") as fh:
+        log = fh.read()
+    assert "stopped; history written" in log and "Traceback" not in log, log

@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from bmsbank import config as configuration
-from bmsbank import logs, runtime
+from bmsbank import logs
 from bmsbank.errors import ConfigError
 
 
@@ -22,13 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return configuration.fail("bmsbank-web", exc)
     logs.setup("web", config.log_level)
-    runtime.exit_on_stop_signals()
     from bmsbank.web.server import WebServer
 
-    try:
-        asyncio.run(WebServer(config).serve())
-    except (KeyboardInterrupt, SystemExit):
-        pass
+    asyncio.run(WebServer(config).serve())  # returns on SIGTERM, SIGINT or SIGHUP
     return 0
 
 

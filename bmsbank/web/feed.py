@@ -106,10 +106,19 @@ class Feed:
                 q.put_nowait(data)
             except asyncio.QueueFull:
                 log.warning("a browser fell behind; closing its event stream")
-                self.clients.discard(q)
-                q.get_nowait()
-                q.put_nowait(None)  # tells its writer to stop
+                self._end(q)
         self._states_wanted(bool(self.clients))
+
+    def _end(self, q: asyncio.Queue[bytes | None]) -> None:
+        self.clients.discard(q)
+        if q.full():
+            q.get_nowait()
+        q.put_nowait(None)  # tells its writer to stop
+
+    def end_streams(self) -> None:
+        """Tell every browser's writer to end its stream (the service stops)."""
+        for q in list(self.clients):
+            self._end(q)
 
     def take(self, topic: bytes, body: bytes) -> None:
         """Handle one tap message (bad ones are counted and skipped)."""

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from bmsbank.config import Config
+from bmsbank.runtime import STOP_SIGNALS
 from bmsbank.web.feed import Feed, json_safe
 from bmsbank.web.history import TIERS, History, csv_text
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST = 8192  #: [bytes] of request line and headers; more is refused
 KEEPALIVE = 15.0  #: [s] between SSE comments that keep idle connections open
+MAX_STREAMS = 16  #: browsers served live at once (each costs a queue and a JSON copy per bank)
 
 
 def _static(name: str) -> bytes:
@@ -53,17 +55,28 @@ class WebServer:
                       "/app.js": ("text/javascript; charset=utf-8", _static("app.js"))}  # fmt: skip
 
     async def serve(self) -> None:
-        """Serve until cancelled."""
+        """Serve until a stop signal (SIGTERM, SIGINT, SIGHUP); then write the history and stop.
+
+        The signals are the loop's (``add_signal_handler``): a handler that raised SystemExit
+        would land inside whatever callback runs, a browser's write for one.
+        """
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop.set)
         server = await asyncio.start_server(self._client, self.listen, self.port)
         log.info("serving the bank view on http://%s:%d/", self.listen, self.port)
         feed = asyncio.create_task(self.feed.run())
         try:
-            async with server:
-                await server.serve_forever()
+            await stop.wait()
         finally:
+            server.close()
+            self.feed.end_streams()
+            await asyncio.sleep(0.1)  # the streams' writers return and close their sockets
             feed.cancel()
             self.feed.close()
             self.history.close()
+            log.info("stopped; history written")
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -96,6 +109,9 @@ class WebServer:
         elif url.path in self.pages:
             ctype, body = self.pages[url.path]
             writer.write(_response("200 OK", ctype, body))
+        elif url.path == "/events" and len(self.feed.clients) >= MAX_STREAMS:
+            writer.write(_response("503 Service Unavailable", "text/plain", b"too many viewers\n",
+                                   "Retry-After: 10\r\n"))  # fmt: skip
         elif url.path == "/events":
             await self._events(writer)
         elif url.path in ("/history.json", "/history.csv", "/events.json"):
