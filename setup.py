@@ -24,6 +24,7 @@ PACKAGES = [
     "bmsbank.services.poller.simulators",
     "bmsbank.services.arbiter",
     "bmsbank.services.publisher",
+    "bmsbank.web",
 ]
 # One folder per BMS family, found like the registry finds them.
 PACKAGES += sorted(
@@ -62,6 +63,7 @@ setup(
         "bmsbank.native": ["*.pyi", "py.typed"],
         "bmsbank": ["py.typed"],
         "bmsbank.services.publisher": ["*.dbc"],
+        "bmsbank.web": ["*.html", "*.js"],
     },
     # the Cython sources and the C they generate stay out of the wheel (the sdist has them)
     exclude_package_data={"bmsbank.native": ["*.c", "*.pyx", "*.pxi"]},

@@ -235,6 +235,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    """Serve the bank view page (docs/WEB.md); supervisord runs it when [web] enabled = true."""
+    from bmsbank.web.__main__ import main as web_main
+
+    argv = ["--config", args.config] if args.config else []
+    return web_main(argv + (["--runtime-dir", args.runtime_dir] if args.runtime_dir else []))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     import os
@@ -444,6 +452,10 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--topic", action="append", choices=["state", "bank"])
             s.add_argument("--count", type=int, help="stop after N messages")
 
+    w = sub.add_parser("web", help="serve the read-only bank view page (docs/WEB.md)")
+    w.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+    w.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
+    w.set_defaults(func=cmd_web)
     _add_control(sub)
 
     c = sub.add_parser("decode", help="decode captured replies (hex, in arrival order)")

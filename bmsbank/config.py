@@ -415,6 +415,40 @@ class CanConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the read-only bank view page (``bmsbank web``; docs/WEB.md)."""
+
+    enabled: bool = _spec(False, "true or false: run the web view under supervisord")
+    listen: str = _spec(
+        "127.0.0.1",
+        "an IP address to bind; one that is not loopback needs a token",
+        lambda s: _ip(s) is not None,
+    )
+    port: int = _spec(8088, "a TCP port, 1-65535", lambda n: 0 < n < 65536)
+    token: str = _spec(
+        "",
+        'the token a browser must give (?token=...) off loopback, "" = none; printable ASCII, '
+        "no spaces",
+        lambda s: s.isascii() and s.isprintable() and " " not in s,
+    )
+    history_dir: str = _spec(
+        "/var/lib/bmsbank/history",
+        'absolute directory of the history store (history.sqlite3), "" = keep no history',
+        _absolute_or_none,
+    )
+    history_max_mb: float = _spec(
+        8.0, "the history store's size bound [MB], 1-1024", lambda x: 1.0 <= x <= 1024.0
+    )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
 class ZmqConfig:
     """[zmq]: endpoints; empty means ipc:// sockets in the runtime directory."""
 
@@ -550,6 +584,7 @@ class Config:
     dbus: DbusConfig = DbusConfig()
     can: CanConfig = CanConfig()
     zmq: ZmqConfig = ZmqConfig()
+    web: WebConfig = WebConfig()
     ports: tuple[PortConfig, ...] = ()
     can_inputs: tuple[CanInputConfig, ...] = ()
 
@@ -611,7 +646,9 @@ class Config:
 
 _TOP_KEYS = {"runtime_dir": str, "log_level": str, "log_dir": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_SECTIONS = {"bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig}
+_SECTIONS = {
+    "bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig, "web": WebConfig,
+}  # fmt: skip
 LOG_DIR_EXPECTED = (
     "an absolute directory path without spaces at either end or a space before ';' or '#' "
     "(supervisord.conf would cut it there)"
@@ -1276,6 +1313,7 @@ def parse(data: Mapping[str, Any], source: str) -> Config:
     _check_can_inputs(config, data, problems)
     _check_cell_voltages(config.bank, problems)
     _check_force_charge(config.can, problems)
+    _check_web(config.web, problems)
     _check_endpoints(config, problems)
     _check_curve(config.zmq, problems)
     _check_stale_after(config, problems)
@@ -1347,6 +1385,15 @@ def _check_cell_voltages(bank: BankConfig, problems: _Problems) -> None:
             f"0 (off) or at least cell_charge_voltage ({bank.cell_charge_voltage:g} V), "
             f"got {bank.soc_reset_voltage:g}",
         )
+
+
+def _check_web(web: WebConfig, problems: _Problems) -> None:
+    """A web view reachable off this machine needs a token (its page shows the whole bank)."""
+    if problems.failed("web.listen", "web.token"):
+        return
+    address = _ip(web.listen)
+    if address is not None and not address.is_loopback and not web.token:
+        problems.add("web.token", f"a token: web.listen {web.listen} is not a loopback address")
 
 
 def _check_force_charge(can: CanConfig, problems: _Problems) -> None:
@@ -1476,7 +1523,7 @@ def reference() -> str:
         f"files in an installation (`bmsbank install`, `supervisor-config`): {LOG_DIR_EXPECTED} |"
     )
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
-                         ("zmq", ZmqConfig), ("[ports]", PortConfig),
+                         ("zmq", ZmqConfig), ("web", WebConfig), ("[ports]", PortConfig),
                          ("[can_inputs]", CanInputConfig)):  # fmt: skip
         for f in fields(cls):
             if f.name == "options":

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -53,8 +54,9 @@ class DemoPort(NamedTuple):
 DEMO_PORTS = (
     DemoPort("jbd1", "jbd", [1], [6.0], [55.0], [0.004]),
     DemoPort("jbd2", "jbd", [1], [-3.5], [72.0], [0.012]),
-    DemoPort("jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0],
-             [0.006, 0.020, 0.010]),  # fmt: skip
+    DemoPort(
+        "jkbus", "jkpb", [1, 2, 3], [4.0, 2.5, -1.5], [61.0, 64.0, 58.0], [0.006, 0.020, 0.010]
+    ),  # fmt: skip
     DemoPort("dalybus", "daly", [1, 2], [3.0, -2.0], [57.0, 63.0], [0.008, 0.015]),
     DemoPort("seplos3", "seplosv3", [0, 1], [2.0, 1.5], [60.0, 59.0], [0.005, 0.011]),
     DemoPort("seplos2", "seplos", [0, 1], [-1.0, 3.5], [62.0, 56.0], [0.009, 0.004]),
@@ -145,6 +147,7 @@ class DemoPlan:
     own_bus: bool
     can: str  #: "interface:channel" the publisher uses, or "none"
     can_peer: str | None  #: the far end of the demo's CAN pty, when the demo made one
+    web_url: str = ""  #: the bank view page (bmsbank web)
 
 
 def _toml_str(s: str) -> str:
@@ -158,7 +161,7 @@ def ble_mac(index: int) -> str:
 
 def _demo_config(
     rundir: str, can: str, ports: tuple[DemoPort, ...], own: frozenset[str],
-    ble: tuple[DemoPort, ...] = (), can_inputs: tuple[DemoPort, ...] = (),
+    ble: tuple[DemoPort, ...] = (), can_inputs: tuple[DemoPort, ...] = (), web_port: int = 8088,
 ) -> str:  # fmt: skip
     """The demo's bmsbank.toml: its ports, BLE devices and CAN inputs, D-Bus on, CAN as asked."""
     interface, _, channel = can.partition(":")
@@ -167,6 +170,8 @@ def _demo_config(
         f"state_file = {_toml_str(rundir + '/state.json')}", "",
     ]  # fmt: skip
     lines += ["[dbus]", "enabled = true", f"names_file = {_toml_str(rundir + '/names.json')}", ""]
+    lines += ["[web]", "enabled = true", f"port = {web_port}",
+              f"history_dir = {_toml_str(rundir + '/history')}", ""]  # fmt: skip
     lines += ["[can]", f"enabled = {'false' if interface == 'none' else 'true'}"]
     if interface != "none":
         lines += [f"interface = {_toml_str(interface)}", f"channel = {_toml_str(channel)}",
@@ -300,7 +305,7 @@ def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     can = can or f"slcan:{rundir}/can-bms"
     config_path = f"{rundir}/bmsbank.toml"
     with open(config_path, "w", encoding="utf-8") as fh:
-        fh.write(_demo_config(rundir, can, ports, own, ble, can_inputs))
+        fh.write(_demo_config(rundir, can, ports, own, ble, can_inputs, _free_port()))
     config = configuration.load(config_path)
     programs = _simulators(rundir, python, ports)
     programs += _radio_simulators(rundir, python, dbus_address, ble, can_inputs)
@@ -324,7 +329,20 @@ def plan(rundir: str, can: str | None, profile: str = "default") -> DemoPlan:
     conf = f"{rundir}/supervisord.conf"
     with open(conf, "w", encoding="utf-8") as fh:
         fh.write(render(programs, rundir, logdir, "bmsbank demo (generated)"))
-    return DemoPlan(rundir, config_path, conf, dbus_address, not env_bus, can, can_peer)
+    web_url = f"http://{config.web.listen}:{config.web.port}/"
+    return DemoPlan(rundir, config_path, conf, dbus_address, not env_bus, can, can_peer, web_url)
+
+
+def _free_port() -> int:
+    """A loopback TCP port free now (8088 when it is; several demos may run at once)."""
+    for port in (8088, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free TCP port on 127.0.0.1")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -370,6 +388,7 @@ def run(
         out.write("  BLE   : left out (the fake BlueZ needs python-dbusmock: "
                   "pip install 'bmsbank[demo]')\n")  # fmt: skip
     out.write(f"  status: bmsbank status --config {p.config_path}\n")
+    out.write(f"  web   : {p.web_url}\n")
     out.write(f"  logs  : {p.rundir}/log/\n\n")
     out.flush()
     supervisord = subprocess.Popen(

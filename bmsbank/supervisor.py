@@ -130,8 +130,7 @@ class EventListener(Program):
         lines += [
             f"events={self.events}",
             "stdout_logfile=NONE",
-            "stderr_logfile="
-            + conf_value(f"{logdir}/{self.name}.log", "log file", expansions=2),
+            "stderr_logfile=" + conf_value(f"{logdir}/{self.name}.log", "log file", expansions=2),
             f"stderr_logfile_maxbytes={'1MB' if rotate else 0}",
             f"stderr_logfile_backups={2 if rotate else 0}",
         ]
@@ -144,8 +143,8 @@ def service_programs(
     """The bmsbank services for ``config``: arbiter, publisher, one poller per poller process.
 
     A poller process (``[[ports]] process``; by default every port shares one) is the program
-    ``poller-<process>``, a CAN input ``can-<name>``. The last entry is the watchdog listener
-    that watches all of them.
+    ``poller-<process>``, a CAN input ``can-<name>``. Then the watchdog listener that watches
+    all of them, and last the bank view ``web`` when ``[web] enabled`` (not watched: a viewer).
     """
     env = dict(environment or {})
     base = ["--config", config_path]
@@ -167,6 +166,8 @@ def service_programs(
     programs.append(
         EventListener("watchdog", [python, "-m", "bmsbank.watchdog", *base, *watched], 10, env)
     )
+    if config.web.enabled:  # a viewer: supervisord restarts it, the watchdog need not watch it
+        programs.append(Program("web", [python, "-m", "bmsbank.web", *base], 60, env))
     return programs
 
 

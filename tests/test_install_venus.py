@@ -106,7 +106,7 @@ def _bmsbank_wheel(into: Path) -> None:
                 continue  # the worktree's links to native/ and services/
             if "__pycache__" in rel.parts or not path.is_file():
                 continue
-            if path.suffix in (".py", ".pyi", ".dbc") or path.name == "py.typed":
+            if path.suffix in (".py", ".pyi", ".dbc", ".html", ".js") or path.name == "py.typed":
                 files[f"{target}/{rel.as_posix()}"] = path.read_bytes()
     meta = [
         "Metadata-Version: 2.1",

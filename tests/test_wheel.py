@@ -78,6 +78,7 @@ def test_the_wheel_holds_what_runs_and_nothing_else(wheel: Path) -> None:
         assert f"bmsbank/native/{ext}.pyi" in names
     assert {"bmsbank/py.typed", "bmsbank/native/py.typed"} <= names
     assert "bmsbank/services/publisher/victron_canbms.dbc" in names
+    assert {"bmsbank/web/page.html", "bmsbank/web/app.js"} <= names  # the bank view page
     plugins = REPO / "services/poller/plugins"
     families = sorted(p.parent.name for p in plugins.glob("*/__init__.py"))
     assert len(families) >= 20

@@ -1,0 +1,1 @@
+"""``bmsbank web``: the read-only bank view page, its live feed and its history store."""
