@@ -493,9 +493,10 @@ def parser() -> argparse.ArgumentParser:
     )
     k.add_argument("config", help="the bmsbank config file")
     k.set_defaults(func=cmd_check_config)
-    from bmsbank import install
+    from bmsbank import install, record_cli
 
     install.add_parsers(sub)
+    record_cli.add_parsers(sub)
     return p
 
 
