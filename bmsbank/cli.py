@@ -223,9 +223,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.procedure not in plant.PROCEDURES:
         known = ", ".join(plant.PROCEDURES)
         return runtime.fail(PROG, f"unknown procedure {args.procedure!r}; one of {known}", 2)
+    from bmsbank.plant.checks import check
+
     metrics = plant.run(args.procedure, seed=args.seed, trace=args.trace)
     print(json.dumps(_json_safe(metrics), indent=2))
-    return 0
+    results = check(args.procedure, metrics)  # docs/LIMITS.md's requirements, on stderr
+    for text, ok in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}", file=sys.stderr)
+    return 0 if all(ok for _, ok in results) else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
