@@ -224,8 +224,23 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         known = ", ".join(plant.PROCEDURES)
         return runtime.fail(PROG, f"unknown procedure {args.procedure!r}; one of {known}", 2)
     from bmsbank.plant.checks import check
+    from bmsbank.plant.plot import progress_line, write
 
-    metrics = plant.run(args.procedure, seed=args.seed, trace=args.trace)
+    show = sys.stderr.isatty()  # a progress line for people; none in a pipe or a log
+    progress = progress_line(args.procedure, sys.stderr) if show else None
+    trace = args.trace or bool(args.plot)
+    metrics = plant.run(args.procedure, seed=args.seed, trace=trace, progress=progress)
+    if show:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.plot:
+        try:
+            write(
+                args.plot, metrics["trace"], f"bmsbank simulate {args.procedure} --seed {args.seed}"
+            )
+        except (OSError, ValueError) as exc:
+            return runtime.fail(PROG, f"--plot: {args.plot}: {getattr(exc, 'strerror', exc)}", 2)
+        if not args.trace:
+            del metrics["trace"]
     print(json.dumps(_json_safe(metrics), indent=2))
     results = check(args.procedure, metrics)  # docs/LIMITS.md's requirements, on stderr
     for text, ok in results:
@@ -452,6 +467,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("procedure", help="feed-in, imbalance, excess-pv, cold-charge, pack-lost, ...")
     sim.add_argument("--seed", type=int, default=1, help="random seed of the plant")
     sim.add_argument("--trace", action="store_true", help="add a per-minute trace")
+    sim.add_argument("--plot", metavar="FILE.svg", help="draw cells, CVL and CCL over time")
     sim.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("supervisor-config", help="print supervisord.conf for a config file")
