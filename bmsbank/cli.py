@@ -230,9 +230,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.procedure not in plant.PROCEDURES:
         known = ", ".join(plant.PROCEDURES)
         return runtime.fail(PROG, f"unknown procedure {args.procedure!r}; one of {known}", 2)
-    metrics = plant.run(args.procedure, seed=args.seed, trace=args.trace)
+    from bmsbank.plant.checks import check
+    from bmsbank.plant.plot import progress_line, write
+
+    show = sys.stderr.isatty()  # a progress line for people; none in a pipe or a log
+    progress = progress_line(args.procedure, sys.stderr) if show else None
+    trace = args.trace or bool(args.plot)
+    metrics = plant.run(args.procedure, seed=args.seed, trace=trace, progress=progress)
+    if show:
+        print("\r\033[K", end="", file=sys.stderr)
+    if args.plot:
+        try:
+            write(
+                args.plot, metrics["trace"], f"bmsbank simulate {args.procedure} --seed {args.seed}"
+            )
+        except (OSError, ValueError) as exc:
+            return runtime.fail(PROG, f"--plot: {args.plot}: {getattr(exc, 'strerror', exc)}", 2)
+        if not args.trace:
+            del metrics["trace"]
     print(json.dumps(_json_safe(metrics), indent=2))
-    return 0
+    results = check(args.procedure, metrics)  # docs/LIMITS.md's requirements, on stderr
+    for text, ok in results:
+        print(f"{'PASS' if ok else 'FAIL'}  {text}", file=sys.stderr)
+    return 0 if all(ok for _, ok in results) else 1
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -476,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("procedure", help="feed-in, imbalance, excess-pv, cold-charge, pack-lost, ...")
     sim.add_argument("--seed", type=int, default=1, help="random seed of the plant")
     sim.add_argument("--trace", action="store_true", help="add a per-minute trace")
+    sim.add_argument("--plot", metavar="FILE.svg", help="draw cells, CVL and CCL over time")
     sim.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("supervisor-config", help="print supervisord.conf for a config file")
@@ -522,9 +543,10 @@ def parser() -> argparse.ArgumentParser:
     )
     k.add_argument("config", help="the bmsbank config file")
     k.set_defaults(func=cmd_check_config)
-    from bmsbank import install
+    from bmsbank import install, record_cli
 
     install.add_parsers(sub)
+    record_cli.add_parsers(sub)
     return p
 
 

@@ -52,6 +52,8 @@ class Scenario:
     stale_after: float = 10.0
     engine: Mapping[str, Any] = field(default_factory=dict)
     trace: bool = False
+    #: called with (simulated seconds done, duration [s]) every simulated 10 minutes
+    progress: Callable[[int, int], None] | None = field(default=None, compare=False)
 
 
 class Plant:
@@ -188,6 +190,8 @@ class Recorder:
             "t": t, "cvl": None if cvl is None else round(cvl, 3), "ccl": round(self.ccl[-1], 1),
             "dcl": round(self.dcl[-1], 1), "state": self.states[-1], "max_cell": round(high, 3),
             "bus_v": round(op.bus_v, 3), "i": round(op.battery_a, 1),
+            "cell_min": [round(min(p.terminal_v), 3) for p in self.plant.bank.packs],
+            "cell_max": [round(max(p.terminal_v), 3) for p in self.plant.bank.packs],
         }  # fmt: skip
 
     def metrics(self) -> dict[str, Any]:
@@ -231,6 +235,8 @@ def simulate(sc: Scenario) -> tuple[dict[str, Any], Recorder]:
         rec.record(t, out, op, limits)
         limits = _limits(out)
         plant.bank.step(1.0)
+        if sc.progress is not None and t % 600 == 0:
+            sc.progress(t, sc.duration)
     return rec.metrics(), rec
 
 
