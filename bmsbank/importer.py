@@ -130,6 +130,7 @@ def convert(path: str, default_path: str | None = None) -> Imported:
     _charging(c)
     Tables(c).apply()
     _other(c)
+    _recovery(c)
     ports = Ports(c)
     ports.apply()
     for key, why in sb.NOT_CARRIED.items():
@@ -141,9 +142,9 @@ def convert(path: str, default_path: str | None = None) -> Imported:
         c.dropped[key] = f"{where}: not a key of dbus-serialbattery {sb.RELEASE}{hint}"
     for section, where in c.ini.sections.items():
         c.dropped[f"[{section}]"] = f"{where}: dbus-serialbattery reads only [DEFAULT]"
-    for key in c.ini.values:
-        if key not in c.converted and key not in c.dropped:  # a bug: every key has its place
-            raise AssertionError(f"{key}: neither converted nor dropped")
+    for key in c.ini.values:  # keys of a later release's config.default.ini (--default)
+        if key not in c.converted and key not in c.dropped:
+            c.dropped[key] = f"not a key of {sb.RELEASE}: no bmsbank counterpart known here"
     text = render(c, ports, path)
     _check(text, path)
     return Imported(text, c.converted, c.dropped)
@@ -269,3 +270,19 @@ def _other(c: Conversion) -> None:
     drop = c.number("VOLTAGE_DROP", 0.0)
     c.drop("VOLTAGE_DROP", "bmsbank adds no cable loss to CVL"
            + (" (0 here: nothing lost)" if drop == 0 else ""))  # fmt: skip
+
+
+def _recovery(c: Conversion) -> None:
+    """Hold and ramp after a cut: keys of releases after v2.0.20250729 (a --default file's)."""
+    holds = [k for k in ("CCL_RECOVERY_HOLD_SEC", "DCL_RECOVERY_HOLD_SEC") if k in c.ini.values]
+    if holds:  # one hold for both limits in bmsbank: the longer
+        c.set("current_hold", max(c.number(k, 0.0) for k in holds), *holds, note="the longer")
+    rates = [k for k in ("CCL_RECOVERY_RATE_A_PER_SEC", "DCL_RECOVERY_RATE_A_PER_SEC")
+             if k in c.ini.values and c.number(k, 0.0) > 0]  # fmt: skip
+    if rates:  # A/s per BMS, as bmsbank's per pack; one ramp for both: the slower
+        c.set("current_ramp", min(c.number(k) for k in rates), *rates, note="the slower")
+    for key in ("CCL_RECOVERY_RATE_A_PER_SEC", "DCL_RECOVERY_RATE_A_PER_SEC"):
+        if key in c.ini.values:
+            c.drop(key, "0 = at once: bmsbank always ramps (bank.current_ramp)")
+    if "CVL_RECOVERY_HOLD_SEC" in c.ini.values:
+        c.set("ovp_hold", c.number("CVL_RECOVERY_HOLD_SEC", 0.0), "CVL_RECOVERY_HOLD_SEC")

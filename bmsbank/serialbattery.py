@@ -220,9 +220,13 @@ class Ini:
         if default_path is None:
             self.values = dict(DEFAULTS)
             self.where = dict.fromkeys(DEFAULTS, f"default of {RELEASE}")
-        else:
-            self.values, self.where, _, _ = _read(default_path)
-        values, where, self.sections, _ = _read(path)
+        else:  # a key an older release lacks keeps RELEASE's default
+            self.values = dict(DEFAULTS)
+            self.where = dict.fromkeys(DEFAULTS, f"default of {RELEASE}")
+            values, where, _ = _read(default_path)
+            self.values.update(values)
+            self.where.update(where)
+        values, where, self.sections = _read(path)
         self.user: list[str] = []
         self.unknown: dict[str, str] = {}
         for key, value in values.items():
@@ -236,8 +240,8 @@ class Ini:
             self.user.append(name)
 
 
-def _read(path: str) -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
-    """(values, where, other sections, order) of one ini file's [DEFAULT] section.
+def _read(path: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(values, where, other sections) of one ini file's [DEFAULT] section.
 
     Raises:
         ConfigError: the file cannot be read or is not an ini file (named key and line).
@@ -276,7 +280,7 @@ def _read(path: str) -> tuple[dict[str, str], dict[str, str], dict[str, str], li
     where = {k: f"{path}:{lines.get(('DEFAULT', k), '?')}" for k in parser.defaults()}
     values = {k: " ".join(v.split()) for k, v in parser.defaults().items()}
     sections = {s: f"{path}:{lines.get((s, None), '?')}" for s in parser.sections()}
-    return values, where, sections, list(values)
+    return values, where, sections
 
 
 _LINE = re.compile(r"^\s*(?:\[(?P<section>[^\]]*)\]|(?P<key>[^=:;#\s][^=:]*?)\s*[=:])")

@@ -284,3 +284,42 @@ def test_command_line_end_to_end(tmp_path: Path) -> None:
     assert failed.stderr.strip() == (
         f"bmsbank: {bad}:2: MAX_BATTERY_CHARGE_CURRENT: a number, got 'lots'"
     )
+
+
+def test_ecs_daly_host_address_and_two_can_families(tmp_path: Path) -> None:
+    """ECS takes the GreenMeter and LiPro keys; Daly's 0x80 is no board; CAN needs one family."""
+    ini = _ini(tmp_path, "BMS_TYPE = Ecs, Daly, Daly_Can, Jkbms_Can\nCAN_PORT = can0\n"
+               "BATTERY_ADDRESSES = 0x40, 0x80\nGREENMETER_ADDRESS = 3\nLIPRO_START_ADDRESS = 4\n"
+               "LIPRO_CELL_COUNT = 16\n")  # fmt: skip
+    data, result = _convert(ini)
+    ecs, daly = data["ports"]
+    assert (ecs["bms"], ecs["addresses"], ecs["lipro_start"], ecs["cells"]) == ("ecs", [3], 4, 16)
+    assert (daly["bms"], daly["addresses"]) == ("daly", [1])
+    assert "invert_current" not in daly
+    assert "0x80 not a daly address" in result.converted["BATTERY_ADDRESSES"]
+    assert "can_inputs" not in data and "more than one" in result.dropped["CAN_PORT"]
+    assert "lipro_start" in result.dropped["LIPRO_END_ADDRESS"]
+
+
+def test_poll_interval_below_bmsbanks_shortest(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="POLL_INTERVAL: seconds >= 0.1"):
+        importer.convert(_ini(tmp_path, "\nPOLL_INTERVAL = 0.05\n"))
+
+
+def test_later_release_default_file(tmp_path: Path) -> None:
+    """A later config.default.ini (keys after v2.0.20250729, as on the incumbent's master in
+    2026): hold and ramp keys convert, the rest is listed; every key still has its place."""
+    later = ("CVL_RECOVERY_HOLD_SEC = 60\nCCL_RECOVERY_HOLD_SEC = 30\n"
+             "CCL_RECOVERY_RATE_A_PER_SEC = 5\nDCL_RECOVERY_HOLD_SEC = 45\n"
+             "DCL_RECOVERY_RATE_A_PER_SEC = 0\nBMS_CABLE_ALARM = True\n"
+             "MQTT_BROKER_PORT = 1883\n")  # fmt: skip
+    default = tmp_path / "config.default.ini"
+    default.write_text(DEFAULT_INI.read_text(encoding="utf-8") + later, encoding="utf-8")
+    data, result = _convert(_ini(tmp_path, "CCL_RECOVERY_RATE_A_PER_SEC = 2.5\n"), str(default))
+    bank = data["bank"]
+    assert (bank["current_hold"], bank["current_ramp"], bank["ovp_hold"]) == (45.0, 2.5, 60.0)
+    assert "always ramps" in result.dropped["DCL_RECOVERY_RATE_A_PER_SEC"]
+    assert "not a key of v2.0.20250729" in result.dropped["MQTT_BROKER_PORT"]
+    keys = set(sb.DEFAULTS) | {line.split(" =")[0] for line in later.splitlines()}
+    assert set(result.converted) | set(result.dropped) == keys
+    assert not set(result.converted) & set(result.dropped)
