@@ -25,9 +25,15 @@ MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 PLACEHOLDER = "placeholder: serial-starter chose the port; put /dev/serial/by-id/... here"
 TYPES = {**sb.SERIAL_TYPES, **sb.CAN_TYPES, **sb.BLE_TYPES, **dict.fromkeys(sb.NO_FAMILY, "")}
-#: keys only some families use (family options in bmsbank)
-OPTION_KEYS = ("INVERT_CURRENT_MEASUREMENT", "BATTERY_CAPACITY", "GREENMETER_ADDRESS",
-               "LIPRO_START_ADDRESS", "LIPRO_END_ADDRESS", "LIPRO_CELL_COUNT")  # fmt: skip
+#: keys only some BMS classes read (family options in bmsbank) -> those classes
+OPTION_KEYS = {
+    "INVERT_CURRENT_MEASUREMENT": "Daly and Daly_Can",  # bms/daly.py, bms/daly_can.py
+    "BATTERY_CAPACITY": "Daly and Felicity",  # the key's comment in config.default.ini
+    "GREENMETER_ADDRESS": "Ecs",  # bms/ecs.py
+    "LIPRO_START_ADDRESS": "Ecs",
+    "LIPRO_END_ADDRESS": "Ecs",
+    "LIPRO_CELL_COUNT": "Ecs",
+}
 
 
 class Ports:
@@ -218,8 +224,8 @@ class Ports:
         elif self.interval > 4.0:  # a pack must not go stale between two polls (docs/CONFIG.md)
             c.set("stale_after", 2 * (self.interval + 1.0), "POLL_INTERVAL",
                   note="2 x (interval + 1 s reply time)")  # fmt: skip
-        for key in OPTION_KEYS:
-            c.drop(key, "used only by a BMS family not configured here")
+        for key, users in OPTION_KEYS.items():
+            c.drop(key, f"only {users} read it, and none is configured here")
 
 
 def toml_value(v: Any) -> str:
