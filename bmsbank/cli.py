@@ -304,6 +304,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_serialbattery(args: argparse.Namespace) -> int:
+    """Print a dbus-serialbattery config.ini as a bmsbank config (docs/IMPORT.md)."""
+    from bmsbank import importer
+
+    print(importer.convert(args.ini, args.default).toml, end="")
+    return 0
+
+
 def cmd_ports(args: argparse.Namespace) -> int:
     """List the USB serial adapters and which configured port uses which."""
     from bmsbank import ports
@@ -543,6 +551,17 @@ def parser() -> argparse.ArgumentParser:
     )
     k.add_argument("config", help="the bmsbank config file")
     k.set_defaults(func=cmd_check_config)
+    m = sub.add_parser(
+        "import-serialbattery",
+        help="print a dbus-serialbattery config.ini as a bmsbank config (docs/IMPORT.md)",
+        description="Print the equivalent bmsbank TOML config, then, as comments, every key "
+        "converted and every key not carried over with the reason. Exit code 0: converted; "
+        "2: a malformed file or value (the key and file:line are named).",
+    )
+    m.add_argument("ini", help="dbus-serialbattery's config.ini")
+    m.add_argument("--default", metavar="DEFAULT.INI",
+                   help="its config.default.ini (default: release v2.0.20250729's)")  # fmt: skip
+    m.set_defaults(func=cmd_import_serialbattery)
     from bmsbank import install, record_cli
 
     install.add_parsers(sub)
