@@ -1,0 +1,399 @@
+"""MQTT bridge: the bank and each pack as retained JSON state topics, with Home Assistant discovery.
+
+Read-only: it subscribes to the tap's bank messages (each carries every pack's summary, so the
+per-pack states need no state messages) and publishes at most once per ``[mqtt] interval``.
+
+Home Assistant MQTT discovery (https://www.home-assistant.io/integrations/mqtt/#mqtt-discovery):
+a retained JSON config at ``<discovery_prefix>/<component>/<node_id>/<object_id>/config`` with
+``unique_id``, a ``device`` block (identifiers, name, manufacturer, model, via_device),
+``state_topic`` and ``value_template``; ``availability_topic`` with the default payloads
+"online"/"offline". Sensor keys (``unit_of_measurement``, ``device_class``, ``state_class``
+"measurement"): https://www.home-assistant.io/integrations/sensor/ ; the connectivity binary
+sensor (``payload_on``/``payload_off``, default "ON"/"OFF"):
+https://www.home-assistant.io/integrations/binary_sensor.mqtt/ . A state longer than 255
+characters is refused by Home Assistant (home-assistant/core, homeassistant/const.py
+MAX_LENGTH_STATE_STATE), so texts are cut there.
+
+paho-mqtt 2 (https://eclipse.dev/paho/files/paho.mqtt.python/html/client.html): ``Client(
+CallbackAPIVersion.VERSION2)``, ``will_set``, ``connect_async`` + ``loop_start`` (its thread
+retries the first connection too), ``reconnect_delay_set`` for the backoff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bmsbank.config import Config, MqttConfig
+
+log = logging.getLogger("bmsbank.mqtt")
+
+PROG = "bmsbank mqtt"
+INSTALL_HINT = "paho-mqtt is not installed: pip install 'bmsbank[mqtt]' (or: pip install paho-mqtt)"
+MAX_STATE_TEXT = 255  #: Home Assistant's longest state
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+
+#: (key, name, unit, device_class) of the bank's numeric sensors
+BANK_SENSORS = (
+    ("soc", "SoC", "%", "battery"),
+    ("voltage", "Voltage", "V", "voltage"),
+    ("current", "Current", "A", "current"),
+    ("power", "Power", "W", "power"),
+    ("cvl", "Charge voltage limit", "V", "voltage"),
+    ("ccl", "Charge current limit", "A", "current"),
+    ("dcl", "Discharge current limit", "A", "current"),
+)
+#: (key, name) of the bank's text sensors
+BANK_TEXTS = (
+    ("charge_state", "Charge state"),
+    ("alarms", "Alarms"),
+    ("reason_cvl", "CVL reason"),
+    ("reason_ccl", "CCL reason"),
+    ("reason_dcl", "DCL reason"),
+)
+PACK_SENSORS = (
+    ("voltage", "Voltage", "V", "voltage"),
+    ("current", "Current", "A", "current"),
+    ("soc", "SoC", "%", "battery"),
+    ("min_cell_voltage", "Min cell", "V", "voltage"),
+    ("max_cell_voltage", "Max cell", "V", "voltage"),
+    ("cell_delta", "Cell delta", "V", "voltage"),
+    ("min_temperature", "Min temperature", "°C", "temperature"),
+    ("max_temperature", "Max temperature", "°C", "temperature"),
+)
+
+
+def slug(text: str) -> str:
+    """``text`` as an MQTT topic level and HA object id: [a-zA-Z0-9_-] only (rs485:3 → rs485_3)."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)
+
+
+def _text(x: Any) -> str:
+    return str(x)[:MAX_STATE_TEXT]
+
+
+def _rounded(x: Any, digits: int = 3) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def _alarm_text(alarms: Mapping[str, int]) -> str:
+    """The raised alarms as text: "high_voltage (alarm), low_soc (warning)", or "none"."""
+    words = {1: "warning", 2: "alarm"}
+    named = [f"{name} ({words[level]})" for name, level in sorted(alarms.items()) if level]
+    return _text(", ".join(named) or "none")
+
+
+def bank_state(bank: Mapping[str, Any], malformed: int) -> dict[str, Any]:
+    """The bank's state topic payload (numbers in V, A, W, %; texts cut to 255 characters)."""
+    state: dict[str, Any] = {key: _rounded(bank.get(key)) for key, *_ in BANK_SENSORS}
+    reasons = bank.get("reasons", {})
+    state.update(
+        charge_state=bank.get("charge_state", "bulk"),
+        alarms=_alarm_text(bank.get("alarms", {})),
+        reason_cvl=_text(reasons.get("cvl", "")),
+        reason_ccl=_text(reasons.get("ccl", "")),
+        reason_dcl=_text(reasons.get("dcl", "")),
+        online=bank.get("online"),
+        offline=bank.get("offline"),
+        tap_malformed=malformed,
+    )
+    return state
+
+
+def pack_state(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """One pack's state topic payload from its bank summary (delta = max - min cell, V)."""
+    low, high = summary.get("min_cell_voltage"), summary.get("max_cell_voltage")
+    temps = summary.get("temperatures") or []
+    return {
+        "voltage": _rounded(summary.get("voltage")),
+        "current": _rounded(summary.get("current")),
+        "soc": _rounded(summary.get("soc"), 1),
+        "min_cell_voltage": _rounded(low),
+        "max_cell_voltage": _rounded(high),
+        "cell_delta": None if low is None or high is None else _rounded(high - low),
+        "min_temperature": _rounded(min(temps), 1) if temps else None,
+        "max_temperature": _rounded(max(temps), 1) if temps else None,
+        "temperatures": [_rounded(t, 1) for t in temps],
+        "online": "ON" if summary.get("online") else "OFF",
+        "reason": _text(summary.get("last_rejection") or ""),
+    }
+
+
+class Topics:
+    """Topic names of one bank: ``<prefix>/<bank>/...`` and its discovery node."""
+
+    def __init__(self, cfg: MqttConfig, bank_name: str) -> None:
+        self.cfg = cfg
+        self.base = f"{cfg.topic_prefix}/{slug(bank_name)}"
+        self.node = f"bmsbank_{slug(bank_name)}"
+        self.bank_name = bank_name
+        self.status = f"{self.base}/status"
+        self.bank = f"{self.base}/bank/state"
+
+    def pack(self, pack_id: str) -> str:
+        """A pack's state topic."""
+        return f"{self.base}/pack/{slug(pack_id)}/state"
+
+    def config(self, component: str, object_id: str) -> str:
+        """A discovery config topic."""
+        return f"{self.cfg.discovery_prefix}/{component}/{self.node}/{object_id}/config"
+
+
+def _entity(
+    topics: Topics, object_id: str, name: str, state_topic: str, key: str, device: dict
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "unique_id": f"{topics.node}_{object_id}",
+        "object_id": f"{topics.node}_{object_id}",
+        "state_topic": state_topic,
+        "value_template": f"{{{{ value_json.{key} }}}}",
+        "availability_topic": topics.status,
+        "device": device,
+    }
+
+
+def _sensor(entity: dict[str, Any], unit: str, device_class: str) -> dict[str, Any]:
+    return {
+        **entity,
+        "unit_of_measurement": unit,
+        "device_class": device_class,
+        "state_class": "measurement",
+    }
+
+
+def bank_discovery(topics: Topics) -> list[tuple[str, dict[str, Any]]]:
+    """(topic, payload) of every bank entity's discovery config."""
+    device = {
+        "identifiers": [topics.node],
+        "name": f"{topics.bank_name} battery bank",
+        "manufacturer": "bmsbank",
+        "model": "battery bank",
+    }
+    out = []
+    for key, name, unit, dclass in BANK_SENSORS:
+        entity = _entity(topics, f"bank_{key}", name, topics.bank, key, device)
+        out.append((topics.config("sensor", f"bank_{key}"), _sensor(entity, unit, dclass)))
+    for key, name in BANK_TEXTS:
+        entity = _entity(topics, f"bank_{key}", name, topics.bank, key, device)
+        out.append((topics.config("sensor", f"bank_{key}"), entity))
+    return out
+
+
+def pack_discovery(topics: Topics, pack_id: str, bms: str | None) -> list[tuple[str, dict]]:
+    """(topic, payload) of one pack's discovery configs (a device of its own, via the bank)."""
+    obj = f"pack_{slug(pack_id)}"
+    device = {
+        "identifiers": [f"{topics.node}_{obj}"],
+        "name": f"{topics.bank_name} pack {pack_id}",
+        "manufacturer": "bmsbank",
+        "model": bms or "BMS",
+        "via_device": topics.node,
+    }
+    state = topics.pack(pack_id)
+    out = []
+    for key, name, unit, dclass in PACK_SENSORS:
+        entity = _entity(topics, f"{obj}_{key}", name, state, key, device)
+        out.append((topics.config("sensor", f"{obj}_{key}"), _sensor(entity, unit, dclass)))
+    entity = _entity(topics, f"{obj}_reason", "Offline reason", state, "reason", device)
+    out.append((topics.config("sensor", f"{obj}_reason"), entity))
+    online = _entity(topics, f"{obj}_online", "Online", state, "online", device)
+    online["device_class"] = "connectivity"
+    out.append((topics.config("binary_sensor", f"{obj}_online"), online))
+    return out
+
+
+def read_password(cfg: MqttConfig) -> str | None:
+    """The broker password: ``password``, else the first line of ``password_file``.
+
+    Raises:
+        OSError: the password file cannot be read (the message names it).
+
+    """
+    if cfg.password_file:
+        with open(cfg.password_file, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    return cfg.password or None
+
+
+class Bridge:
+    """Tap bank messages in, MQTT out; the paho client's thread reconnects with backoff."""
+
+    def __init__(self, config: Config, client: Any) -> None:
+        self.cfg = config.mqtt
+        self.topics = Topics(config.mqtt, config.bank.name)
+        self.client = client
+        self.malformed = 0
+        self.published = 0  #: bank state publications
+        self._last_publish = float("-inf")  # monotonic s
+        self._announced: set[str] = set()  #: pack ids whose discovery went out this connection
+        self._lock = threading.Lock()
+        self._connected = False
+        self._fresh_connection = False  #: republish discovery and state at once
+        self.closing = False  #: our own disconnect: no warning
+        client.will_set(self.topics.status, "offline", qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+
+    def _on_connect(self, client: Any, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker %s:%d refused the connection: %s", self.cfg.host, self.cfg.port,
+                        reason)  # fmt: skip
+            return
+        log.info("connected to broker %s:%d", self.cfg.host, self.cfg.port)
+        client.publish(self.topics.status, "online", qos=1, retain=True)
+        for topic, payload in bank_discovery(self.topics):
+            client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        with self._lock:
+            self._connected = True
+            self._fresh_connection = True
+            self._announced.clear()
+
+    def _on_disconnect(self, _c: Any, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        with self._lock:
+            was, self._connected = self._connected, False
+        if was and not self.closing:  # once per state change; paho retries with backoff
+            log.warning("lost broker %s:%d (%s); reconnecting", self.cfg.host, self.cfg.port,
+                        reason)  # fmt: skip
+
+    def handle(self, body: bytes, now: float) -> bool:
+        """One tap bank message: publish it when due. Returns whether it was published."""
+        from bmsbank.errors import MessageError
+        from bmsbank.schema import unpack, validate_bank
+
+        with self._lock:
+            due = self._fresh_connection or now - self._last_publish >= self.cfg.interval
+            if not self._connected or not due:
+                return False
+        try:
+            bank = validate_bank(unpack(body))
+        except (MessageError, ValueError, TypeError) as exc:
+            self.malformed += 1
+            if self.malformed == 1 or self.malformed % 100 == 0:
+                log.warning("malformed bank message on the tap (%d so far): %s", self.malformed,
+                            exc)  # fmt: skip
+            return False
+        with self._lock:
+            self._fresh_connection = False
+            self._last_publish = now
+        self.publish(bank)
+        return True
+
+    def publish(self, bank: Mapping[str, Any]) -> None:
+        """Publish the bank's and every pack's state (and a new pack's discovery), retained."""
+        for summary in bank.get("packs", []):
+            pack_id = summary["id"]
+            if pack_id not in self._announced:
+                for topic, payload in pack_discovery(self.topics, pack_id, summary.get("bms")):
+                    self.client.publish(topic, json.dumps(payload), qos=1, retain=True)
+                self._announced.add(pack_id)
+            state = json.dumps(pack_state(summary))
+            self.client.publish(self.topics.pack(pack_id), state, retain=True)
+        state = json.dumps(bank_state(bank, self.malformed))
+        self.client.publish(self.topics.bank, state, retain=True)
+        self.published += 1
+
+    def count_malformed(self) -> None:
+        """A tap message that is not even a (topic, body) pair."""
+        self.malformed += 1
+
+
+def make_client(cfg: MqttConfig, bank_name: str) -> Any:
+    """A paho client for ``cfg`` (raises ImportError when paho-mqtt is missing)."""
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bmsbank-{slug(bank_name)}")
+    if cfg.username:
+        client.username_pw_set(cfg.username, read_password(cfg))
+    if cfg.tls:
+        client.tls_set()  # the system's CA certificates
+    return client
+
+
+def run(config: Config, tap: str, stop: Callable[[], bool]) -> int:
+    """Bridge until ``stop()``: idle in zmq poll between bank messages (1 s ticks)."""
+    import zmq
+
+    from bmsbank.schema import TOPIC_BANK
+
+    client = make_client(config.mqtt, config.bank.name)
+    bridge = Bridge(config, client)
+    sock: zmq.Socket = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 100)  # bounded: only the newest bank matters
+    sock.setsockopt(zmq.SUBSCRIBE, TOPIC_BANK)
+    sock.connect(tap)
+    client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=30)
+    client.loop_start()
+    log.info("bridging the tap %s to mqtt://%s:%d", tap, config.mqtt.host, config.mqtt.port)
+    try:
+        while not stop():
+            if not sock.poll(1000):
+                continue
+            parts = sock.recv_multipart()
+            if len(parts) != 2:
+                bridge.count_malformed()
+                continue
+            bridge.handle(parts[1], time.monotonic())
+    finally:
+        bridge.closing = True
+        client.publish(bridge.topics.status, "offline", qos=1, retain=True).wait_for_publish(2)
+        client.disconnect()
+        client.loop_stop()
+        sock.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bmsbank.mqtt`` (supervisord's command): run the bridge; 2 = start-up error."""
+    p = argparse.ArgumentParser(prog=PROG, description="Publish the bank to an MQTT broker.")
+    add_arguments(p)
+    args = p.parse_args(argv)
+    return cmd_mqtt(args)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The bridge's command-line arguments."""
+    p.add_argument("--config", help="config file (default: $BMSBANK_CONFIG or /etc/bmsbank)")
+    p.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
+    p.add_argument("--tap", help="tap endpoint (overrides the config)")
+
+
+def cmd_mqtt(args: argparse.Namespace) -> int:
+    """Run the bridge for ``args`` (config, runtime dir, tap)."""
+    from bmsbank import config as configuration
+    from bmsbank import runtime
+    from bmsbank.errors import ConfigError
+
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        return runtime.fail(PROG, INSTALL_HINT, 2)
+    try:
+        config = configuration.load(args.config, args.runtime_dir)
+        if config.mqtt.password_file:
+            read_password(config.mqtt)
+    except ConfigError as exc:
+        return runtime.fail(PROG, exc, 2)
+    except OSError as exc:
+        return runtime.fail(PROG, f"mqtt.password_file: {exc}", 2)
+    if not config.mqtt.enabled:
+        return runtime.fail(PROG, f"[mqtt] enabled is false in {config.source}", 2)
+    logging.basicConfig(level=config.log_level.upper(), format="%(name)s: %(message)s")
+    runtime.exit_on_stop_signals()
+    try:
+        return run(config, args.tap or config.tap_endpoint, lambda: False)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
