@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bmsbank.config import Config, MqttConfig
+from bmsbank.runtime import Heartbeat, hung_after
 
 log = logging.getLogger("bmsbank.mqtt")
 
@@ -334,8 +335,12 @@ def run(config: Config, tap: str, stop: Callable[[], bool]) -> int:
     client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=30)
     client.loop_start()
     log.info("bridging the tap %s to mqtt://%s:%d", tap, config.mqtt.host, config.mqtt.port)
+    # the watchdog kills a hung loop; the paho thread is not the loop, so beat from here
+    heartbeat = Heartbeat.supervised(config.runtime_dir)
+    allowance = hung_after(config.bank.stale_after, config.bank.interval)
     try:
         while not stop():
+            heartbeat.beat_every(1.0, allowance)
             if not sock.poll(1000):
                 continue
             parts = sock.recv_multipart()
@@ -349,6 +354,7 @@ def run(config: Config, tap: str, stop: Callable[[], bool]) -> int:
         client.disconnect()
         client.loop_stop()
         sock.close()
+        heartbeat.close()
     return 0
 
 

@@ -341,3 +341,50 @@ def test_missing_paho_says_how_to_install(tmp_path: Any):
     )
     assert out.returncode == 2
     assert "pip install 'bmsbank[mqtt]'" in out.stderr
+
+
+def test_supervisor_runs_the_bridge_only_when_enabled():
+    from bmsbank.config import parse
+    from bmsbank.supervisor import service_programs
+
+    def names(mqtt: dict) -> list[str]:
+        cfg = parse({"mqtt": mqtt, "bank": {"remote_packs": ["x:1"]}}, "t")
+        return [p.name for p in service_programs(cfg, "/py", "/etc/bmsbank/bmsbank.toml")]
+
+    assert "mqtt" not in names({})
+    programs = names({"enabled": True})
+    assert "mqtt" in programs and programs[-1] == "watchdog"
+
+
+@pytest.mark.parametrize(
+    ("mqtt", "expected"),
+    [
+        ({"prot": 1883}, "mqtt.prot: unknown key; did you mean port?"),
+        ({"port": 0}, "mqtt.port: the broker's TCP port, 1-65535"),
+        ({"topic_prefix": "a/#"}, "mqtt.topic_prefix: first level"),
+        ({"interval": 0.1}, "mqtt.interval: seconds >= 1"),
+        ({"password_file": "pw"}, "mqtt.password_file: absolute path"),
+    ],
+    ids=["typo", "port", "wildcard", "interval", "relative-file"],
+)
+def test_bad_mqtt_keys_name_the_key(mqtt: dict, expected: str):
+    from bmsbank.config import parse
+    from bmsbank.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse({"mqtt": mqtt}, "bank.toml")
+    assert f"bank.toml: {expected}" in str(err.value)
+
+
+def test_unreadable_password_file_is_a_start_up_error(tmp_path: Any):
+    conf = tmp_path / "bmsbank.toml"
+    conf.write_text(f'[mqtt]\nenabled = true\npassword_file = "{tmp_path}/missing"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "bmsbank.mqtt", "--config", str(conf)],
+        env={**os.environ, "PYTHONPATH": ROOT},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "mqtt.password_file" in out.stderr and f"{tmp_path}/missing" in out.stderr
