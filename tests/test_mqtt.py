@@ -319,6 +319,9 @@ def test_reconnects_after_broker_restart(tmp_path: Any, broker: Broker, listener
         )
         assert state["voltage"] == 53.1 and state["online"] == "ON"
         assert proc.poll() is None
+        _stop(proc)  # SIGTERM: a clean goodbye (no last will) still says offline
+        assert proc.returncode == 0
+        listener.wait(lambda: listener.last("bmsbank/house/status") == b"offline", 5)
     finally:
         stop.set()
         _stop(proc)
