@@ -391,3 +391,38 @@ def test_unreadable_password_file_is_a_start_up_error(tmp_path: Any):
     )
     assert out.returncode == 2
     assert "mqtt.password_file" in out.stderr and f"{tmp_path}/missing" in out.stderr
+
+
+def test_under_supervisord_restarted_after_kill(tmp_path: Any, broker: Broker, listener: Listener):
+    """The rendered `mqtt` program runs, beats for the watchdog, and comes back after kill -9."""
+    from bmsbank.config import load
+    from bmsbank.runtime import heartbeat_path
+    from bmsbank.supervisor import render, service_programs
+
+    conf = tmp_path / "bmsbank.toml"
+    conf.write_text(
+        f'runtime_dir = "{tmp_path}"\n[zmq]\ntap = "{free_tcp()}"\n'
+        f'[mqtt]\nenabled = true\nhost = "127.0.0.1"\nport = {broker.port}\n'
+    )
+    cfg = load(str(conf))
+    env = {"PYTHONPATH": ROOT}
+    programs = [
+        p for p in service_programs(cfg, sys.executable, str(conf), env) if p.name == "mqtt"
+    ]
+    sup_conf = tmp_path / "supervisord.conf"
+    sup_conf.write_text(render(programs, str(tmp_path), str(tmp_path)))
+    bindir = os.path.dirname(sys.executable)
+    sup = subprocess.Popen([os.path.join(bindir, "supervisord"), "-n", "-c", str(sup_conf)])
+    ctl = [os.path.join(bindir, "supervisorctl"), "-c", str(sup_conf)]
+    try:
+        listener.wait(lambda: listener.last("bmsbank/bmsbank/status") == b"online", 15)
+        assert listener.wait(lambda: os.path.exists(heartbeat_path(str(tmp_path), "mqtt")), 5)
+        pid = int(subprocess.run([*ctl, "pid", "mqtt"], capture_output=True, text=True).stdout)
+        os.kill(pid, signal.SIGKILL)
+        listener.wait(lambda: listener.last("bmsbank/bmsbank/status") == b"offline", 5)
+        listener.wait(lambda: listener.last("bmsbank/bmsbank/status") == b"online", 15)
+        new = int(subprocess.run([*ctl, "pid", "mqtt"], capture_output=True, text=True).stdout)
+        assert new != pid
+    finally:
+        sup.terminate()
+        sup.wait(15)
