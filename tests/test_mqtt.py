@@ -14,20 +14,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 import zmq
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bmsbank.schema import TOPIC_BANK, pack, unpack
 from tests.factories import state_msg
 from tests.zmqhelp import free_tcp, running_arbiter
 
-paho = pytest.importorskip("paho.mqtt.client", reason="the mqtt extra is not installed")
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
+# scripts/setup installs mosquitto (apt) and paho-mqtt (test extra): a missing one fails, not skips
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(MOSQUITTO), reason="mosquitto missing: scripts/setup installs it"
-)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
