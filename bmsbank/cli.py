@@ -485,6 +485,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--runtime-dir", help="runtime directory (overrides the config)")
     w.set_defaults(func=cmd_web)
     _add_control(sub)
+    m = sub.add_parser("mqtt", help="publish the bank to MQTT with Home Assistant discovery "
+                       "(needs the mqtt extra; docs/MQTT.md)")  # fmt: skip
+    from bmsbank import mqtt  # light: paho is imported only when the bridge runs
+
+    mqtt.add_arguments(m)
+    m.set_defaults(func=mqtt.cmd_mqtt)
 
     c = sub.add_parser("decode", help="decode captured replies (hex, in arrival order)")
     c.add_argument("bms", help="BMS family (see the README table), e.g. jbd, jkpb, renogy")

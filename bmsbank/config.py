@@ -88,6 +88,11 @@ def _absolute_or_none(s: str) -> bool:
     return s == "" or s.startswith("/")
 
 
+def _mqtt_level(s: str) -> bool:
+    # MQTT 3.1.1 section 4.7: '+' and '#' are wildcards, not allowed in a published topic
+    return bool(s) and not any(c in s for c in "+# \x00") and not s.startswith("/")
+
+
 def dbus_name_ok(name: str) -> bool:
     """A well-known D-Bus name (spec, "Bus names") under com.victronenergy.battery.
 
@@ -449,6 +454,30 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """[mqtt]: the optional MQTT bridge with Home Assistant discovery (docs/MQTT.md)."""
+
+    enabled: bool = _spec(False, "true or false: run `bmsbank mqtt` under supervisord")
+    host: str = _spec("localhost", "the broker's host name or address", bool)
+    port: int = _spec(1883, "the broker's TCP port, 1-65535", lambda n: 0 < n < 65536)
+    username: str = _spec("", 'the broker user, "" = anonymous')
+    password: str = _spec("", "the broker password (or password_file)")
+    password_file: str = _spec(
+        "", 'absolute path of a file whose first line is the password, "" = none', _absolute_or_none
+    )
+    tls: bool = _spec(False, "true or false: TLS with the system's CA certificates")
+    topic_prefix: str = _spec(
+        "bmsbank", "first level of the state topics (no '+', '#' or spaces)", _mqtt_level
+    )
+    discovery_prefix: str = _spec(
+        "homeassistant", "Home Assistant's discovery prefix (no '+', '#' or spaces)", _mqtt_level
+    )
+    interval: float = _spec(
+        10.0, "seconds >= 1 between publications (the tap carries every bank)", lambda x: x >= 1.0
+    )
+
+
+@dataclass(frozen=True)
 class ZmqConfig:
     """[zmq]: endpoints; empty means ipc:// sockets in the runtime directory."""
 
@@ -585,6 +614,7 @@ class Config:
     can: CanConfig = CanConfig()
     zmq: ZmqConfig = ZmqConfig()
     web: WebConfig = WebConfig()
+    mqtt: MqttConfig = MqttConfig()
     ports: tuple[PortConfig, ...] = ()
     can_inputs: tuple[CanInputConfig, ...] = ()
 
@@ -648,6 +678,7 @@ _TOP_KEYS = {"runtime_dir": str, "log_level": str, "log_dir": str}
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _SECTIONS = {
     "bank": BankConfig, "dbus": DbusConfig, "can": CanConfig, "zmq": ZmqConfig, "web": WebConfig,
+    "mqtt": MqttConfig,
 }  # fmt: skip
 LOG_DIR_EXPECTED = (
     "an absolute directory path without spaces at either end or a space before ';' or '#' "
@@ -1523,7 +1554,8 @@ def reference() -> str:
         f"files in an installation (`bmsbank install`, `supervisor-config`): {LOG_DIR_EXPECTED} |"
     )
     for section, cls in (("bank", BankConfig), ("dbus", DbusConfig), ("can", CanConfig),
-                         ("zmq", ZmqConfig), ("web", WebConfig), ("[ports]", PortConfig),
+                         ("zmq", ZmqConfig), ("web", WebConfig), ("mqtt", MqttConfig),
+                         ("[ports]", PortConfig),
                          ("[can_inputs]", CanInputConfig)):  # fmt: skip
         for f in fields(cls):
             if f.name == "options":

@@ -162,6 +162,8 @@ def service_programs(
             )
         )
     programs += can_input_programs(config, python, base, env)
+    if config.mqtt.enabled:  # optional bridge (docs/MQTT.md), read-only on the tap
+        programs.append(Program("mqtt", [python, "-m", "bmsbank.mqtt", *base], 50, env))
     watched = [arg for p in programs for arg in ("--program", p.name)]
     programs.append(
         EventListener("watchdog", [python, "-m", "bmsbank.watchdog", *base, *watched], 10, env)
