@@ -153,6 +153,7 @@ def test_a_silent_battery_sends_no_states(peer):
     try:
         run_for(reader, 0.6)
         assert sent
+        assert reader.report.message()["packs"][0]["state"] == "answering"
         bus.silent = True
         run_for(reader, 0.3)  # frames in flight
         count = len(sent)
@@ -160,6 +161,10 @@ def test_a_silent_battery_sends_no_states(peer):
     finally:
         reader.close()
     assert len(sent) == count, "states kept coming from a battery that fell silent"
+    # for the arbiter's reason: silent after FAIL_POLLS cycles without frames, and said once
+    assert reader.report.changed
+    (pack,) = reader.report.message()["packs"]
+    assert pack["state"] == "silent" and "no reply from address 0" in pack["detail"]
 
 
 def test_the_bus_vanishing_and_coming_back(peer, monkeypatch):
@@ -174,6 +179,7 @@ def test_the_bus_vanishing_and_coming_back(peer, monkeypatch):
         run_for(reader, 1.6)
         assert reader.bus is None
         assert reader.bus_errors >= 2 and reader.backoff > can_input.BACKOFF_MIN
+        assert reader.report.message()["state"] == "missing"
         lost = len(sent)
         assert reader.packs[0].stats.port_errors == reader.bus_errors
         bus.restore()
@@ -184,6 +190,7 @@ def test_the_bus_vanishing_and_coming_back(peer, monkeypatch):
     finally:
         reader.close()
     assert len(sent) > lost, "no state after the bus came back"
+    assert reader.report.message()["state"] == "open"
     assert back < 2.0 + 2 * INTERVAL + 0.5  # within the backoff (at most 2 s here) and a state
     assert sent[-1]["link"]["port_errors"] >= 2
 
@@ -198,6 +205,8 @@ def test_a_missing_bus_is_retried_with_backoff_doubling(tmp_path, monkeypatch):
     reader = CanInput(input_config(str(tmp_path / "nothing")).can_inputs[0], [].append,
                       bus_factory=factory)  # fmt: skip
     run_for(reader, 3.6)
+    link = reader.report.message()
+    assert link["state"] == "missing" and "No such file" in link["detail"]
     gaps = [b - a for a, b in zip(opened, opened[1:], strict=False)]
     assert gaps == pytest.approx([0.5, 1.0, 2.0][: len(gaps)], abs=0.15) and len(gaps) >= 3
 

@@ -45,6 +45,7 @@ from bmsbank.logs import ChangeLog
 from bmsbank.plausibility import PackBounds, default_bounds
 from bmsbank.services.poller import plugins
 from bmsbank.services.poller.can_family import CanFamily, CanFrame
+from bmsbank.services.poller.linkstate import LinkReport
 from bmsbank.services.poller.plugins.base import LinkStats
 from bmsbank.services.poller.service import BACKOFF_MAX, BACKOFF_MIN, checked_state, zmq_sender
 
@@ -124,6 +125,9 @@ class CanInput:
         self.unexpected = 0  #: frames no configured pack owns
         self.bus_errors = 0  #: failures to open, read or write the bus
         self.changes = ChangeLog(log, f"[{cfg.name}] ")
+        #: the bus's and packs' link states for the arbiter's reasons (sent on a change, see run)
+        self.report = LinkReport(cfg.name, f"{cfg.interface}:{cfg.channel}",
+                                 {a: p.stats for a, p in self.packs.items()})  # fmt: skip
 
     def pack_ids(self) -> list[str]:
         """Ids of the packs this input owns, "name:address"."""
@@ -242,6 +246,7 @@ class CanInput:
             pack.parts.pop(key, None)
         if not pack.fresh:
             self.changes.set(str(pack.address), "silent", logging.WARNING, "no frames")
+            self.report.failed(pack.address, False, "no frames")
             return
         pack.fresh = False
         try:
@@ -249,6 +254,7 @@ class CanInput:
         except FrameError as exc:
             pack.stats.count(exc.kind)
             self.changes.set(str(pack.address), "incomplete", logging.WARNING, str(exc))
+            self.report.refused(pack.address, "incomplete", f"incomplete frames: {exc}")
             return
         except Exception as exc:  # a family's defect (see take)
             pack.stats.malformed += 1
@@ -261,8 +267,10 @@ class CanInput:
                             pack.stats, bounds)  # fmt: skip
         if isinstance(msg, str):
             self.changes.set(str(pack.address), "implausible values", logging.WARNING, msg)
+            self.report.refused(pack.address, "implausible", msg)
             return
         self.changes.set(str(pack.address), "answering")
+        self.report.answered(pack.address)
         self.seq += 1
         self.send(msg)
         # event parts (a JK alarm frame sent only while the alarm holds) report once
@@ -283,6 +291,7 @@ class CanInput:
             self.retry_at = now + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
             self.changes.set("bus", "missing", logging.WARNING, f"{cfg.channel}: {exc}")
+            self.report.port_state("missing", f"{cfg.channel}: {exc}")
             return False
         self._poll = None
         try:
@@ -296,6 +305,7 @@ class CanInput:
         self.next_cycle = now + self.cfg.interval  # frames first: a pack is not silent at once
         self.changes.set("bus", "open", logging.INFO,
                          f"{cfg.interface} {cfg.channel} at {self.bitrate} bit/s")  # fmt: skip
+        self.report.port_state("open")
         return True
 
     def _lose(self, why: str) -> None:
@@ -310,6 +320,7 @@ class CanInput:
         self.retry_at = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, BACKOFF_MAX)
         self.changes.set("bus", "lost", logging.WARNING, why)
+        self.report.port_state("missing", why)
 
     def close(self) -> None:
         """Close the bus (python-can's shutdown; errors of a vanished adapter are ignored)."""
@@ -353,6 +364,7 @@ def run(
                 heartbeat.beat_every(1.0, allowance)
             wait = reader.step()
             control.between(reader.control)
+            control.report_link(reader.report)
             if wait > 0:
                 control.wait(wait, reader.control, stop)
     finally:
