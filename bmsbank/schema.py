@@ -380,6 +380,13 @@ def validate_bank(msg: Any) -> dict:
             raise MessageError("time_to_soc: expected SoC texts as keys")
         _maybe({key: x}, key, 0.0, 1.0e10)
     _alarms(msg)
+    timers = msg.get("timers", {})
+    if not isinstance(timers, dict) or len(timers) > 8:
+        raise MessageError("timers: expected a map of at most 8 names to seconds")
+    for key, x in timers.items():
+        if not isinstance(key, str) or len(key) > 32:
+            raise MessageError("timers: expected names of at most 32 characters")
+        _maybe({key: x}, key, 0.0, 1.0e10)
     packs = msg.get("packs")
     if not isinstance(packs, list) or len(packs) > MAX_PACKS:
         raise MessageError(f"packs: expected a list of at most {MAX_PACKS} pack summaries")

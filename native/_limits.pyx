@@ -431,6 +431,8 @@ cdef class Engine:
                 "time_to_soc": {self.soc_points[i]: NAN for i in range(self.n_points)},
                 "spread": NAN, "full_due": self.charge.full_due(self.t),
                 "since_full": self.charge.since_full(self.t),
+                "state_for": self.t - self.charge.state_since,
+                "ovp_left": max(0.0, self.charge.ovp_until - self.t),
             }
         cap = self._sum(F_CAPACITY)
         avg = self.current_avg
@@ -458,6 +460,8 @@ cdef class Engine:
             "spread": spread(self.bank.rows, self.bank.joined, n_joined),
             "full_due": self.charge.full_due(self.t),
             "since_full": self.charge.since_full(self.t),
+            "state_for": self.t - self.charge.state_since,
+            "ovp_left": max(0.0, self.charge.ovp_until - self.t),
         }
 
     # ---- persistence --------------------------------------------------------------------------

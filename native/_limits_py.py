@@ -302,6 +302,8 @@ class Engine:
                 "time_to_soc": {p: NAN for p in self.soc_points}, "spread": NAN,
                 "full_due": self.charge.full_due(self.t),
                 "since_full": self.charge.since_full(self.t),
+                "state_for": self.t - self.charge.state_since,
+                "ovp_left": max(0.0, self.charge.ovp_until - self.t),
             }  # fmt: skip
         cap = sum(row["capacity"] for row in joined)
         avg = self.current_avg
@@ -328,6 +330,8 @@ class Engine:
             "spread": spread(joined),
             "full_due": self.charge.full_due(self.t),
             "since_full": self.charge.since_full(self.t),
+            "state_for": self.t - self.charge.state_since,
+            "ovp_left": max(0.0, self.charge.ovp_until - self.t),
         }
 
     # ---- persistence --------------------------------------------------------------------------

@@ -173,3 +173,53 @@ def test_states_from_packs_outside_the_bank_are_counted_and_ignored():
     engine, computer = setup()
     assert not engine.accept(state_msg("z", 9), 1.0)
     assert bank_at(engine, computer, 1.0)["counters"]["unknown_packs"] == 1
+
+
+def test_charge_state_timers_count_the_state_and_absorptions_two_ends():
+    engine, computer = setup(absorption_time=100.0, absorption_limit=300.0)
+    feed(engine, 1.0)
+    bank = bank_at(engine, computer, 1.0)
+    assert bank["charge_state"] == "bulk" and bank["timers"] == {"for": 0.0}
+    feed(engine, 5.0)
+    assert bank_at(engine, computer, 5.0)["timers"] == {"for": 4.0}
+    full = {pid: {"cells": [3.445] * 16, "current": 2.0} for pid in PACKS}
+    feed(engine, 10.0, **full)  # the bank reached its charge voltage: absorption starts
+    bank = bank_at(engine, computer, 10.0)
+    assert bank["charge_state"] == "absorption"
+    assert bank["timers"] == {"for": 0.0, "min left": 100.0, "max left": 300.0}
+    feed(engine, 70.0, **full)
+    bank = bank_at(engine, computer, 70.0)
+    assert bank["timers"] == {"for": 60.0, "min left": 40.0, "max left": 240.0}
+    feed(engine, 110.0, **full)  # balanced, absorption_time over: float, its clock from 0
+    bank = bank_at(engine, computer, 110.0)
+    assert bank["charge_state"] == "float" and bank["timers"] == {"for": 0.0}
+
+
+@pytest.mark.parametrize("timers", [[1.0], {"for": -1.0}, {"for": math.nan}, {"x" * 33: 1.0},
+                                    {str(k): 1.0 for k in range(9)}])  # fmt: skip
+def test_malformed_timers_are_rejected(timers):
+    from bmsbank.errors import MessageError
+
+    engine, computer = setup()
+    feed(engine, 1.0)
+    bank = computer.compute(1.0)
+    bank["timers"] = timers
+    with pytest.raises(MessageError, match="timers|for"):
+        validate_bank(bank)
+
+
+def test_the_cvl_hold_after_a_cut_shows_the_engines_time_left():
+    engine, computer = setup(ovp_hold=100.0)
+    high = {pid: {"cells": [3.40] * 15 + [3.47], "current": 30.0} for pid in PACKS}
+    settling = {pid: {"cells": [3.40] * 15 + [3.43], "current": 1.0} for pid in PACKS}
+    feed(engine, 1.0, **{pid: {"cells": [3.40] * 16, "current": 30.0} for pid in PACKS})
+    bank_at(engine, computer, 1.0)
+    feed(engine, 2.0, **high)  # a cell over the limit: CVL cut at once, the hold starts
+    assert "cut to" in bank_at(engine, computer, 2.0)["reasons"]["cvl"]
+    seen = []
+    for t in (3.0, 42.0, 103.0):  # the hold ends 100 s after the last excess (t = 2 s)
+        feed(engine, t, **settling)
+        seen.append(bank_at(engine, computer, t)["reasons"]["cvl"])
+    assert seen[0].endswith("cut to 54.45 V; held at least 99 s more"), seen[0]
+    assert seen[1].endswith("; held at least 60 s more"), seen[1]
+    assert "held at least" not in seen[2]  # the time is over: the hold ends with the cell

@@ -30,7 +30,9 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     why: link and health messages taken and rejected), outputs ({"dbus", "can", "gx": {ok (true,
     false, or None when unknown or not configured), detail (text), age (s since the publisher
     reported, None when it never did)}}: the publisher's D-Bus name, CAN bus and GX keep-alive,
-    "unknown" when its report is older than :data:`bmsbank.services.arbiter.why.HEALTH_STALE`).
+    "unknown" when its report is older than :data:`bmsbank.services.arbiter.why.HEALTH_STALE`),
+    timers ({"for": s in the charge state; in absorption also "min left" and "max left": s until
+    absorption may end when the cells are balanced, and until it ends regardless}).
 
 CVL, CCL and DCL are always numbers; with no pack online CCL and DCL are the configured safe state.
 """
@@ -63,6 +65,18 @@ class BankComputer:
         #: per current limit: (its last value [A], when its hold ends [monotonic s]); the
         #: engine restarts the hold at every cut, and this follows it from the outside
         self.holds: dict[str, tuple[float, float]] = {}
+
+    def _timers(self, out: Mapping[str, Any]) -> dict[str, float]:
+        """Seconds in the charge state (the engine's clock), in absorption the time to its ends."""
+        since = finite(out["state_for"])
+        if since is None:
+            return {}
+        timers = {"for": since}
+        if out["charge_state"] == "absorption":
+            bank = self.engine.bank
+            timers["min left"] = max(0.0, bank.absorption_time - since)
+            timers["max left"] = max(0.0, bank.absorption_limit - since)
+        return timers
 
     def compute(self, now: float) -> dict[str, Any]:
         """The bank message for monotonic time ``now``."""
@@ -117,6 +131,7 @@ class BankComputer:
             "low_voltage": out["cells"] * engine.bank.cell_low_voltage,
             "reasons": self._countdowns(out, engine.reasons(out), now),
             "charge_state": out["charge_state"],
+            "timers": self._timers(out),
             "days_since_full": days(out["since_full"]),
             "full_charge_due": out["full_due"],
             "allow_charge": out["ccl"] > 0.0,
@@ -147,6 +162,10 @@ class BankComputer:
         a ramp climbs ``current_ramp`` A/s per joined pack to its target.
         """
         bank = self.engine.bank
+        # after a protective CVL cut the engine holds it ovp_hold seconds (then until the cell
+        # settles); the cut's text stays the reason meanwhile: say the hold is what keeps it
+        if out["reasons"]["cvl"][0] in ("cell_over", "held") and out["ovp_left"] > 0.0:
+            reasons["cvl"] += f"; held at least {out['ovp_left']:.0f} s more"
         for key in ("ccl", "dcl"):
             value = out[key]
             last, until = self.holds.get(key, (value, now))
