@@ -345,14 +345,32 @@ def _free_port() -> int:
     raise OSError("no free TCP port on 127.0.0.1")
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop supervisord (SIGTERM: it stops its programs), then anything left of its session."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # supervisord too slow (a loaded machine, 40 programs): kill its whole session, as
+            # its programs run in process groups of their own (stopasgroup) but in its session
+            _kill_session(proc.pid)
             proc.wait()
+    _kill_session(proc.pid)  # what outlived a supervisord killed or crashed
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (supervisord was started as its leader)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+            if int(fields[3]) == sid:  # after "pid (comm)": state, ppid, pgrp, session
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to kill
 
 
 def run(

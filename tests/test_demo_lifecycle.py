@@ -190,3 +190,38 @@ def test_without_python_dbusmock_the_demo_leaves_the_bluetooth_packs_out(tmp_pat
             assert ("[[ble]]" in fh.read()) is ble
         with open(p.supervisord_conf, encoding="utf-8") as fh:
             assert ("fakebluez" in fh.read()) is ble
+
+
+
+def _session(sid: int) -> list[int]:
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                state, _ppid, _pgrp, session = fh.read().rpartition(")")[2].split()[:4]
+                if int(session) == sid and state != "Z":  # a killed orphan init has not reaped
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def test_a_supervisord_too_slow_to_stop_leaves_no_program_behind():
+    from bmsbank import demo
+
+    # a stand-in for supervisord that ignores SIGTERM, with a program in a process group of its
+    # own (as supervisord's stopasgroup programs are), which a group kill alone would miss
+    child = "import os, time; os.setpgrp(); time.sleep(300)"
+    leader = subprocess.Popen(
+        ["sh", "-c", f"trap '' TERM; {sys.executable} -c '{child}' & sleep 300; wait"],
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 10
+    while len(_session(leader.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_session(leader.pid)) >= 3
+    started = time.monotonic()
+    demo._stop(leader, timeout=0.5)
+    assert time.monotonic() - started < 5
+    time.sleep(0.2)
+    assert _session(leader.pid) == []
