@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from bmsbank.errors import MessageError
@@ -147,19 +148,27 @@ def validate_health(msg: Any) -> dict:
 
     """
     _only(_header(msg, "health"), _HEALTH_KEYS, "health")
-    outputs = msg["outputs"]
+    _check_output_map(msg["outputs"], _OUTPUT_KEYS, "output")
+    return msg
+
+
+def _check_output_map(
+    outputs: Any, keys: AbstractSet[str], kind: str, aged: bool = False
+) -> None:
+    """``outputs``: a map of :data:`OUTPUT_NAMES` to {ok, detail} (+ age when ``aged``)."""
     if not isinstance(outputs, dict) or not set(outputs) <= set(OUTPUT_NAMES):
         raise MessageError(f"outputs: expected a map of {', '.join(OUTPUT_NAMES)}")
     for name, out in outputs.items():
         try:
             if not isinstance(out, dict):
                 raise MessageError("expected a map")
-            _only(out, _OUTPUT_KEYS, "output")
+            _only(out, keys, kind)
             _ok(out)
             _text(out, "detail", MAX_DETAIL)
+            if aged:
+                _real(out, "age", MAX_AGE, none=True)
         except MessageError as exc:
             raise MessageError(f"outputs.{name}: {exc}") from None
-    return msg
 
 
 def check_pack_why(p: Mapping, max_reason: int) -> None:
@@ -195,17 +204,5 @@ def check_outputs(msg: Mapping) -> None:
 
     """
     outputs = msg.get("outputs")
-    if outputs is None:
-        return
-    if not isinstance(outputs, dict) or not set(outputs) <= set(OUTPUT_NAMES):
-        raise MessageError(f"outputs: expected a map of {', '.join(OUTPUT_NAMES)}")
-    for name, out in outputs.items():
-        try:
-            if not isinstance(out, dict):
-                raise MessageError("expected a map")
-            _only(out, _BANK_OUTPUT_KEYS, "fields")
-            _ok(out)
-            _text(out, "detail", MAX_DETAIL)
-            _real(out, "age", MAX_AGE, none=True)
-        except MessageError as exc:
-            raise MessageError(f"outputs.{name}: {exc}") from None
+    if outputs is not None:
+        _check_output_map(outputs, _BANK_OUTPUT_KEYS, "fields", aged=True)
