@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from typing import Any
 
 from bmsbank.errors import MessageError
@@ -153,7 +152,7 @@ def validate_health(msg: Any) -> dict:
 
 
 def _check_output_map(
-    outputs: Any, keys: AbstractSet[str], kind: str, aged: bool = False
+    outputs: Any, keys: frozenset[str], kind: str, aged: bool = False
 ) -> None:
     """``outputs``: a map of :data:`OUTPUT_NAMES` to {ok, detail} (+ age when ``aged``)."""
     if not isinstance(outputs, dict) or not set(outputs) <= set(OUTPUT_NAMES):
