@@ -14,10 +14,12 @@ system bus's.
 The issue's target is 0.1 ms per BLE pack-update (the incumbent reports ~10 % of a Cerbo's CPU
 per BLE pack); the table prints the ratio against it. ``--threads`` adds the poller's CPU and
 wake-ups per pack-update by thread (the BLE loop, each device's poller thread, zmq's I/O
-thread); ``--refuse-acquire`` measures the fallback paths (StartNotify, WriteValue).
+thread); ``--refuse-acquire`` measures the fallback paths (StartNotify, WriteValue);
+``--floor`` measures :data:`MINIMAL` in the poller's place: what the job costs any Python
+process on this machine before decoding anything.
 
     .venv/bin/python bench/ble.py [--packs 1,4] [--window 20] [--warmup 5] [--interval 1]
-        [--threads] [--refuse-acquire]
+        [--threads] [--refuse-acquire] [--floor]
 """
 
 from __future__ import annotations
@@ -37,6 +39,67 @@ from bmsbank.config import load
 from bmsbank.schema import TOPIC_STATE
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.services.poller.simulators.fakebluez import FakeBluez
+
+#: argv: the fake's bus address, the states endpoint, MACs. The least any Python process can do
+#: for the poller's job, as bench/floor.py has it for a serial port: one thread, every device
+#: at once (each request written to all, then every reply gathered with one epoll), BlueZ's
+#: AcquireNotify/AcquireWrite sockets read and written raw, the replies sent undecoded, one
+#: zmq message per device. Set-up (connect, acquire) is over before the window.
+MINIMAL = r"""
+import asyncio, os, select, sys, time
+import zmq
+from dbus_fast import Message
+from dbus_fast.aio import MessageBus
+
+ADDRESS, ENDPOINT, MACS = sys.argv[1], sys.argv[2], sys.argv[3:]
+GATT = "org.bluez.GattCharacteristic1"
+
+
+async def acquire(bus, path, member):
+    reply = await bus.call(Message(destination="org.bluez", path=path, interface=GATT,
+                                   member=member, signature="a{sv}", body=[{}]))
+    return reply.unix_fds[reply.body[0]]
+
+
+async def connect():
+    bus = await MessageBus(bus_address=ADDRESS, negotiate_unix_fd=True).connect()
+    links = []
+    for mac in MACS:
+        dev = "/org/bluez/hci0/dev_" + mac.replace(":", "_")
+        await bus.call(Message(destination="org.bluez", path=dev,
+                               interface="org.bluez.Device1", member="Connect"))
+        links.append((await acquire(bus, dev + "/service000c/char000d", "AcquireNotify"),
+                      await acquire(bus, dev + "/service000c/char0010", "AcquireWrite")))
+    return bus, links
+
+
+bus, links = asyncio.new_event_loop().run_until_complete(connect())
+push = zmq.Context().socket(zmq.PUSH)
+push.connect(ENDPOINT)
+poller = select.epoll()
+for notify, _write in links:
+    poller.register(notify, select.EPOLLIN)
+requests = (bytes.fromhex("dda50300fffd77"), bytes.fromhex("dda50400fffc77"))
+while True:
+    began = time.monotonic()
+    replies = {notify: b"" for notify, _write in links}
+    for request in requests:
+        got = {}
+        for notify, write in links:
+            os.write(write, request)
+            got[notify] = b""
+        pending = set(got)
+        while pending and (events := poller.poll(0.5)):
+            for fd, _event in events:
+                got[fd] += os.read(fd, 1024)
+                if len(got[fd]) >= 7 and len(got[fd]) >= got[fd][3] + 7:  # DD cmd st len .. 77
+                    pending.discard(fd)
+        for fd, reply in got.items():
+            replies[fd] += reply
+    for reply in replies.values():
+        push.send_multipart([b"state", reply])
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - began)))
+"""
 
 TARGET_MS = 0.1  #: the issue's target per BLE pack-update [ms]
 HEADER = (
@@ -105,7 +168,12 @@ def count_states(sock: zmq.Socket, seconds: float) -> int:
 
 
 def run(
-    packs: int, interval: float, warmup: float, window: float, refuse_acquire: bool = False
+    packs: int,
+    interval: float,
+    warmup: float,
+    window: float,
+    refuse_acquire: bool = False,
+    floor: bool = False,
 ) -> tuple[int, float, float, float, str]:
     """(updates, poller ms, fake BlueZ ms, dbus-daemon ms, per-thread split) of one run."""
     macs = [f"AA:BB:CC:DD:EE:{k + 1:02X}" for k in range(packs)]
@@ -126,10 +194,11 @@ def run(
         control = context.socket(zmq.ROUTER)
         control.bind(config.control_endpoint)
         env = dict(os.environ, **fake.env())
-        poller = subprocess.Popen(
-            [sys.executable, "-m", "bmsbank.services.poller", "--config", config_path,
-             "--process", "ble-hci0"], env=env,
-        )  # fmt: skip
+        cmd = [sys.executable, "-m", "bmsbank.services.poller", "--config", config_path,
+               "--process", "ble-hci0"]  # fmt: skip
+        if floor:
+            cmd = [sys.executable, "-c", MINIMAL, fake.address, config.states_endpoint, *macs]
+        poller = subprocess.Popen(cmd, env=env)
         try:
             count_states(sink, warmup)
             assert fake.server is not None and fake.daemon is not None
@@ -158,11 +227,14 @@ def main() -> int:
     p.add_argument("--refuse-acquire", action="store_true",
                    help="the fake refuses AcquireNotify/AcquireWrite: the fallback paths "
                         "(StartNotify, WriteValue) are measured")  # fmt: skip
+    p.add_argument("--floor", action="store_true",
+                   help="measure MINIMAL, the least any Python process can do for the same job, "
+                        "in place of the poller")  # fmt: skip
     args = p.parse_args()
     print(HEADER, flush=True)
     for n in (int(x) for x in args.packs.split(",")):
         updates, poller_ms, fake_ms, dbus_ms, split = run(
-            n, args.interval, args.warmup, args.window, args.refuse_acquire
+            n, args.interval, args.warmup, args.window, args.refuse_acquire, args.floor
         )
         if not updates:
             print(f"{n:>5} {args.interval:>8g} {0:>7}  no pack-updates (see the poller's log)")
