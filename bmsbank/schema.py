@@ -53,7 +53,7 @@ import msgpack
 from bmsbank.errors import LINK_COUNTERS as LINK_COUNTERS
 from bmsbank.errors import MessageError
 from bmsbank.native.messages import state_ok
-from bmsbank.status_schema import check_outputs, check_pack_why
+from bmsbank.status_schema import check_cell_health, check_outputs, check_pack_why
 
 SCHEMA_VERSION = 1
 TOPIC_STATE = b"state"
@@ -426,6 +426,7 @@ def _pack_summary(p: Any) -> None:
     ):
         raise MessageError("rejected: expected a map of reason to count")
     check_pack_why(p, MAX_REASON_LENGTH)
+    check_cell_health(p)
 
 
 def pack(body: Mapping) -> bytes:

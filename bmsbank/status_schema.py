@@ -18,6 +18,14 @@ In the bank message (see :mod:`bmsbank.services.arbiter.bank`) every pack summar
 carries ``outputs`` ({name: {ok, detail, age}}). :func:`check_pack_why` and
 :func:`check_outputs` validate those; :func:`bmsbank.schema.validate_bank` calls them.
 
+A pack summary also carries ``cell_health`` (:mod:`bmsbank.services.arbiter.cell_health`), None
+while nothing was learnt of the pack, else {status (one of :data:`CELL_HEALTH_STATES`),
+resistance (per cell: internal resistance [mΩ] at 25 °C, or None while not enough current steps
+were seen), resistance_median ([mΩ] or None), capacity (per cell: capacity [% of the pack's
+median cell], or None while not enough charges were measured), steps (current steps used),
+charges (charges measured), warnings (texts, one per weak cell finding)};
+:func:`check_cell_health` validates it.
+
 This module imports nothing of :mod:`bmsbank.schema` (which imports it); its version is the same
 number (tested).
 """
@@ -55,6 +63,14 @@ _OUTPUT_KEYS = frozenset(("ok", "detail"))
 _BANK_LINK_KEYS = frozenset(("state", "since", "ok", "bad", "timeouts"))
 _BANK_OUTPUT_KEYS = frozenset(("ok", "detail", "age"))
 COUNTERS = ("ok", "bad", "timeouts")
+#: what the cell-health estimator can say of a pack: no current step or charge seen yet;
+#: some cells estimated; every cell's resistance known
+CELL_HEALTH_STATES = ("not enough data", "learning", "ok")
+MAX_HEALTH_CELLS = 64  #: cells in a cell_health list (as a state's cells)
+MAX_WARNING = 200  #: characters of a cell-health warning
+_CELL_HEALTH_KEYS = frozenset(
+    ("status", "resistance", "resistance_median", "capacity", "steps", "charges", "warnings")
+)
 
 
 def _only(msg: Mapping, keys: frozenset[str], kind: str) -> None:
@@ -151,9 +167,7 @@ def validate_health(msg: Any) -> dict:
     return msg
 
 
-def _check_output_map(
-    outputs: Any, keys: frozenset[str], kind: str, aged: bool = False
-) -> None:
+def _check_output_map(outputs: Any, keys: frozenset[str], kind: str, aged: bool = False) -> None:
     """``outputs``: a map of :data:`OUTPUT_NAMES` to {ok, detail} (+ age when ``aged``)."""
     if not isinstance(outputs, dict) or not set(outputs) <= set(OUTPUT_NAMES):
         raise MessageError(f"outputs: expected a map of {', '.join(OUTPUT_NAMES)}")
@@ -205,3 +219,40 @@ def check_outputs(msg: Mapping) -> None:
     outputs = msg.get("outputs")
     if outputs is not None:
         _check_output_map(outputs, _BANK_OUTPUT_KEYS, "fields", aged=True)
+
+
+def _cell_values(health: Mapping, key: str, high: float) -> None:
+    values = health.get(key)
+    if not isinstance(values, list) or len(values) > MAX_HEALTH_CELLS:
+        raise MessageError(f"{key}: expected a list of at most {MAX_HEALTH_CELLS} values")
+    for k, x in enumerate(values):
+        _real({f"{key}[{k}]": x}, f"{key}[{k}]", high, none=True)
+
+
+def check_cell_health(p: Mapping) -> None:
+    """Check a bank pack summary's ``cell_health`` (absent or None is fine).
+
+    Raises:
+        MessageError: naming the field ("cell_health.resistance[3]: ...").
+
+    """
+    health = p.get("cell_health")
+    if health is None:
+        return
+    try:
+        if not isinstance(health, dict):
+            raise MessageError("expected a map or null")
+        _only(health, _CELL_HEALTH_KEYS, "cell_health")
+        _one_of(health, "status", CELL_HEALTH_STATES)
+        _cell_values(health, "resistance", 1000.0)  # mΩ: a cell of 1 Ω is no cell
+        _real(health, "resistance_median", 1000.0, none=True)
+        _cell_values(health, "capacity", 1000.0)  # % of the median cell
+        _count(health, "steps")
+        _count(health, "charges")
+        warnings = health.get("warnings")
+        if not isinstance(warnings, list) or len(warnings) > MAX_HEALTH_CELLS:
+            raise MessageError(f"warnings: expected a list of at most {MAX_HEALTH_CELLS} texts")
+        for k, text in enumerate(warnings):
+            _text({f"warnings[{k}]": text}, f"warnings[{k}]", MAX_WARNING, empty=False)
+    except MessageError as exc:
+        raise MessageError(f"cell_health.{exc}") from None
