@@ -319,6 +319,25 @@ class BankConfig:
         'ids of packs on remote pollers (zmq.remote_states), e.g. ["rack2:1", "rack2:2"]',
         lambda xs: all(isinstance(x, str) and REMOTE_PACK_RE.match(x) for x in xs),
     )
+    cell_health: bool = _spec(
+        True,
+        "true: estimate each cell's internal resistance and capacity and warn of weak cells "
+        "(docs/CELL_HEALTH.md; never changes the limits)",
+    )
+    cell_step: float = _spec(
+        0.0,
+        "amperes >= 0: the least current change between two states that measures resistance, "
+        "0 = a tenth of the pack's capacity per hour (at least 5 A)",
+        _non_negative,
+    )
+    weak_cell_resistance: float = _spec(
+        1.4, "a cell this many times its pack's median resistance is weak, 1.1-10",
+        lambda x: 1.1 <= x <= 10.0,
+    )  # fmt: skip
+    weak_cell_capacity: float = _spec(
+        92.0, "% of its pack's median cell at or below which a cell's capacity is weak, 50-99",
+        lambda x: 50.0 <= x <= 99.0,
+    )  # fmt: skip
     confirm_states: int = _spec(
         2,
         "states in a row, 1-10, a pack must report before a cut of its charge or discharge "

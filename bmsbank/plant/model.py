@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ _VOLTS = [v for _, v in LFP_OCV]
 CELL_R_OHM = 0.5e-3  # Ω for a 280 Ah cell at 25 °C; scales as 1/capacity
 CELL_R_REF_AH = 280.0
 R_COLD_PER_C = 0.03  # resistance grows 3 % per °C below 25 °C
+R_WARM_PER_C = 0.01  # ... and falls 1 % per °C above it (to at most 30 % less)
 CABLE_OHM = 2e-3  # Ω of busbars and cables per pack
 TOP_REFERENCE_V = 3.45  # V: cell OCV at which a set imbalance is measured ("top of charge")
 
@@ -79,8 +81,10 @@ class Cell:
         return 100.0 * self.charge_ah / self.capacity_ah
 
     def resistance(self, temp_c: float) -> float:
-        """Internal resistance [Ω] at ``temp_c``: higher in the cold."""
-        return self.r25_ohm * (1.0 + R_COLD_PER_C * max(0.0, 25.0 - temp_c))
+        """Internal resistance [Ω] at ``temp_c``: higher in the cold, a little lower warm."""
+        if temp_c < 25.0:
+            return self.r25_ohm * (1.0 + R_COLD_PER_C * (25.0 - temp_c))
+        return self.r25_ohm * max(0.7, 1.0 - R_WARM_PER_C * (temp_c - 25.0))
 
 
 @dataclass
@@ -112,6 +116,7 @@ class Pack:
         start_soc: float = 85.0,
         high_cell_mv: float = 0.0,
         spread: float = 0.02,
+        weak: Mapping[int, tuple[float, float]] | None = None,
     ) -> Pack:
         """A top-balanced pack (every cell the same Ah below full) with seeded spreads.
 
@@ -123,6 +128,8 @@ class Pack:
             high_cell_mv: cell 1 holds extra charge so that its OCV is this many mV above the
                 others when they sit at TOP_REFERENCE_V.
             spread: relative capacity spread (resistance spreads 5 times as much).
+            weak: cell index (from 0) -> (resistance factor, capacity factor) applied on top of
+                the spread: the pack's weak cells.
 
         """
         missing_ah = (100.0 - start_soc) / 100.0 * capacity_ah
@@ -130,8 +137,10 @@ class Pack:
         extra_pct = soc_at_ocv(top + high_cell_mv / 1000.0) - soc_at_ocv(top)
         out = []
         for k in range(cells):
-            cap = capacity_ah * (1.0 + rng.uniform(-spread, spread))
+            r_factor, cap_factor = (weak or {}).get(k, (1.0, 1.0))
+            cap = capacity_ah * (1.0 + rng.uniform(-spread, spread)) * cap_factor
             r = CELL_R_OHM * CELL_R_REF_AH / capacity_ah * (1.0 + rng.uniform(-5, 5) * spread)
+            r *= r_factor
             extra = extra_pct / 100.0 * cap if k == 0 else 0.0
             out.append(Cell(cap, cap - missing_ah + extra, r))
         offsets = (round(rng.uniform(-0.3, 0.3), 2), round(rng.uniform(-0.3, 0.3), 2))

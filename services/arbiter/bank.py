@@ -26,7 +26,9 @@ The bank message (msgpack, topic ``b"bank"``) carries:
     reply: jkpb frames on a jbd port?", "waiting for first state" during start-up, "no state for 12
     s"; None when there is nothing to say) and link ({state, since, ok, bad, timeouts}: its poller's
     view of the link, state one of :data:`bmsbank.status_schema.BANK_LINK_STATES`, since unix [s],
-    the counters since the poller started; None when no poller reports it)), counters (including
+    the counters since the poller started; None when no poller reports it), cell_health (what
+    :mod:`bmsbank.services.arbiter.cell_health` learnt of its cells, see
+    :mod:`bmsbank.status_schema`; None while nothing)), counters (including
     why: link and health messages taken and rejected), outputs ({"dbus", "can", "gx": {ok (true,
     false, or None when unknown or not configured), detail (text), age (s since the publisher
     reported, None when it never did)}}: the publisher's D-Bus name, CAN bus and GX keep-alive,
@@ -185,6 +187,7 @@ class BankComputer:
         s = entry.state or {}
         ccl_why, dcl_why = self.engine.pack_reasons(row)
         reason, link = self.why.pack(entry, row[0], now)
+        cells = self.engine.cells
         return {
             "id": entry.pack,
             "bms": s.get("bms"),
@@ -211,6 +214,7 @@ class BankComputer:
             "held": entry.held is not None,
             "reason": reason,
             "link": link,
+            "cell_health": cells.summary(entry.pack, now) if cells is not None else None,
         }
 
 

@@ -16,8 +16,9 @@ from bmsbank import config as configuration
 from bmsbank import plausibility
 from bmsbank.config import BankConfig
 from bmsbank.native import limits
+from bmsbank.services.arbiter.cell_health import CellHealth, Settings
 from bmsbank.services.arbiter.reasons import Explainer
-from bmsbank.services.arbiter.registry import Debounce, PackRegistry
+from bmsbank.services.arbiter.registry import Debounce, PackEntry, PackRegistry
 from bmsbank.topology import Topology, engine_params
 
 NAN = float("nan")
@@ -58,6 +59,12 @@ class BankEngine:
         self.explain = Explainer(bank, topo.ids)
         self.entries = [self.registry.packs[pid] for pid in topo.ids]
         self.ticks = 0  #: engine cycles run
+        #: what is learnt of the cells from the accepted states (never read by the limits)
+        self.cells: CellHealth | None = None
+        if bank.cell_health:
+            settings = Settings(bank.cell_charge_voltage, bank.cell_step,
+                                bank.weak_cell_resistance, bank.weak_cell_capacity)  # fmt: skip
+            self.cells = CellHealth(dict(zip(topo.ids, topo.capacities, strict=True)), settings)
 
     @classmethod
     def from_mapping(
@@ -78,7 +85,17 @@ class BankEngine:
         True also for a state held until the next confirms it (see ``[bank] confirm_states``).
         """
         held = self.registry.held
-        return self.registry.accept(msg, t) is not None or self.registry.held > held
+        return self.take(msg, t) is not None or self.registry.held > held
+
+    def take(self, msg: Any, t: float) -> PackEntry | None:
+        """Accept one pack state as :meth:`accept`; its entry when it acts, else None.
+
+        An acting state also goes to the cell-health estimator.
+        """
+        entry = self.registry.accept(msg, t)
+        if entry is not None and self.cells is not None:
+            self.cells.observe(entry.state)
+        return entry
 
     def tick(self, t: float) -> dict[str, Any]:
         """Run the engine at time ``t`` [s]; the raw result (numbers, NaN, reason tuples)."""

@@ -123,7 +123,7 @@ class Arbiter:
             self.registry.counters.rejected += 1
             log.warning("rejected state: %s", exc)
             return
-        if self.registry.accept(msg, now) is not None:
+        if self.engine.take(msg, now) is not None:
             self.tap.send(TOPIC_STATE, SNDMORE)  # two sends: send_multipart combines enum flags
             self.tap.send(parts[1])
 
