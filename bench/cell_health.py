@@ -7,8 +7,9 @@ for each state, then ``BankComputer.compute`` (the engine tick and the bank mess
 ``[bank] cell_health`` off and on, on fresh engines, and to cell health alone (every state
 observed, every pack's summary asked each tick), for ``--rounds`` rounds. It prints CPU ms per
 pack-update of each and, from the least disturbed round of each, the share cell health adds:
-on / off, and alone / off with the loop that feeds it (the issue's budget: 5 %). The socket work of the real arbiter (receive, unpack,
-tap) is left out, so the share printed is an upper bound of the share in the running arbiter.
+on / off, and alone / off with the loop that feeds it (the issue's budget: 5 %). The socket
+work of the real arbiter (receive, unpack, tap) is left out, so the shares printed are upper
+bounds of the share in the running arbiter.
 
     .venv/bin/python bench/cell_health.py [--packs 8] [--hours 4] [--rounds 5]
 """
