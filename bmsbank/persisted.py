@@ -26,12 +26,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a service writes")
 
 
-def read_json(path: str) -> dict[str, Any] | None:
+def read_json(path: str, max_bytes: int = MAX_BYTES) -> dict[str, Any] | None:
     """The JSON object in the file at ``path``, or None when there is no such file (or path "").
 
     Raises:
         CorruptFile: the path is not a regular file, cannot be read, is larger than
-            :data:`MAX_BYTES`, is not UTF-8, not JSON (``NaN`` and ``Infinity`` included) or not
+            ``max_bytes``, is not UTF-8, not JSON (``NaN`` and ``Infinity`` included) or not
             an object.
 
     """
@@ -47,11 +47,11 @@ def read_json(path: str) -> dict[str, Any] | None:
         raise CorruptFile("not a regular file")
     try:
         with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
+            raw = fh.read(max_bytes + 1)
     except OSError as exc:
         raise CorruptFile(f"cannot read: {exc}") from None
-    if len(raw) > MAX_BYTES:
-        raise CorruptFile(f"larger than {MAX_BYTES} bytes")
+    if len(raw) > max_bytes:
+        raise CorruptFile(f"larger than {max_bytes} bytes")
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError as exc:

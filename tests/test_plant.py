@@ -97,3 +97,22 @@ def test_simulate_cli_rejects_an_unknown_procedure():
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert out.returncode == 2 and "one of feed-in" in out.stderr
+
+
+def test_cell_health_learns_every_cell_of_a_week_and_flags_only_the_weak(runs):
+    """Issue 16: a compressed week of daily cycles with load steps, three weak cells."""
+    m = runs("cell-health")
+    assert m["states_seen"].count("absorption") >= 6  # a charge through the knee each day
+    assert m["cell_status"] == {"sim:1": "ok", "sim:2": "ok"}
+    assert m["resistance_estimated"] == 32 and m["resistance_error_max_pct"] <= 15.0
+    assert m["capacity_estimated"] == 32 and m["capacity_error_max_pct"] <= 3.0
+    assert m["weak_cells"] == ["sim:1 C5", "sim:2 C3", "sim:2 C11"]  # the plant's truth
+    assert m["missed"] == [] and m["false_flags"] == []
+
+
+def test_cell_health_without_current_steps_says_not_enough_data():
+    """Steady PV, steady loads: no step ever, so no resistance, hence no capacity either."""
+    m = plant.run("cell-health", duration=3 * 3600, burst_load_w=0.0, day_s=0, pv_w=3000.0)
+    assert m["cell_status"] == {"sim:1": "not enough data", "sim:2": "not enough data"}
+    assert m["resistance_estimated"] == 0 and m["capacity_estimated"] == 0
+    assert m["flagged_cells"] == []

@@ -58,6 +58,19 @@ REQUIREMENTS: dict[str, list[Check]] = {
         ("recovers", lambda m: bool(m["recovered"])),
     ],
     "series": SAFE + FLOAT,
+    "cell-health": SAFE
+    + [
+        (
+            "every cell's resistance estimated within 15 %",
+            lambda m: (
+                m["resistance_estimated"] > 0
+                and m["resistance_error_max_pct"] <= 15.0
+                and not m["missing_resistance"]
+            ),
+        ),
+        ("every weak cell flagged", lambda m: bool(m["weak_cells"]) and not m["missed"]),
+        ("no healthy cell flagged", lambda m: not m["false_flags"]),
+    ],
 }
 
 

@@ -370,15 +370,17 @@ def cell_health(seed: int = 1, **overrides: Any) -> dict[str, Any]:
 
     Seven days of :data:`DAY_S` (PV over the first half, loads switching in bursts of 2-5 min
     day and night, packs 5 °C warmer at noon and colder at night) on two 100 Ah packs, with
-    three weak cells (pack 1 cell 5: resistance x1.6; pack 2 cell 11: capacity x0.88; pack 2
-    cell 3: resistance x1.5 and capacity x0.9). Reports each cell's estimated resistance
-    against the plant's (at 25 °C), and which cells are weak and which were flagged.
+    three weak cells among the healthy ones' spread (capacity ±2 %, resistance ±10 %): pack 1
+    cell 5 (resistance x1.75), pack 2 cell 11 (capacity x0.85), pack 2 cell 3 (both). Reports
+    each cell's estimated resistance (at 25 °C) and capacity (against its pack's median) against
+    the plant's, which cells are weak (resistance >= 1.5x or capacity <= 90 % of the pack's
+    median) and which were flagged.
     """
     sc = _scenario(
         "cell-health", seed, overrides, duration=7 * DAY_S, day_s=DAY_S, capacity_ah=100.0,
         start_soc=60.0, pv_w=7000.0, base_load_w=800.0, burst_load_w=3000.0, temp_swing_c=5.0,
         temp_start_c=22.0, temp_end_c=22.0,
-        weak_cells=((1, 5, 1.6, 1.0), (2, 11, 1.0, 0.88), (2, 3, 1.5, 0.9)),
+        weak_cells=((1, 5, 1.75, 1.0), (2, 11, 1.0, 0.85), (2, 3, 1.75, 0.85)),
     )  # fmt: skip
     metrics, rec = simulate(sc)
     metrics.update(_cell_health_metrics(rec))
@@ -390,7 +392,7 @@ def _cell_health_metrics(rec: Recorder) -> dict[str, Any]:
     from statistics import median
 
     health = rec.engine.cells
-    errors, weak, flagged, status = [], [], [], {}
+    errors, cap_errors, weak, flagged, status = [], [], [], [], {}
     for pid, pack in zip(rec.plant.ids, rec.plant.bank.packs, strict=True):
         learnt = health.packs[pid]
         summary = learnt.summary()
@@ -401,6 +403,9 @@ def _cell_health_metrics(rec: Recorder) -> dict[str, Any]:
             est = summary["resistance"][k]
             if est is not None:
                 errors.append(abs(est / 1000.0 - cell.r25_ohm) / cell.r25_ohm)
+            cap = summary["capacity"][k]
+            if cap is not None:
+                cap_errors.append(abs(cap - 100.0 * cell.capacity_ah / cap_mid))
             if cell.r25_ohm >= 1.5 * r_mid or cell.capacity_ah <= 0.9 * cap_mid:
                 weak.append(f"{pid} C{k + 1}")
         flagged += [f"{pid} C{k + 1}" for k in sorted(learnt.flagged())]
@@ -408,6 +413,9 @@ def _cell_health_metrics(rec: Recorder) -> dict[str, Any]:
         "cell_status": status,
         "resistance_error_max_pct": round(100.0 * max(errors), 1) if errors else None,
         "resistance_estimated": len(errors),
+        "missing_resistance": sum(len(p.cells) for p in rec.plant.bank.packs) - len(errors),
+        "capacity_error_max_pct": round(max(cap_errors), 1) if cap_errors else None,
+        "capacity_estimated": len(cap_errors),
         "weak_cells": weak,
         "flagged_cells": flagged,
         "missed": [c for c in weak if c not in flagged],

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
+from bmsbank.persisted import CorruptFile, number, table
+
 MAX_GAP_S = 3.0  #: two states further apart are no pair
 MIN_STEP_A = 5.0  #: the least current step [A] whatever the capacity
 STEP_C = 0.1  #: the default step: a tenth of the pack's capacity [A per Ah]
@@ -59,6 +61,7 @@ KNEE_REARM_V = 3.30
 #: the knee is followed only while the pack charges with at least this (a hundredth of its
 #: capacity per hour, at least KNEE_MIN_A): in float nothing moves and nothing is computed
 KNEE_C, KNEE_MIN_A = 0.01, 0.5
+MAX_CELLS = 64  #: cells of a pack in a kept file (as a state's)
 REBUILD_S = 10.0  #: seconds between two rebuilds of a pack's summary (when it changed)
 R_COLD_PER_C = 0.03  #: resistance grows 3 % per °C below 25 °C ...
 R_WARM_PER_C = 0.01  #: ... and falls 1 % per °C above it (to at most 30 % less)
@@ -69,6 +72,23 @@ def r25_factor(temp_c: float) -> float:
     if temp_c < 25.0:
         return 1.0 + R_COLD_PER_C * (25.0 - temp_c)
     return max(0.7, 1.0 - R_WARM_PER_C * (temp_c - 25.0))
+
+
+def _lists(value: Any, name: str, n: int, most: int, low: float, high: float) -> list[list[float]]:
+    """``n`` lists of at most ``most`` numbers from ``low`` to ``high`` (a kept file's field).
+
+    Raises:
+        CorruptFile: naming ``name``.
+
+    """
+    if not isinstance(value, list) or len(value) != n:
+        raise CorruptFile(f"{name}: expected {n} lists")
+    out = []
+    for k, values in enumerate(value):
+        if not isinstance(values, list) or len(values) > most:
+            raise CorruptFile(f"{name}[{k}]: expected at most {most} numbers")
+        out.append([number(x, f"{name}[{k}]", low, high) for x in values])
+    return out
 
 
 def _temperature(state: Mapping[str, Any]) -> float:
@@ -97,15 +117,17 @@ class Settings:
 class _Rank:
     """Which cell crosses a mark first, pass after pass (first high in charges, first low ...)."""
 
-    __slots__ = ("armed", "firsts")
+    __slots__ = ("armed", "firsts", "passes")
 
     def __init__(self) -> None:
         self.armed = False
+        self.passes = 0  #: passes seen since the start
         self.firsts: deque[int | None] = deque(maxlen=RANK_WINDOW)  #: cell, or None: no clear one
 
     def first(self, cells: Sequence[float], which: Callable[..., int]) -> bool:
         """A pass reached its mark: note its first cell (``max`` or ``min``) if it leads clearly."""
         self.armed = False
+        self.passes += 1
         k = which(range(len(cells)), key=cells.__getitem__)
         lead = abs(cells[k] - median(cells))
         self.firsts.append(k if lead >= LEAD_V else None)
@@ -160,20 +182,13 @@ class PackCells:
         if len(cells) != self.n:
             self._reset(len(cells))
             self.prev = None
+        if not self.step_a:  # the first state (or the first after a restore)
             capacity = self.capacity_ah or state["capacity"] or 0.0
             self.step_a = self.settings.step_a or max(MIN_STEP_A, STEP_C * capacity)
             self.knee_a = max(KNEE_MIN_A, KNEE_C * capacity)
+        if not cells:
+            return
         mono, amps = state["mono"], state["current"]
-        prev, self.prev = self.prev, (mono, amps, cells, state["balancing"])
-        if prev is None or not cells:
-            return
-        dt = mono - prev[0]
-        if not 0.0 < dt <= MAX_GAP_S:
-            self.knee = None  # a gap in the coulomb count: this knee pass is lost
-            return
-        self.ah += (amps + prev[1]) * dt / 7200.0  # trapezoid, A·s -> Ah
-        if abs(amps - prev[1]) >= self.step_a:
-            self._step(prev, state)
         high, low = state["max_cell_voltage"], state["min_cell_voltage"]
         if high < self.high_back:
             self.high.armed = True
@@ -183,6 +198,16 @@ class PackCells:
             self.low.armed = True
         elif self.low.armed and amps < 0.0 and low <= LOW_MARK_V:
             self.dirty = self.low.first(cells, min)
+        prev, self.prev = self.prev, (mono, amps, cells, state["balancing"])
+        if prev is None:
+            return
+        dt = mono - prev[0]
+        if not 0.0 < dt <= MAX_GAP_S:
+            self.knee = None  # a gap in the coulomb count: this knee pass is lost
+            return
+        self.ah += (amps + prev[1]) * dt / 7200.0  # trapezoid, A·s -> Ah
+        if abs(amps - prev[1]) >= self.step_a:
+            self._step(prev, state)
         if high < KNEE_REARM_V:
             if self.knee is None or self.knee_touched:
                 self.knee = ([None] * self.n, [None] * self.n)  # armed for the next charge
@@ -251,6 +276,44 @@ class PackCells:
             self.cap[k].append(100.0 * span / mid)
         self.charges += 1
         self.dirty = True
+
+    # -- kept across restarts ----------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What was learnt, as JSON-able values (resistances in µΩ, capacities in %)."""
+        return {
+            "cells": self.n,
+            "r": [[round(1e6 * r) for r in samples] for samples in self.r],
+            "cap": [[round(c, 2) for c in samples] for samples in self.cap],
+            "high": [-1 if k is None else k for k in self.high.firsts],
+            "low": [-1 if k is None else k for k in self.low.firsts],
+            "steps": self.steps,
+            "charges": self.charges,
+        }
+
+    def restore(self, snap: Mapping[str, Any]) -> None:
+        """Take back a :meth:`snapshot`, checking every value.
+
+        Raises:
+            CorruptFile: a value out of its range, naming it.
+
+        """
+        n = int(number(snap.get("cells"), "cells", 1, MAX_CELLS))
+        r = _lists(snap.get("r"), "r", n, WINDOW, 1.0, 1e6)
+        cap = _lists(snap.get("cap"), "cap", n, CAP_WINDOW, 10.0, 1000.0)
+        ranks = [_lists([snap.get(key)], key, 1, RANK_WINDOW, -1, n - 1)[0]
+                 for key in ("high", "low")]  # fmt: skip
+        if any(x != int(x) for x in [*ranks[0], *ranks[1]]):
+            raise CorruptFile("high/low: expected cell numbers")
+        steps = int(number(snap.get("steps"), "steps", 0, 2**53))
+        charges = int(number(snap.get("charges"), "charges", 0, 2**53))
+        self._reset(n)
+        for k in range(n):
+            self.r[k].extend(x / 1e6 for x in r[k])
+            self.cap[k].extend(cap[k])
+        for rank, firsts in zip((self.high, self.low), ranks, strict=True):
+            rank.firsts.extend(None if x < 0 else int(x) for x in firsts)
+        self.steps, self.charges = steps, charges
+        self._estimates()
 
     # -- what it says ----------------------------------------------------------------------------
     def _estimates(self) -> tuple[list[float | None], float | None, list[float | None]]:
@@ -322,6 +385,35 @@ class CellHealth:
         pack = self.packs.get(state["pack"])
         if pack is not None:
             pack.observe(state)
+
+    def learnt(self) -> int:
+        """A count that grows whenever something is learnt (steps, charges, rank passes)."""
+        return sum(p.steps + p.charges + p.high.passes + p.low.passes for p in self.packs.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every pack that was seen, for :meth:`restore` after a restart."""
+        return {pid: p.snapshot() for pid, p in self.packs.items() if p.n}
+
+    def restore(self, snap: Mapping[str, Any]) -> list[str]:
+        """Take back a :meth:`snapshot`; returns the ids of the packs it gave back.
+
+        Packs no longer in the bank are left out. Raises:
+            CorruptFile: a pack's values are not what :meth:`snapshot` writes (none is taken).
+
+        """
+        taken = {}
+        for pid, pack_snap in table(snap, "packs").items():
+            if pid in self.packs:
+                probe = PackCells(pid, 0.0, self.packs[pid].settings)
+                try:
+                    probe.restore(table(pack_snap, pid))
+                except CorruptFile as exc:
+                    raise CorruptFile(f"{pid}: {exc}") from None
+                taken[pid] = probe
+        for pid, probe in taken.items():
+            probe.capacity_ah = self.packs[pid].capacity_ah
+            self.packs[pid] = probe
+        return sorted(taken)
 
     def summary(self, pid: str, now: float) -> dict[str, Any] | None:
         """Pack ``pid``'s ``cell_health`` at monotonic ``now``: the same object until it changed.

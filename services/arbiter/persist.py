@@ -18,6 +18,7 @@ from typing import Any
 
 from bmsbank.native._limits_py import check_snapshot
 from bmsbank.persisted import CorruptFile, number, read_json, table
+from bmsbank.services.arbiter.cell_health import CellHealth
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,54 @@ class StateFile:
 
     def save(self, snap: dict[str, Any]) -> None:
         """Write ``snap`` atomically; log (once) and carry on when it cannot."""
+        self._write({"saved": time.time(), "engine": snap})
+
+    def _write(self, data: dict[str, Any]) -> None:
         if not self.path:
             return
         tmp = f"{self.path}.tmp"
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump({"saved": time.time(), "engine": snap}, fh)
+                json.dump(data, fh, separators=(",", ":"))
             os.replace(tmp, self.path)
             self.warned = False
         except OSError as exc:
             if not self.warned:
-                log.warning("cannot write state file %s: %s", self.path, exc)
+                log.warning("cannot write %s: %s", self.path, exc)
                 self.warned = True
 
 
-__all__ = ["CorruptFile", "StateFile"]
+class CellsFile(StateFile):
+    """What cell health learnt (:mod:`bmsbank.services.arbiter.cell_health`), beside the state file.
+
+    ``state.json`` keeps ``state.cells.json`` beside it; "" keeps nothing. Its samples are weeks
+    of work, so it is written only when something was learnt (see the arbiter) and read back
+    whole or not at all.
+    """
+
+    MAX_BYTES = 4 * 1024 * 1024  #: 256 packs of 64 cells, every sample kept
+
+    def __init__(self, state_file: str) -> None:
+        root, _ext = os.path.splitext(state_file)
+        super().__init__(f"{root}.cells.json" if state_file else "")
+
+    def load_cells(self, cells: CellHealth) -> None:
+        """Give ``cells`` what the file kept; a file it refuses is logged once and left."""
+        try:
+            data = read_json(self.path, self.MAX_BYTES)
+            if data is None:
+                return
+            taken = cells.restore(table(data.get("packs"), "packs"))
+        except ValueError as exc:  # CorruptFile included
+            log.warning("cell health file %s unusable, starting afresh: %s", self.path, exc)
+            return
+        if taken:
+            log.info("cell health of %s restored from %s", ", ".join(taken), self.path)
+
+    def save_cells(self, cells: CellHealth) -> None:
+        """Write what ``cells`` learnt, atomically."""
+        self._write({"saved": time.time(), "packs": cells.snapshot()})
+
+
+__all__ = ["CellsFile", "CorruptFile", "StateFile"]

@@ -31,13 +31,16 @@ from bmsbank.schema import MAX_STATE_BYTES, TOPIC_BANK, TOPIC_STATE, pack, unpac
 from bmsbank.services.arbiter.bank import BankComputer
 from bmsbank.services.arbiter.control import ControlRouter
 from bmsbank.services.arbiter.engine import BankEngine
-from bmsbank.services.arbiter.persist import StateFile
+from bmsbank.services.arbiter.persist import CellsFile, StateFile
 from bmsbank.services.arbiter.why import WhyBook
 from bmsbank.sockets import bind_private
 
 log = logging.getLogger(__name__)
 
 SAVE_EVERY = 60.0  # s between state-file writes (flash wear on a GX vs. what a crash may lose)
+#: s between writes of what cell health learnt, when it learnt something: its samples come a
+#: few an hour and the file is larger than the state file (flash wear again)
+CELLS_SAVE_EVERY = 900.0
 STATES_HWM = 1000  # states queued per poller connection (about 15 minutes of one port's)
 #: messages queued per tap reader: with states of at most MAX_STATE_BYTES and banks of a few
 #: KiB, a reader that stops reading costs the arbiter at most a few MiB
@@ -78,6 +81,11 @@ class Arbiter:
         self.state_file = StateFile(config.bank.state_file)
         self._restore(now)
         self.next_save = now + SAVE_EVERY
+        self.cells_file = CellsFile(config.bank.state_file)
+        if self.engine.cells is not None:
+            self.cells_file.load_cells(self.engine.cells)
+        self.next_cells_save = now + CELLS_SAVE_EVERY
+        self.cells_saved = self._cells_learnt()
         self.grace = gather_grace(config)
         self.started = now
         # Memory is bounded by count x size: a peer sending a bigger message is disconnected,
@@ -137,7 +145,21 @@ class Arbiter:
         if now >= self.next_save:
             self.state_file.save(self.engine.snapshot())
             self.next_save = now + SAVE_EVERY
+        if now >= self.next_cells_save:
+            self._save_cells()
+            self.next_cells_save = now + CELLS_SAVE_EVERY
         return bank
+
+    def _cells_learnt(self) -> int:
+        """A count that grows whenever cell health learns something (0 when it is off)."""
+        return 0 if self.engine.cells is None else self.engine.cells.learnt()
+
+    def _save_cells(self) -> None:
+        """Write cell health's file when it learnt something since the last write."""
+        learnt = self._cells_learnt()
+        if self.engine.cells is not None and learnt != self.cells_saved:
+            self.cells_file.save_cells(self.engine.cells)
+            self.cells_saved = learnt
 
     def drain_states(self, now: float, limit: int = MAX_STATES) -> int:
         """Take every state queued since the last tick (at most ``limit``); return how many."""
@@ -231,6 +253,7 @@ class Arbiter:
         """Save the engine's memory and close the sockets."""
         if self.engine.ticks:
             self.state_file.save(self.engine.snapshot())
+        self._save_cells()
         self.pull.close()
         self.tap.close()
         self.control.close()
