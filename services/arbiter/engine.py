@@ -93,7 +93,7 @@ class BankEngine:
         An acting state also goes to the cell-health estimator.
         """
         entry = self.registry.accept(msg, t)
-        if entry is not None and self.cells is not None:
+        if entry is not None and entry.state is not None and self.cells is not None:
             self.cells.observe(entry.state)
         return entry
 
