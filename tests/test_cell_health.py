@@ -12,7 +12,7 @@ import pytest
 from bmsbank.persisted import CorruptFile
 from bmsbank.plant.model import ocv, soc_at_ocv
 from bmsbank.schema import validate_bank
-from bmsbank.services.arbiter import cell_health
+from bmsbank.services.arbiter import cell_health, cell_keep
 from bmsbank.services.arbiter.bank import BankComputer
 from bmsbank.services.arbiter.cell_health import CellHealth, PackCells, Settings, r25_factor
 from bmsbank.services.arbiter.engine import BankEngine
@@ -250,7 +250,7 @@ def test_snapshot_and_restore_give_back_the_same_learning():
     health = CellHealth({"a:1": 100.0}, Settings())
     stepping(health.packs["a:1"], 10)
     again = CellHealth({"a:1": 100.0, "gone:1": 0.0}, Settings())
-    assert again.restore({**health.snapshot(), "other:7": {"cells": 2}}) == ["a:1"]
+    assert cell_keep.restore(again, {**cell_keep.snapshot(health), "other:7": {}}) == ["a:1"]
     assert again.packs["a:1"].summary() == health.packs["a:1"].summary()
     stepping(again.packs["a:1"], 2, t0=1000.0)  # and goes on learning with its own thresholds
     assert again.packs["a:1"].steps == health.packs["a:1"].steps + 3  # no pair for the first
@@ -272,10 +272,10 @@ BAD_SNAPSHOTS = {
 def test_a_bad_snapshot_is_refused_whole_and_names_its_field(bad):
     health = CellHealth({"a:1": 100.0}, Settings())
     stepping(health.packs["a:1"], 10)
-    snap = health.snapshot()
+    snap = cell_keep.snapshot(health)
     fresh_health = CellHealth({"a:1": 100.0}, Settings())
     with pytest.raises(CorruptFile, match=r"^a:1: " + list(bad)[0]):
-        fresh_health.restore({"a:1": {**snap["a:1"], **bad}})
+        cell_keep.restore(fresh_health, {"a:1": {**snap["a:1"], **bad}})
     assert fresh_health.packs["a:1"].n == 0  # nothing taken
 
 

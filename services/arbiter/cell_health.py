@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
-from bmsbank.persisted import CorruptFile, number, table
-
 MAX_GAP_S = 3.0  #: two states further apart are no pair
 MIN_STEP_A = 5.0  #: the least current step [A] whatever the capacity
 STEP_C = 0.1  #: the default step: a tenth of the pack's capacity [A per Ah]
@@ -61,7 +59,6 @@ KNEE_REARM_V = 3.30
 #: the knee is followed only while the pack charges with at least this (a hundredth of its
 #: capacity per hour, at least KNEE_MIN_A): in float nothing moves and nothing is computed
 KNEE_C, KNEE_MIN_A = 0.01, 0.5
-MAX_CELLS = 64  #: cells of a pack in a kept file (as a state's)
 REBUILD_S = 10.0  #: seconds between two rebuilds of a pack's summary (when it changed)
 R_COLD_PER_C = 0.03  #: resistance grows 3 % per °C below 25 °C ...
 R_WARM_PER_C = 0.01  #: ... and falls 1 % per °C above it (to at most 30 % less)
@@ -72,23 +69,6 @@ def r25_factor(temp_c: float) -> float:
     if temp_c < 25.0:
         return 1.0 + R_COLD_PER_C * (25.0 - temp_c)
     return max(0.7, 1.0 - R_WARM_PER_C * (temp_c - 25.0))
-
-
-def _lists(value: Any, name: str, n: int, most: int, low: float, high: float) -> list[list[float]]:
-    """``n`` lists of at most ``most`` numbers from ``low`` to ``high`` (a kept file's field).
-
-    Raises:
-        CorruptFile: naming ``name``.
-
-    """
-    if not isinstance(value, list) or len(value) != n:
-        raise CorruptFile(f"{name}: expected {n} lists")
-    out = []
-    for k, values in enumerate(value):
-        if not isinstance(values, list) or len(values) > most:
-            raise CorruptFile(f"{name}[{k}]: expected at most {most} numbers")
-        out.append([number(x, f"{name}[{k}]", low, high) for x in values])
-    return out
 
 
 def _temperature(state: Mapping[str, Any]) -> float:
@@ -165,7 +145,7 @@ class PackCells:
         self.out: dict[str, Any] | None = None  #: the summary (see CellHealth.summary)
         self.built = 0.0  #: when it was built (monotonic [s])
 
-    def _reset(self, n: int) -> None:
+    def reset(self, n: int) -> None:
         """A new cell count: forget everything (another pack, or a BMS reconfigured)."""
         self.n = n
         self.r = [deque(maxlen=WINDOW) for _ in range(n)]
@@ -180,7 +160,7 @@ class PackCells:
         """Take one accepted state of this pack (a few comparisons unless something happens)."""
         cells = state["cells"]
         if len(cells) != self.n:
-            self._reset(len(cells))
+            self.reset(len(cells))
             self.prev = None
         if not self.step_a:  # the first state (or the first after a restore)
             capacity = self.capacity_ah or state["capacity"] or 0.0
@@ -277,44 +257,6 @@ class PackCells:
         self.charges += 1
         self.dirty = True
 
-    # -- kept across restarts ----------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """What was learnt, as JSON-able values (resistances in µΩ, capacities in %)."""
-        return {
-            "cells": self.n,
-            "r": [[round(1e6 * r) for r in samples] for samples in self.r],
-            "cap": [[round(c, 2) for c in samples] for samples in self.cap],
-            "high": [-1 if k is None else k for k in self.high.firsts],
-            "low": [-1 if k is None else k for k in self.low.firsts],
-            "steps": self.steps,
-            "charges": self.charges,
-        }
-
-    def restore(self, snap: Mapping[str, Any]) -> None:
-        """Take back a :meth:`snapshot`, checking every value.
-
-        Raises:
-            CorruptFile: a value out of its range, naming it.
-
-        """
-        n = int(number(snap.get("cells"), "cells", 1, MAX_CELLS))
-        r = _lists(snap.get("r"), "r", n, WINDOW, 1.0, 1e6)
-        cap = _lists(snap.get("cap"), "cap", n, CAP_WINDOW, 10.0, 1000.0)
-        ranks = [_lists([snap.get(key)], key, 1, RANK_WINDOW, -1, n - 1)[0]
-                 for key in ("high", "low")]  # fmt: skip
-        if any(x != int(x) for x in [*ranks[0], *ranks[1]]):
-            raise CorruptFile("high/low: expected cell numbers")
-        steps = int(number(snap.get("steps"), "steps", 0, 2**53))
-        charges = int(number(snap.get("charges"), "charges", 0, 2**53))
-        self._reset(n)
-        for k in range(n):
-            self.r[k].extend(x / 1e6 for x in r[k])
-            self.cap[k].extend(cap[k])
-        for rank, firsts in zip((self.high, self.low), ranks, strict=True):
-            rank.firsts.extend(None if x < 0 else int(x) for x in firsts)
-        self.steps, self.charges = steps, charges
-        self._estimates()
-
     # -- what it says ----------------------------------------------------------------------------
     def _estimates(self) -> tuple[list[float | None], float | None, list[float | None]]:
         """Per cell resistance [Ω at 25 °C], their median, per cell capacity [% of the median]."""
@@ -389,31 +331,6 @@ class CellHealth:
     def learnt(self) -> int:
         """A count that grows whenever something is learnt (steps, charges, rank passes)."""
         return sum(p.steps + p.charges + p.high.passes + p.low.passes for p in self.packs.values())
-
-    def snapshot(self) -> dict[str, Any]:
-        """Every pack that was seen, for :meth:`restore` after a restart."""
-        return {pid: p.snapshot() for pid, p in self.packs.items() if p.n}
-
-    def restore(self, snap: Mapping[str, Any]) -> list[str]:
-        """Take back a :meth:`snapshot`; returns the ids of the packs it gave back.
-
-        Packs no longer in the bank are left out. Raises:
-            CorruptFile: a pack's values are not what :meth:`snapshot` writes (none is taken).
-
-        """
-        taken = {}
-        for pid, pack_snap in table(snap, "packs").items():
-            if pid in self.packs:
-                probe = PackCells(pid, 0.0, self.packs[pid].settings)
-                try:
-                    probe.restore(table(pack_snap, pid))
-                except CorruptFile as exc:
-                    raise CorruptFile(f"{pid}: {exc}") from None
-                taken[pid] = probe
-        for pid, probe in taken.items():
-            probe.capacity_ah = self.packs[pid].capacity_ah
-            self.packs[pid] = probe
-        return sorted(taken)
 
     def summary(self, pid: str, now: float) -> dict[str, Any] | None:
         """Pack ``pid``'s ``cell_health`` at monotonic ``now``: the same object until it changed.

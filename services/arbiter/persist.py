@@ -18,6 +18,7 @@ from typing import Any
 
 from bmsbank.native._limits_py import check_snapshot
 from bmsbank.persisted import CorruptFile, number, read_json, table
+from bmsbank.services.arbiter import cell_keep
 from bmsbank.services.arbiter.cell_health import CellHealth
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class CellsFile(StateFile):
             data = read_json(self.path, self.MAX_BYTES)
             if data is None:
                 return
-            taken = cells.restore(table(data.get("packs"), "packs"))
+            taken = cell_keep.restore(cells, table(data.get("packs"), "packs"))
         except ValueError as exc:  # CorruptFile included
             log.warning("cell health file %s unusable, starting afresh: %s", self.path, exc)
             return
@@ -106,7 +107,7 @@ class CellsFile(StateFile):
 
     def save_cells(self, cells: CellHealth) -> None:
         """Write what ``cells`` learnt, atomically."""
-        self._write({"saved": time.time(), "packs": cells.snapshot()})
+        self._write({"saved": time.time(), "packs": cell_keep.snapshot(cells)})
 
 
 __all__ = ["CellsFile", "CorruptFile", "StateFile"]
