@@ -60,19 +60,48 @@ def recorded_states(packs: int, seconds: int) -> tuple[dict[str, Any], list[list
     return plant.engine_config(), tape.ticks
 
 
-def replay(config: dict[str, Any], ticks: list[list[dict]], cell_health: bool) -> float:
-    """CPU seconds of the arbiter's path over ``ticks`` with cell health on or off."""
-    from bmsbank.services.arbiter.bank import BankComputer
-    from bmsbank.services.arbiter.engine import BankEngine
+def packed(ticks: list[list[dict]]) -> list[list[bytes]]:
+    """The states as a poller sends them, their wall time and poller run made this machine's."""
+    from bmsbank.schema import pack
 
-    engine = BankEngine.from_mapping({**config, "cell_health": cell_health})
-    computer = BankComputer(engine, "bench", 0.0)
-    began = time.process_time()
-    for t, states in enumerate(ticks):
-        for state in states:
-            engine.take(state, float(t))
-        computer.compute(float(t))
-    return time.process_time() - began
+    now = time.time()
+    epoch = int((now - 1e5) * 1e6)  # a poller run started a day ago (µs)
+    return [[pack({**s, "time": now, "epoch": epoch}) for s in states] for states in ticks]
+
+
+def replay(config: dict[str, Any], ticks: list[list[bytes]], cell_health: bool) -> float:
+    """CPU seconds of the arbiter over ``ticks`` (packed states) with cell health on or off.
+
+    The real :class:`Arbiter` (ipc sockets in a temporary runtime directory) takes each tick's
+    states as its loop does (``handle``: unpack, validate, accept, forward to the tap; only the
+    socket receive is left out) and publishes a bank (``publish_bank``: the engine tick, the bank
+    message, packed and sent on the tap).
+    """
+    import tempfile
+
+    import zmq
+
+    from bmsbank.config import parse
+    from bmsbank.schema import TOPIC_STATE
+    from bmsbank.services.arbiter.service import Arbiter
+
+    with tempfile.TemporaryDirectory(prefix="bench-cells-") as rundir:
+        bank = {**config, "cell_health": cell_health, "state_file": ""}
+        context = zmq.Context()
+        arbiter = Arbiter(parse({"runtime_dir": rundir, "bank": bank}, "bench"), context)
+        try:
+            rejected = arbiter.registry.counters.rejected
+            began = time.process_time()
+            for t, states in enumerate(ticks):
+                for body in states:
+                    arbiter.handle([TOPIC_STATE, body], float(t))
+                arbiter.publish_bank(float(t))
+            spent = time.process_time() - began
+            assert arbiter.registry.counters.rejected == rejected, "states rejected"
+        finally:
+            arbiter.close()
+            context.term()
+    return spent
 
 
 def estimator_alone(config: dict[str, Any], ticks: list[list[dict]]) -> float:
@@ -101,13 +130,14 @@ def main() -> int:
     args = p.parse_args()
     logging.disable(logging.WARNING)  # the engine's "2 states in a row" notes
     config, ticks = recorded_states(args.packs, int(args.hours * 3600))
+    bodies = packed(ticks)
     updates = sum(len(t) for t in ticks)
     print(f"{args.packs} packs, {len(ticks)} ticks, {updates} pack-updates", flush=True)
     print(f"{'round':>5} {'off ms/upd':>10} {'on ms/upd':>10} {'alone ms/upd':>12}", flush=True)
     offs, ons, alones = [], [], []
     for k in range(args.rounds):
-        offs.append(replay(config, ticks, False))
-        ons.append(replay(config, ticks, True))
+        offs.append(replay(config, bodies, False))
+        ons.append(replay(config, bodies, True))
         alones.append(estimator_alone(config, ticks))
         print(f"{k + 1:>5} {1e3 * offs[-1] / updates:>10.4f} {1e3 * ons[-1] / updates:>10.4f} "
               f"{1e3 * alones[-1] / updates:>12.4f}", flush=True)  # fmt: skip

@@ -20,7 +20,7 @@ The issue that asked for it (10) measured the incumbent Venus driver at 3.96 ms 
 for 8 JBD packs on this kind of machine; the table prints the ratio against that figure.
 
     .venv/bin/python bench/stack.py [--packs 1,4,8,16] [--window 30] [--warmup 10]
-        [--pack-services on,off] [--can off,on] [--processes shared,port]
+        [--pack-services on,off] [--can off,on] [--processes shared,port] [--bank KEY=VALUE]
 """
 
 from __future__ import annotations
@@ -72,12 +72,16 @@ class Result:
 
 
 def write_config(
-    rundir: Path, packs: int, pack_services: bool, can: bool, own_processes: bool = False
+    rundir: Path, packs: int, pack_services: bool, can: bool, own_processes: bool = False,
+    bank: str = "",
 ) -> str:
-    """The bench's bmsbank.toml: one JBD port per pack, in one poller process or one each."""
+    """The bench's bmsbank.toml: one JBD port per pack, in one poller process or one each.
+
+    ``bank``: more ``[bank]`` lines (``--bank``).
+    """
     text = (
         f'runtime_dir = "{rundir}"\nlog_level = "warning"\n'
-        f'[bank]\nname = "bench"\nstate_file = ""\n'
+        f'[bank]\nname = "bench"\nstate_file = ""\n{bank}'
         f'[dbus]\nenabled = true\nnames_file = ""\npack_services = {str(pack_services).lower()}\n'
         f"[can]\nenabled = {str(can).lower()}\n"
     )
@@ -185,7 +189,7 @@ class Jitter:
 
 
 def run(packs: int, pack_services: bool, can: bool, own_processes: bool, warmup: float,
-        window: float) -> Result:  # fmt: skip
+        window: float, bank: str = "") -> Result:  # fmt: skip
     """Measure one configuration."""
     rundir = Path(tempfile.mkdtemp(prefix="bmsstack", dir="/tmp"))
     bus, address = start_bus(rundir)
@@ -194,7 +198,7 @@ def run(packs: int, pack_services: bool, can: bool, own_processes: bool, warmup:
     servers = [PtyServer(create("jbd", {1: m}), link=f"{rundir}/tty-p{k}").start()
                for k, m in enumerate(models)]  # fmt: skip
     jitter = Jitter(models)
-    config_path = write_config(rundir, packs, pack_services, can, own_processes)
+    config_path = write_config(rundir, packs, pack_services, can, own_processes, bank)
     config = configuration.load(config_path)
     env = {"DBUS_SYSTEM_BUS_ADDRESS": address}
     (rundir / "log").mkdir()
@@ -297,7 +301,10 @@ def main() -> int:
     p.add_argument("--processes", default="shared",
                    help="poller processes: shared (one for all ports, the default installation), "
                         "port (one per port), or both (shared,port)")  # fmt: skip
+    p.add_argument("--bank", action="append", default=[], metavar="KEY=VALUE",
+                   help="a [bank] line for every configuration (cell_health = false)")  # fmt: skip
     args = p.parse_args()
+    bank = "".join(f"{line}\n" for line in args.bank)
     counts = [int(n) for n in args.packs.split(",")]
     services = [s == "on" for s in args.pack_services.split(",")]
     cans = [c == "on" for c in args.can.split(",")]
@@ -305,7 +312,7 @@ def main() -> int:
     print(HEADER, flush=True)
     results = []
     for n, pps, can, own_processes in itertools.product(counts, services, cans, own):
-        results.append(run(n, pps, can, own_processes, args.warmup, args.window))
+        results.append(run(n, pps, can, own_processes, args.warmup, args.window, bank))
         print(show(results[-1]), flush=True)
     print("\nMemory by process (USS, MB):")
     for r in results:

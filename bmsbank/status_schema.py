@@ -225,6 +225,9 @@ def _cell_values(health: Mapping, key: str, high: float) -> None:
     values = health.get(key)
     if not isinstance(values, list) or len(values) > MAX_HEALTH_CELLS:
         raise MessageError(f"{key}: expected a list of at most {MAX_HEALTH_CELLS} values")
+    # every bank carries these lists: one pass over them, the message only for a bad one
+    if all(x is None or (type(x) in (int, float) and 0.0 <= x <= high) for x in values):
+        return
     for k, x in enumerate(values):
         _real({f"{key}[{k}]": x}, f"{key}[{k}]", high, none=True)
 

@@ -159,25 +159,22 @@ class PackCells:
     def observe(self, state: Mapping[str, Any]) -> None:
         """Take one accepted state of this pack (a few comparisons unless something happens)."""
         cells = state["cells"]
-        if len(cells) != self.n:
-            self.reset(len(cells))
-            self.prev = None
-        if not self.step_a:  # the first state (or the first after a restore)
-            capacity = self.capacity_ah or state["capacity"] or 0.0
-            self.step_a = self.settings.step_a or max(MIN_STEP_A, STEP_C * capacity)
-            self.knee_a = max(KNEE_MIN_A, KNEE_C * capacity)
-        if not cells:
-            return
+        if len(cells) != self.n or not self.step_a:
+            self._first(state)
+            if not cells:
+                return
         mono, amps = state["mono"], state["current"]
         high, low = state["max_cell_voltage"], state["min_cell_voltage"]
-        if high < self.high_back:
+        if high >= self.high_back:  # near the first-high mark
+            if self.high.armed and amps > 0.0 and high >= self.settings.charge_v:
+                self.dirty = self.high.first(cells, max)
+        elif not self.high.armed:
             self.high.armed = True
-        elif self.high.armed and amps > 0.0 and high >= self.settings.charge_v:
-            self.dirty = self.high.first(cells, max)
-        if low > LOW_MARK_V + REARM_V:
+        if low <= LOW_MARK_V + REARM_V:  # near the first-low mark
+            if self.low.armed and amps < 0.0 and low <= LOW_MARK_V:
+                self.dirty = self.low.first(cells, min)
+        elif not self.low.armed:
             self.low.armed = True
-        elif self.low.armed and amps < 0.0 and low <= LOW_MARK_V:
-            self.dirty = self.low.first(cells, min)
         prev, self.prev = self.prev, (mono, amps, cells, state["balancing"])
         if prev is None:
             return
@@ -194,6 +191,15 @@ class PackCells:
                 self.knee_touched = False
         elif high >= KNEE_LOW_V and amps > self.knee_a and self.knee is not None:
             self._knee(cells, amps, _temperature(state))  # only charge moves a cell up the knee
+
+    def _first(self, state: Mapping[str, Any]) -> None:
+        """The first state, one with another cell count, or the first after a restore."""
+        if len(state["cells"]) != self.n:
+            self.reset(len(state["cells"]))
+            self.prev = None
+        capacity = self.capacity_ah or state["capacity"] or 0.0
+        self.step_a = self.settings.step_a or max(MIN_STEP_A, STEP_C * capacity)
+        self.knee_a = max(KNEE_MIN_A, KNEE_C * capacity)
 
     def _step(
         self, prev: tuple[float, float, Sequence[float], Sequence[int]], state: Mapping[str, Any]
