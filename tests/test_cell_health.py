@@ -131,6 +131,21 @@ def test_a_balancing_cell_is_left_out_and_a_backwards_event_is_dropped():
     assert pack.summary()["resistance"][1] == pytest.approx(1.0, rel=0.03)
 
 
+def test_a_current_of_the_wrong_sign_is_named_not_measured():
+    pack = fresh()
+    emf = [3.30] * N
+    for k in range(20):  # the BMS reports discharge as +40 A
+        amps = -40.0 if k % 2 else 0.0
+        pack.observe(state(float(k), -amps, terminal(emf, amps)))
+    s = pack.summary()
+    assert s["status"] == "not enough data" and s["resistance"] == [None] * N
+    assert s["warnings"] == [
+        "a:1: at each of 19 current steps the cells' voltages moved against the current: is its "
+        "sign inverted (the family's invert_current)?"
+    ]
+    assert pack.flagged() == set()
+
+
 def test_outliers_do_not_move_the_estimate():
     pack = fresh()
     t = stepping(pack, 10)

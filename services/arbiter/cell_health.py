@@ -287,7 +287,7 @@ class PackCells:
             "capacity": [None if c is None else round(c, 1) for c in cap],
             "steps": self.steps,
             "charges": self.charges,
-            "warnings": [text for _, text in self._findings(r, mid, cap)],
+            "warnings": self._sign() + [text for _, text in self._findings(r, mid, cap)],
         }
 
     def _findings(
@@ -314,6 +314,13 @@ class PackCells:
                 if seen >= RANK_MIN and n >= min(RANK_REPEAT, seen):
                     yield k, (f"{name}: {how} {mark:.2f} V first in {n} of the last {seen} "
                               f"{passes}{less}")  # fmt: skip
+
+    def _sign(self) -> list[str]:
+        """A pack whose every step went the wrong way: its current's sign is inverted."""
+        if self.steps or self.dropped < MIN_STEPS:
+            return []
+        return [f"{self.pack}: at each of {self.dropped} current steps the cells' voltages moved "
+                "against the current: is its sign inverted (the family's invert_current)?"]  # fmt: skip
 
     def flagged(self) -> set[int]:
         """Indexes (from 0) of the cells with a warning now."""
