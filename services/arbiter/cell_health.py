@@ -319,8 +319,10 @@ class PackCells:
         """A pack whose every step went the wrong way: its current's sign is inverted."""
         if self.steps or self.dropped < MIN_STEPS:
             return []
-        return [f"{self.pack}: at each of {self.dropped} current steps the cells' voltages moved "
-                "against the current: is its sign inverted (the family's invert_current)?"]  # fmt: skip
+        return [
+            f"{self.pack}: at each of {self.dropped} current steps the cells' voltages moved "
+            "against the current: is its sign inverted (the family's invert_current)?"
+        ]
 
     def flagged(self) -> set[int]:
         """Indexes (from 0) of the cells with a warning now."""
