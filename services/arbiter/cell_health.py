@@ -141,6 +141,7 @@ class PackCells:
         self.high, self.low = _Rank(), _Rank()
         self.high_back = settings.charge_v - REARM_V
         self.estimates: list[float | None] = []  #: per cell [Ω at 25 °C], rebuilt with the summary
+        self.new_samples = False  #: resistance samples taken since :attr:`estimates`
         self.dirty = True  #: learnt something since the summary was built
         self.out: dict[str, Any] | None = None  #: the summary (see CellHealth.summary)
         self.built = 0.0  #: when it was built (monotonic [s])
@@ -151,8 +152,8 @@ class PackCells:
         self.r = [deque(maxlen=WINDOW) for _ in range(n)]
         self.cap = [deque(maxlen=CAP_WINDOW) for _ in range(n)]
         self.estimates = [None] * n
-        self.steps = self.charges = 0
-        self.knee = None
+        self.steps = self.charges = self.dropped = 0
+        self.new_samples, self.knee, self.knee_touched = False, None, False
         self.high, self.low = _Rank(), _Rank()
         self.dirty, self.out = True, None
 
@@ -225,13 +226,13 @@ class PackCells:
             if r is not None and mid / OUTLIER <= r <= mid * OUTLIER:
                 self.r[k].append(r)
         self.steps += 1
-        self.dirty = True
+        self.dirty = self.new_samples = True
 
     def _knee(self, cells: Sequence[float], amps: float, temp_c: float) -> None:
         """In the upper knee: note the charge at which each cell crosses its two voltages."""
         assert self.knee is not None
         lows, highs = self.knee
-        if self.dirty:  # new resistance samples since the estimates were taken
+        if self.new_samples:  # resistance samples since the estimates were taken
             self._estimates()
         factor = amps * r25_factor(temp_c)
         for k, volts in enumerate(cells):
@@ -267,7 +268,7 @@ class PackCells:
     def _estimates(self) -> tuple[list[float | None], float | None, list[float | None]]:
         """Per cell resistance [Ω at 25 °C], their median, per cell capacity [% of the median]."""
         r = [median(s) if len(s) >= MIN_STEPS else None for s in self.r]
-        self.estimates = r
+        self.estimates, self.new_samples = r, False
         known = [x for x in r if x is not None]
         cap = [median(s) if len(s) >= MIN_CHARGES else None for s in self.cap]
         return r, median(known) if known else None, cap
