@@ -52,13 +52,35 @@ def pack_line(p: dict[str, Any]) -> str:
 
 
 def rejections(p: dict[str, Any]) -> str:
-    """" | rejected 3 (cells 2, unconfirmed 1), last: ..." for a pack whose states were refused."""
+    """The suffix " | rejected 3 (cells 2, unconfirmed 1), last: ..." of a refused pack's line."""
     counts = p.get("rejected") or {}
     if not counts:
         return ""
     held = ", a cut waits for confirmation" if p.get("held") else ""
     each = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
     return f" | rejected {sum(counts.values())} ({each}){held}, last: {p.get('last_rejection')}"
+
+
+def health_warnings(p: dict[str, Any]) -> list[str]:
+    """A pack's cell-health warnings, one line each ("    ! jbd1:1 cell 2: reaches ...")."""
+    health = p.get("cell_health") or {}
+    return [f"    ! {w}" for w in health.get("warnings") or ()]
+
+
+def health_lines(p: dict[str, Any]) -> list[str]:
+    """A pack's learnt cell resistances [mΩ at 25 °C] and capacities [% of the median].
+
+    A line each ("--": not yet); none while nothing was learnt or cell health is off. 16 cells
+    fit in 100 columns ("    R mΩ 0.51 ... 0.52 med 0.51").
+    """
+    health = p.get("cell_health")
+    if not health or health["status"] == "not enough data":
+        return []
+    r = " ".join(_f(x, ".2f") for x in health["resistance"])
+    lines = [f"    R mΩ {r} med {_f(health['resistance_median'], '.2f')}"]
+    if any(c is not None for c in health["capacity"]):
+        lines.append("    C %  " + " ".join(f"{_f(c, '.0f'):>4}" for c in health["capacity"]))
+    return lines
 
 
 def render(bank: dict[str, Any]) -> str:
@@ -72,6 +94,7 @@ def render(bank: dict[str, Any]) -> str:
     except MessageError as exc:
         return f"bank message rejected: {exc}"
     lines = [bank_line(bank)]
-    lines += [pack_line(p) for p in bank.get("packs", [])]
+    for p in bank.get("packs", []):
+        lines += [pack_line(p), *health_warnings(p)]
     lines += [f"  {k.upper()} because: {v}" for k, v in bank.get("reasons", {}).items()]
     return "\n".join(lines)

@@ -10,7 +10,9 @@ three limits each with its reason, the outputs' health, then one line per pack (
 SoC, cell range, temperatures, link, and the reason when there is one: "port /dev/ttyUSB1 missing
 since 15:58"). With ``--cells`` each pack gets a second line of cell bars: one bar per cell, scaled
 from the pack's lowest to its highest cell, a ``*`` after each balancing cell. The cells come from
-the state messages on the tap (the bank message carries no cell list).
+the state messages on the tap (the bank message carries no cell list), then the cells' learnt
+resistances and capacities (:mod:`bmsbank.services.arbiter.cell_health`). Each cell-health warning
+of a pack follows its line, with or without ``--cells``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TextIO
 
 from bmsbank.errors import MessageError
 from bmsbank.schema import TOPIC_BANK, TOPIC_STATE, unpack, validate_bank, validate_state
+from bmsbank.view import health_lines, health_warnings
 
 WIDTH = 100  #: columns at most
 BARS = "▁▂▃▄▅▆▇█"  #: U+2581..U+2588, one column each
@@ -119,6 +122,9 @@ def frame(
             v, b = got
             spread = f" {min(v):.3f}-{max(v):.3f} V Δ{(max(v) - min(v)) * 1000:.0f} mV"
             lines.append("  " + cell_bar(v, b, width - 2 - len(spread)) + spread)
+        if cells is not None:
+            lines += health_lines(dict(p))
+        lines += health_warnings(dict(p))
     return [_cut(line, width) for line in lines]
 
 

@@ -138,6 +138,62 @@ def test_pack_liveness_follows_bank_and_staleness(tmp_path, dbus_address):
     run(scenario(), timeout=25)
 
 
+def health(warnings=(), median=0.5) -> dict:
+    """A bank's cell_health of a 16-cell pack: cell 3 high, cell 16 not yet estimated."""
+    resistance = [0.5] * 15 + [None]
+    resistance[2] = 0.8
+    return {"status": "learning", "resistance": resistance, "resistance_median": median,
+            "capacity": [100.0] * 15 + [None], "steps": 12, "charges": 3,
+            "warnings": list(warnings)}  # fmt: skip
+
+
+def test_cell_health_on_the_pack_service_once_per_change(tmp_path, dbus_address):
+    async def scenario():
+        async with Rig(tmp_path, dbus_address, with_can=False) as rig:
+            state = state_msg("usb0", 1, cells=CELLS)
+            feed = [(b"bank", bank(packs=packs(True))), (TOPIC_STATE, state)]
+            await until(rig, PACK, "/Soc", Variant("d", 60.0), feed)
+            # nothing learnt yet: the paths exist (fixed from the start), unknown
+            for path in ("/CellHealth/Status", "/CellHealth/Cell16/Resistance"):
+                assert (await value(rig, PACK, path)).signature == "ai", path
+            warning = "usb0:1 cell 3: resistance 1.6× the pack median (12 steps)"
+            row = {"id": "usb0:1", "online": True, "cell_health": health([warning])}
+            await until(rig, PACK, "/CellHealth/Status", Variant("s", "learning"),
+                        [(b"bank", bank(packs=[row]))])  # fmt: skip
+            items = (await call(rig, PACK, "/", "GetItems")).body[0]
+            got = {p: items[p]["Value"].value for p in items if p.startswith("/CellHealth")}
+            assert got["/CellHealth/Warnings"] == warning
+            assert (got["/CellHealth/WarningCount"], got["/CellHealth/Steps"]) == (1, 12)
+            assert got["/CellHealth/ResistanceMedian"] == 0.5
+            assert got["/CellHealth/Cell3/Resistance"] == 0.8
+            assert got["/CellHealth/Cell1/Capacity"] == 100.0
+            assert items["/CellHealth/Cell16/Resistance"]["Value"].signature == "ai"
+            assert items["/CellHealth/Cell3/Resistance"]["Text"].value == "0.80mOhm"
+            assert items["/CellHealth/Cell1/Capacity"]["Text"].value == "100.0%"
+            # the same cell health in the next banks: no signal; a change: one ItemsChanged
+            owner = (await rig.client.dbus("GetNameOwner", "s", [PACK])).body[0]
+            rig.client.signals.clear()
+            for seq in (8, 9):
+                await rig.send(bank(seq=seq, packs=[row]), b"bank")
+            await asyncio.sleep(0.3)
+            assert not [m for m in rig.client.signals if m.sender == owner]
+            two = [warning, "usb0:1 cell 9: reaches 3.45 V first in 7 of the last 10 charges"]
+            changed = {"id": "usb0:1", "online": True, "cell_health": health(two, 0.51)}
+            await rig.send(bank(seq=10, packs=[changed]), b"bank")
+            await until(rig, PACK, "/CellHealth/WarningCount", Variant("i", 2))
+            mine = [m for m in rig.client.signals if m.sender == owner]
+            assert [m.member for m in mine] == ["ItemsChanged"]
+            assert set(mine[0].body[0]) == {"/CellHealth/Warnings", "/CellHealth/WarningCount",
+                                            "/CellHealth/ResistanceMedian"}  # fmt: skip
+            assert await value(rig, PACK, "/CellHealth/Warnings") == Variant("s", "\n".join(two))
+            # learnt, not measured: kept while the pack is offline
+            off = dict(changed, online=False)
+            await until(rig, PACK, "/Connected", Variant("i", 0), [(b"bank", bank(packs=[off]))])
+            assert await value(rig, PACK, "/CellHealth/WarningCount") == Variant("i", 2)
+
+    run(scenario())
+
+
 def test_pack_services_can_be_turned_off(tmp_path, dbus_address):
     async def scenario():
         async with Rig(tmp_path, dbus_address, with_can=False,

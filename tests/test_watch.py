@@ -36,6 +36,12 @@ def big_bank(n: int) -> tuple[dict, dict]:
     bank = computer.compute(1.0)
     bank["packs"][-1]["reason"] = "port /dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A1B2C3D4-if00"
     bank["packs"][-1]["reason"] += "-port0 missing since 15:58"
+    bank["packs"][0]["cell_health"] = {
+        "status": "ok", "resistance": [0.512] * 16, "resistance_median": 0.512,
+        "capacity": [99.5] * 16, "steps": 120, "charges": 9,
+        "warnings": [f"{ids[0]} cell 7: reaches 3.45 V first in 9 of the last 10 charges, "
+                     "~8 % less capacity"] * 2,
+    }  # fmt: skip
     bank["outputs"] = {name: {"ok": False, "detail": "x" * 200, "age": 1.0}
                        for name in ("dbus", "can", "gx")}  # fmt: skip
     return bank, cells
@@ -45,7 +51,8 @@ def big_bank(n: int) -> tuple[dict, dict]:
 def test_every_line_fits_in_100_columns(n):
     bank, cells = big_bank(n)
     lines = watch.frame(bank, cells)
-    assert len(lines) == 2 + 3 + 1 + 2 * (n - 2) + 2  # bank, limits, reasons, outputs, packs
+    # bank, limits, reasons, outputs, packs; the first: resistances, capacities, two warnings
+    assert len(lines) == 2 + 3 + 1 + 2 * (n - 2) + 2 + 4
     assert all(len(line) <= 100 for line in lines), max(lines, key=len)
     assert any("no state received" in line for line in lines)
     last = lines[-1]  # a pack that never reported: no cell line, its (long) reason cut at 100
@@ -66,6 +73,18 @@ def test_terminal_redraws_in_place_and_pipe_prints_plain():
     plain = io.StringIO()
     watch.Screen(plain, tty=False).draw(watch.frame(bank, cells))
     assert "\x1b" not in plain.getvalue() and plain.getvalue().endswith("\n\n")
+
+
+def test_cell_health_lines_follow_their_pack_with_and_without_cells():
+    bank, cells = big_bank(3)
+    plain, bars = watch.frame(bank), watch.frame(bank, cells)
+    first = plain.index(next(x for x in plain if x.startswith("rs485-long-nam ")))
+    assert plain[first + 1].startswith("    ! rs485-long-name:1 cell 7: reaches 3.45 V first")
+    assert not any(x.startswith("    R mΩ") for x in plain)  # resistances only with --cells
+    first = bars.index(next(x for x in bars if x.startswith("rs485-long-nam ")))
+    assert bars[first + 2] == "    R mΩ " + "0.51 " * 16 + "med 0.51"  # 16 cells fit
+    assert bars[first + 3] == "    C %  " + " ".join([" 100"] * 16)  # under the resistances
+    assert bars[first + 4] == plain[first + 1]
 
 
 def test_cell_bars_span_min_to_max_and_mark_balancing():

@@ -11,6 +11,14 @@ for cells, the paths dbus-serialbattery made common (``/Voltages/CellN``, ``/Bal
 ``/Voltages/Sum``, ``/Voltages/Diff``, cell 1 first). Rounding and "unknown" follow
 :mod:`paths`. While the pack is offline (or the bank data is stale) /Connected is 0, the
 measurements are unknown and /Alarms/BmsCable is 2.
+
+``/CellHealth/*`` (bmsbank's own paths, listed in the README) show what the arbiter learnt of the
+pack's cells (:mod:`bmsbank.services.arbiter.cell_health`): /CellHealth/Status ("not enough
+data", "learning", "ok"), /CellHealth/Warnings (each warning on a line of its own, "" when none),
+/CellHealth/WarningCount, /CellHealth/ResistanceMedian [mΩ], /CellHealth/Steps,
+/CellHealth/Charges, and per cell /CellHealth/CellN/Resistance [mΩ at 25 °C] and
+/CellHealth/CellN/Capacity [% of the pack's median]; unknown while nothing was learnt. They are
+learnt values, not measurements: they stay while the pack is offline.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ PACK_FORMATS: dict[str, str] = {
     "/Voltages/Sum": "{:.2f}V",
     "/Voltages/Diff": "{:.3f}V",
     "/System/MOSTemperature": "{:.1f}C",
+    "/CellHealth/ResistanceMedian": "{:.2f}mOhm",
 }
 
 
@@ -37,6 +46,8 @@ def fmt(path: str) -> str | None:
         return "{:.3f}V"
     if path.startswith("/System/Temperature"):
         return "{:.1f}C"
+    if path.startswith("/CellHealth/Cell"):
+        return "{:.2f}mOhm" if path.endswith("/Resistance") else "{:.1f}%"
     return PACK_FORMATS.get(path) or FORMATS.get(path)
 
 
@@ -50,6 +61,44 @@ def _cell_paths(count: int) -> tuple[tuple[str, str], ...]:
 def _sensor_paths(count: int) -> tuple[str, ...]:
     """/System/TemperatureN for N = 1..count, built once per count."""
     return tuple(f"/System/Temperature{k}" for k in range(1, count + 1))
+
+
+@functools.cache
+def _health_paths(count: int) -> tuple[tuple[str, str], ...]:
+    """(/CellHealth/CellN/Resistance, /CellHealth/CellN/Capacity) for N = 1..count."""
+    return tuple(
+        (f"/CellHealth/Cell{k}/Resistance", f"/CellHealth/Cell{k}/Capacity")
+        for k in range(1, count + 1)
+    )
+
+
+def cell_health_values(health: Mapping[str, Any] | None, cells: int) -> dict[str, Any]:
+    """The /CellHealth/* paths of a pack for the bank's ``cell_health`` of it (see module doc).
+
+    Args:
+        health: the pack summary's validated ``cell_health`` (None: nothing learnt, or cell
+            health switched off).
+        cells: number of /CellHealth/CellN paths (the service's cell count).
+
+    Returns:
+        path -> value (None = invalid).
+
+    """
+    h: Mapping[str, Any] = health or {}
+    warnings = list(h.get("warnings") or ())
+    values: dict[str, Any] = {
+        "/CellHealth/Status": h.get("status"),
+        "/CellHealth/Warnings": "\n".join(warnings) if health else None,
+        "/CellHealth/WarningCount": len(warnings) if health else None,
+        "/CellHealth/ResistanceMedian": h.get("resistance_median"),
+        "/CellHealth/Steps": h.get("steps"),
+        "/CellHealth/Charges": h.get("charges"),
+    }
+    resistance, capacity = h.get("resistance") or (), h.get("capacity") or ()
+    for k, (r_path, c_path) in enumerate(_health_paths(cells)):
+        values[r_path] = resistance[k] if k < len(resistance) else None
+        values[c_path] = capacity[k] if k < len(capacity) else None
+    return values
 
 
 def _cells(cells: Sequence[float], balancing: Sequence[int], count: int) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class PackService:
         self.cells = len(state["cells"])
         self.sensors = len(state["temperatures"])
         self.serial = serial  #: the serial number its identity follows ("": the pack id)
+        self.health: Mapping[str, Any] | None = None  #: the bank's last cell_health of it
         uid = f"{paths.unique_id(config)}_{bus_element(f'sn_{serial}' if serial else pack)}"
         name = f"{config.bank.name} {pack}"
         self.ve = VeService(dbus_address, f"{config.dbus.service}_{bus_element(pack)}")
@@ -66,7 +67,8 @@ class PackService:
                 validator=paths.custom_name_ok if writable else None,
                 on_set=self.keeper.renamed if writable else None,
             )  # fmt: skip
-        for path, value in self.values().items():
+        health = pack_paths.cell_health_values(None, self.cells)  # paths fixed from the start
+        for path, value in (self.values() | health).items():
             self.ve.add_path(path, value, fmt=pack_paths.fmt(path))
         self.controls = PackControls(pack, state["bms"], self.ve, requester)
         self.controls.add_paths()
@@ -134,16 +136,28 @@ class PackServices:
             await self._update(service)
 
     async def on_bank(self, bank: Mapping[str, Any]) -> None:
-        """Follow the bank's view of which packs are online (all offline in the safe state)."""
+        """Follow the bank's view of which packs are online and what it learnt of their cells.
+
+        Every pack is offline in the safe state; one ItemsChanged per pack, only on a change.
+        """
         for row in bank.get("packs") or ():
             if not isinstance(row, Mapping) or not isinstance(row.get("id"), str):
                 continue
             online = bool(row.get("online"))
             self._online[row["id"]] = online
             service = self.services.get(row["id"])
-            if service is not None and service.online != online:
+            if service is None:
+                continue
+            changed: dict[str, Any] = {}
+            if service.online != online:
                 service.online = online
-                await self._update(service)
+                changed = service.values()
+            health = row.get("cell_health")
+            if health != service.health:  # rebuilt by the arbiter at most every 10 s
+                service.health = health
+                changed.update(pack_paths.cell_health_values(health, service.cells))
+            if changed and await service.ve.update(changed):
+                self.updates += 1
 
     async def request(self, pack: str, action: str, value: Any) -> dict[str, Any]:
         """Send one control request (what a pack's writable switch does); never raises."""
