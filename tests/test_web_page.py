@@ -41,8 +41,12 @@ READ = """
 const t = (id) => document.getElementById(id).textContent;
 const cards = {};
 for (const c of document.querySelectorAll('.card')) {
+  const rows = Object.fromEntries([...c.querySelectorAll('tr')].map(
+    (r) => [r.cells[0].textContent, r.cells[1].textContent]));
   cards[c.dataset.pack] = {state: c.querySelector('.state').textContent,
                            reason: c.querySelector('.reason').textContent,
+                           health: rows['cell health'],
+                           warnings: (c.querySelector('.health') || {}).innerHTML || '',
                            bars: c.querySelectorAll('.bar').length};
 }
 return {seq: t('seq'), soc: t('soc'), voltage: t('voltage'), current: t('current'),
@@ -148,12 +152,40 @@ def test_page_shows_the_tap_and_a_stopped_pack_goes_offline_with_its_reason(demo
         )
         assert page["ccl_why"] == bank["reasons"]["ccl"]
         assert set(page["cards"]) == {p["id"] for p in bank["packs"]}
+        for p in bank["packs"]:  # cell health: what the arbiter learnt, "–" before a state
+            health = page["cards"][p["id"]]["health"]
+            assert health.startswith(p["cell_health"]["status"] if p["cell_health"] else "–")
         matched += 1
         time.sleep(0.5)
     assert matched >= 3, "the page never showed a bank the tap carried"
     # cell bars arrive from the state topic (at most 1 Hz)
     _until("cell bars", lambda: browser.execute_script(READ)["cards"]["jbd1:1"]["bars"] == 16, 10)
     assert browser.execute_script(READ)["cards"]["jbd1:1"]["state"] == "online"
+    # learnt cell health with warnings (the demo's packs have too few current steps to learn):
+    # shown on the card, a warning's text escaped, each cell's values in its bar's tooltip
+    learnt = {
+        "status": "learning",
+        "resistance": [0.52, 0.91] + [None] * 14,
+        "resistance_median": 0.52,
+        "capacity": [None] * 16,
+        "steps": 14,
+        "charges": 0,
+        "warnings": ["jbd1:1 cell 2: resistance 1.8× the pack median (14 steps) <b>"],
+    }
+    shown = browser.execute_script(  # drawn and read in one script: no bank comes between
+        "const b = JSON.parse(JSON.stringify(bank));"
+        "b.packs.find((p) => p.id === 'jbd1:1').cell_health = arguments[0]; showCards(b);"
+        f"const read = () => {{ {READ} }};"
+        "const bar = document.querySelector(\"[data-pack='jbd1:1'] .bar:nth-child(2)\");"
+        "return [read(), bar.title];",
+        learnt,
+    )
+    card = shown[0]["cards"]["jbd1:1"]
+    assert card["health"] == "learning · median 0.52 mΩ · 14 steps · 0 charges"
+    assert card["warnings"] == (
+        "⚠ jbd1:1 cell 2: resistance 1.8× the pack median (14 steps) &lt;b&gt;"
+    )
+    assert shown[1].endswith(" V · 0.91 mΩ"), shown[1]
     conf = f"{rundir}/supervisord.conf"
     subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c", conf, "stop",
                     "sim-jbd1"], check=True, capture_output=True)  # fmt: skip

@@ -60,12 +60,31 @@ function showTopology(b) {
   }).join("") + `<small>${total} packs</small>`;
 }
 
-function cellBars(s) {
+function healthText(h) {
+  // what the arbiter learnt of the pack's cells (services/arbiter/cell_health.py); null: nothing
+  if (!h) return "–";
+  const mid = h.resistance_median === null ? "" : " · median " + h.resistance_median.toFixed(2) + " mΩ";
+  return h.status + mid + " · " + h.steps + " steps · " + h.charges + " charges";
+}
+
+function healthWarnings(h) {
+  if (!h || !h.warnings || !h.warnings.length) return "";
+  return `<div class="health">${h.warnings.map((w) => "⚠ " + esc(w)).join("<br>")}</div>`;
+}
+
+function cellLearnt(h, i) {
+  // a bar's tooltip: the cell's resistance [mΩ at 25 °C] and capacity [% of the median] once known
+  if (!h) return "";
+  const r = h.resistance[i], c = h.capacity[i];
+  return (r === null || r === undefined ? "" : " · " + r.toFixed(2) + " mΩ") + (c === null || c === undefined ? "" : " · " + c.toFixed(0) + " %");
+}
+
+function cellBars(s, h) {
   if (!s || !s.cells || !s.cells.length) return "<small>no cell data yet</small>";
   const lo = Math.min(...s.cells), hi = Math.max(...s.cells);
   const base = lo - Math.max(0.01, hi - lo), span = hi - base;  // the spread fills the bars
   return `<div class="bars">` + s.cells.map((v, i) =>
-    `<div class="bar${s.balancing && s.balancing[i] ? " bal" : ""}${v === lo ? " min" : ""}${v === hi ? " max" : ""}" style="height:${(100 * (v - base) / span).toFixed(0)}%" title="C${i + 1} ${v.toFixed(3)} V"></div>`).join("") + "</div>" +
+    `<div class="bar${s.balancing && s.balancing[i] ? " bal" : ""}${v === lo ? " min" : ""}${v === hi ? " max" : ""}" style="height:${(100 * (v - base) / span).toFixed(0)}%" title="C${i + 1} ${v.toFixed(3)} V${cellLearnt(h, i)}"></div>`).join("") + "</div>" +
     `<small>min ${lo.toFixed(3)} · max ${hi.toFixed(3)} · Δ ${((hi - lo) * 1000).toFixed(0)} mV · balancing ${s.balancing ? s.balancing.filter((x) => x).length : 0}</small>`;
 }
 
@@ -87,10 +106,11 @@ function showCards(b) {
       ["CCL / DCL", `${f(p.ccl, 1, " A")} · ${f(p.dcl, 1, " A")}`],
       ["link", linkText(link)],
       ["age", f(p.age, 1, " s")],
+      ["cell health", healthText(p.cell_health)],
     ];
     const why = offlineReason(p) || p.blocking_charge || p.blocking_discharge || "";
     return `<div class="card ${p.online ? "" : "off"}" data-pack="${esc(p.id)}"><b>${esc(p.id)}</b> <small>${esc(p.bms || "?")}</small>
-      <span class="box ${st} state">${st}</span><div class="reason">${esc(why)}</div>${cellBars(s)}
+      <span class="box ${st} state">${st}</span><div class="reason">${esc(why)}</div>${healthWarnings(p.cell_health)}${cellBars(s, p.cell_health)}
       <table>${rows.map(([k, v]) => `<tr><td><small>${k}</small></td><td>${esc(v)}</td></tr>`).join("")}</table></div>`;
   }).join("");
 }
