@@ -12,12 +12,11 @@ from bmsbank.config import parse
 from bmsbank.errors import FrameError
 from bmsbank.schema import ALARMS, validate_state
 from bmsbank.services.poller import plugins, simulators
-from bmsbank.services.poller.plugins.base import LinkStats, Plugin
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin, length_field
 from bmsbank.services.poller.plugins.daren_485.family import (
     ALARM_WORDS,
     INFO_AT,
     frame,
-    length_field,
 )
 from bmsbank.services.poller.service import Poller
 from bmsbank.services.poller.simulators.battery import BatteryModel

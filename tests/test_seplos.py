@@ -7,12 +7,11 @@ import pytest
 from bmsbank.errors import FrameError
 from bmsbank.schema import ALARMS, validate_state
 from bmsbank.services.poller import plugins, simulators
-from bmsbank.services.poller.plugins.base import LinkStats, Plugin
+from bmsbank.services.poller.plugins.base import LinkStats, Plugin, length_field
 from bmsbank.services.poller.plugins.seplos.family import (
     PROTECTIONS,
     WARNINGS,
     frame,
-    length_field,
 )
 from bmsbank.services.poller.simulators.battery import BatteryModel
 from bmsbank.state import make_state

@@ -38,6 +38,7 @@ from bmsbank.native.frames import (
     TlvTable,
     crc16_modbus,
     framer,
+    negsum16,
     take,
 )
 from bmsbank.native.spec import FrameSpec, Layout
@@ -462,6 +463,40 @@ def modbus_read(address: int, function: int, start: int, count: int) -> bytes:
     return modbus_frame(
         bytes((address, function)) + start.to_bytes(2, "big") + count.to_bytes(2, "big")
     )
+
+
+def length_field(chars: int) -> int:
+    """LENGTH of an ASCII-hex frame for ``chars`` INFO characters: the LCHKSUM nibble, then LENID.
+
+    The Pylontech-style frames of Seplos v2 (PDF20 §3.2), Pace and Daren/BASEN (§4.2).
+    """
+    lchksum = -((chars >> 8) + (chars >> 4 & 0xF) + (chars & 0xF)) & 0xF
+    return lchksum << 12 | chars
+
+
+def ascii_hex_frame(soi: bytes, head: bytes, info: bytes = b"") -> bytes:
+    """An ASCII-hex frame, as :func:`length_field`'s families build their requests.
+
+    ``soi``, then ``head`` (VER ADR CID1 CID2), LENGTH and ``info`` in upper-case hex, the negated
+    16-bit sum of those characters and CR.
+    """
+    text = (head + length_field(2 * len(info)).to_bytes(2, "big") + info).hex().upper()
+    data = text.encode("ascii")
+    return soi + data + b"%04X\r" % negsum16(data)
+
+
+def counted_length(info: bytes, steps: Sequence[tuple[int, int]]) -> int:
+    """INFO length the counts in ``info`` announce (-1: cut short).
+
+    ``steps``: per counted list, (bytes skipped before its count byte, bytes per element).
+    """
+    pos = 0
+    for skip, size in steps:
+        pos += skip
+        if pos >= len(info):
+            return -1
+        pos += 1 + size * info[pos]
+    return pos
 
 
 def parse_modbus_read(request: bytes, functions: Sequence[int]) -> tuple[int, int, int, int] | None:

@@ -88,10 +88,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import AsciiHex, Field, Layout
 from bmsbank.schema import WARNING
-from bmsbank.services.poller.plugins.base import Plugin, Query, alarms_from_bits, bits, require
+from bmsbank.services.poller.plugins.base import (
+    Plugin,
+    Query,
+    alarms_from_bits,
+    ascii_hex_frame,
+    bits,
+    counted_length,
+    require,
+)
 from bmsbank.services.poller.plugins.daren_485 import INFO
 
 VER = 0x22
@@ -266,28 +273,9 @@ ALARM_WORDS: dict[str, tuple[Mapping[int, str], Mapping[int, str]]] = {
 FET_DISCHARGE_BIT, FET_CHARGE_BIT = 0, 1
 
 
-def length_field(chars: int) -> int:
-    """LENGTH for ``chars`` INFO characters: LCHKSUM nibble, then LENID (BASEN §4.2)."""
-    lchksum = -((chars >> 8) + (chars >> 4 & 0xF) + (chars & 0xF)) & 0xF
-    return lchksum << 12 | chars
-
-
 def frame(soi: bytes, address: int, cid1: int, cid2: int, info: bytes = b"") -> bytes:
     """Build a frame (a request: ``cid2`` = service; a reply: ``cid2`` = RTN)."""
-    head = bytes((VER, address, cid1, cid2)) + length_field(2 * len(info)).to_bytes(2, "big")
-    text = (head + info).hex().upper().encode("ascii")
-    return soi + text + b"%04X\r" % negsum16(text)
-
-
-def counted_length(info: bytes, steps: Sequence[tuple[int, int]]) -> int:
-    """INFO bytes up to the end of the last counted list ``steps`` walk to (-1: cut short)."""
-    pos = 0
-    for skip, size in steps:
-        pos += skip
-        if pos >= len(info):
-            return -1
-        pos += 1 + size * info[pos]
-    return pos
+    return ascii_hex_frame(soi, bytes((VER, address, cid1, cid2)), info)
 
 
 def realtime_fits(info: bytes, exact: bool) -> bool:
@@ -367,9 +355,7 @@ class Family(Plugin):
         return (
             Query(REALTIME, self.request(REALTIME, address)),
             Query(PARAMS, self.request(PARAMS, address), every=SETTINGS_EVERY, required=False),
-            Query(
-                CAPACITY, self.request(CAPACITY, address), every=SETTINGS_EVERY, required=False
-            ),
+            Query(CAPACITY, self.request(CAPACITY, address), every=SETTINGS_EVERY, required=False),
             Query(SERIAL, self.request(SERIAL, address), every=0, required=False),
             Query(MAKER, self.request(MAKER, address), every=0, required=False),
         )

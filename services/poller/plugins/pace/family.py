@@ -75,19 +75,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import ControlError, FrameError
-from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import AsciiHex, Field, Layout
 from bmsbank.services.poller.plugins.base import (
     Link,
     LinkStats,
     Plugin,
     Query,
+    ascii_hex_frame,
     bits,
+    counted_length,
     graded_alarms,
     require,
 )
 from bmsbank.services.poller.plugins.pace import INFO
-from bmsbank.services.poller.plugins.seplos.family import counted_length, length_field
 
 VER, CID1 = 0x25, 0x46
 CMD_ANALOG, CMD_STATUS, CMD_HARDWARE, CMD_SERIAL = 0x42, 0x44, 0xC1, 0xC2
@@ -191,9 +191,7 @@ FRAMING = AsciiHex()
 
 def frame(address: int, cid2: int, info: bytes = b"") -> bytes:
     """Build a frame (a request: ``cid2`` = command; a reply: ``cid2`` = RTN)."""
-    head = bytes((VER, address, CID1, cid2)) + length_field(2 * len(info)).to_bytes(2, "big")
-    text = (head + info).hex().upper().encode("ascii")
-    return b"~" + text + b"%04X\r" % negsum16(text)
+    return ascii_hex_frame(b"~", bytes((VER, address, CID1, cid2)), info)
 
 
 def request(address: int, command: int) -> bytes:

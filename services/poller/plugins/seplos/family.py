@@ -52,12 +52,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from bmsbank.errors import FrameError
-from bmsbank.native.frames import negsum16
 from bmsbank.native.spec import AsciiHex, Field, Layout
 from bmsbank.services.poller.plugins.base import (
     Plugin,
     Query,
+    ascii_hex_frame,
     bits,
+    counted_length,
     graded_alarms,
     require,
 )
@@ -155,33 +156,14 @@ WARNINGS: dict[int, str] = {
 FRAMING = AsciiHex()
 
 
-def length_field(chars: int) -> int:
-    """LENGTH for ``chars`` INFO characters: LCHKSUM nibble, then LENID (PDF20 §3.2)."""
-    lchksum = -((chars >> 8) + (chars >> 4 & 0xF) + (chars & 0xF)) & 0xF
-    return lchksum << 12 | chars
-
-
 def frame(address: int, cid2: int, info: bytes = b"") -> bytes:
     """Build a frame (a request: ``cid2`` = command; a reply: ``cid2`` = RTN)."""
-    head = bytes((VER, address, CID1, cid2)) + length_field(2 * len(info)).to_bytes(2, "big")
-    text = (head + info).hex().upper().encode("ascii")
-    return b"~" + text + b"%04X\r" % negsum16(text)
+    return ascii_hex_frame(b"~", bytes((VER, address, CID1, cid2)), info)
 
 
 def poll_request(address: int, command: int) -> bytes:
     """The 0x42 / 0x44 request for the pack at ``address`` (COMMAND_GROUP = the address)."""
     return frame(address, command, bytes((address,)))
-
-
-def counted_length(info: bytes, steps: Sequence[tuple[int, int]]) -> int:
-    """INFO length the counts in ``info`` announce when read with ``steps`` (-1: cut short)."""
-    pos = 0
-    for skip, size in steps:
-        pos += skip
-        if pos >= len(info):
-            return -1
-        pos += 1 + size * info[pos]
-    return pos
 
 
 class Family(Plugin):
