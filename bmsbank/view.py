@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from bmsbank.errors import MessageError
@@ -61,13 +62,13 @@ def rejections(p: dict[str, Any]) -> str:
     return f" | rejected {sum(counts.values())} ({each}){held}, last: {p.get('last_rejection')}"
 
 
-def health_warnings(p: dict[str, Any]) -> list[str]:
+def health_warnings(p: Mapping[str, Any]) -> list[str]:
     """A pack's cell-health warnings, one line each ("    ! jbd1:1 cell 2: reaches ...")."""
     health = p.get("cell_health") or {}
     return [f"    ! {w}" for w in health.get("warnings") or ()]
 
 
-def health_lines(p: dict[str, Any]) -> list[str]:
+def health_lines(p: Mapping[str, Any]) -> list[str]:
     """A pack's learnt cell resistances [mΩ at 25 °C] and capacities [% of the median].
 
     A line each ("--": not yet); none while nothing was learnt or cell health is off. 16 cells

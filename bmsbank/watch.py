@@ -123,8 +123,8 @@ def frame(
             spread = f" {min(v):.3f}-{max(v):.3f} V Δ{(max(v) - min(v)) * 1000:.0f} mV"
             lines.append("  " + cell_bar(v, b, width - 2 - len(spread)) + spread)
         if cells is not None:
-            lines += health_lines(dict(p))
-        lines += health_warnings(dict(p))
+            lines += health_lines(p)
+        lines += health_warnings(p)
     return [_cut(line, width) for line in lines]
 
 
